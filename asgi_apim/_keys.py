@@ -1,0 +1,10 @@
+"""Names of the scope entries one stage leaves for the next.
+
+A request flows one way: routing -> certificate -> policy -> throttling -> app.
+Each stage reads what the one before left here and never reaches back.
+"""
+
+PEER = "asgi_apim.peer"                # (host, port) of the real socket peer, set by our uvicorn protocols
+ROUTE = "asgi_apim.route"              # routing.Route
+CERTIFICATE = "asgi_apim.certificate"  # certs.middleware.CertificateOutcome
+DECISION = "asgi_apim.decision"        # list[str]: the policy's steps, for explain / X-APIM-Decision

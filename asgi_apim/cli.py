@@ -1,0 +1,148 @@
+"""The ``asgi-apim`` command.
+
+Every command exits 0 on success, 2 on bad usage, 1 on any other error, and
+prints an error as one line on stderr (a traceback only with ``--debug``).
+Each sub-command's work lives in the module that owns the concern; this file
+only parses arguments and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from asgi_apim.errors import APIMError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad usage discovered after parsing: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"asgi-apim: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="deployment.toml")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--uds", default=None, help="bind to a UNIX domain socket")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--ssl-keyfile", default=None)
+    p.add_argument("--ssl-certfile", default=None)
+    p.add_argument("--ssl-keyfile-password", default=None)
+    p.add_argument("--ssl-ca-certs", default=None)
+    p.add_argument(
+        "--ssl-cert-reqs",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="0 none, 1 optional, 2 required (default: 1 when an API uses mutual SSL, else 0)",
+    )
+    p.add_argument("--ssl-ciphers", default=None)
+    p.add_argument("--http", default="auto", help="uvicorn HTTP implementation: auto, h11, httptools")
+    p.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation: auto, websockets, wsproto, none")
+    p.add_argument("--proxy-headers", dest="proxy_headers", action="store_true", default=True)
+    p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false")
+    p.add_argument("--forwarded-allow-ips", default=None)
+    p.add_argument("--root-path", default="")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=True)
+    p.add_argument("--lifespan", default="auto", choices=("auto", "on", "off"))
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    from asgi_apim.server.run import serve
+
+    return serve(ns)
+
+
+def _pki_init(ns: argparse.Namespace) -> int:
+    from asgi_apim.certs.pki import init_pki
+
+    for name in init_pki(ns.dir, days=ns.days):
+        print(name)
+    return 0
+
+
+def _check(ns: argparse.Namespace) -> int:
+    from asgi_apim.explain import check_command
+
+    return check_command(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asgi-apim", description="WSO2 API Manager gateway security as ASGI middleware")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("serve", help="run MODULE:APP behind the configured stack on uvicorn")
+    p.add_argument("app", help="MODULE:APP")
+    _add_server_options(p)
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("pki", help="development PKI")
+    pki_sub = p.add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
+    q = pki_sub.add_parser("init", help="write ca, server and client certificates and keys to DIR")
+    q.add_argument("dir")
+    q.add_argument("--days", type=int, default=365)
+    q.set_defaults(handler=_pki_init)
+
+    p = sub.add_parser("check", help="would this certificate (or request) be accepted, and why")
+    p.add_argument("--config", required=True)
+    p.add_argument("cert", nargs="?", help="CERT.pem: the client certificate (chain) to check")
+    p.add_argument("--cert", dest="cert_opt", default=None, help="client certificate for --request")
+    p.add_argument("--request", default=None, help="'METHOD /path' to explain end to end")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable) for --request")
+    p.set_defaults(handler=_check)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Sub-commands owned by other packages (secrets, auth, registry, gateway)."""
+    found = []
+    for module, attr in (
+        ("asgi_apim.secrets.commands", "register"),
+        ("asgi_apim.auth.commands", "register"),
+        ("asgi_apim.throttling.commands", "register"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        found.append(getattr(mod, attr))
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(ns.handler(ns) or 0)
+    except UsageError as exc:
+        print(f"asgi-apim: error: {exc}", file=sys.stderr)
+        return 2
+    except (APIMError, OSError, ValueError) as exc:
+        if ns.debug:
+            raise
+        print(f"asgi-apim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,610 @@
+"""``deployment.toml`` -> frozen configuration objects.
+
+The file is read once (tomllib). Every string value may be written as
+``$env{NAME}`` (an environment variable), ``$secret{NAME}`` (an entry of the
+``[secrets]`` table) or directly as a ciphertext made by ``asgi-apim encrypt``;
+encrypted values are decrypted here, once, with ``[encryption] key``. Relative
+paths are resolved against the directory of the file. An unknown key or a bad
+value stops loading with one `ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asgi_apim.errors import ConfigError
+
+DEFAULT_TIERS: dict[str, str] = {
+    "Unlimited": "unlimited",
+    "Gold": "5000/minute",
+    "Silver": "2000/minute",
+    "Bronze": "1000/minute",
+    "Unauthenticated": "500/minute",
+}
+HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
+MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
+APPLICATION_SCHEMES = ("oauth2", "api_key", "basic")
+STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Secrets(Mapping[str, str]):
+    """The decrypted ``[secrets]`` table. Its repr never shows a value."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets({sorted(self._values)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secrets) and other._values == self._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values)))
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    key: str | None = field(default=None, repr=False)
+    old_keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class MutualSSLConfig:
+    certificate_header: str = "x-wso2-client-certificate"
+    header_format: str = "auto"
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    enable_client_validation: bool = False
+    enable_certificate_chain_validation: bool = True
+    truststore: tuple[Path, ...] = ()
+    truststore_password: str | None = field(default=None, repr=False)
+    crl: tuple[Path, ...] = ()
+    reload_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class ThrottlingConfig:
+    storage: str = "memory://"
+    strategy: str = "moving-window"
+    fail_open: bool = True
+    tiers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    headers: str = "ratelimit"  # ratelimit | x-ratelimit | none
+    subscriber_claim: tuple[str, ...] = ("azp", "sub")
+
+
+@dataclass(frozen=True)
+class KeyManagerConfig:
+    name: str
+    issuer: str
+    audience: tuple[str, ...] = ()
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    algorithms: tuple[str, ...] = ("RS256",)
+    shared_secret: str | None = field(default=None, repr=False)
+    introspection_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    leeway: float = 30.0
+    tier_claim: str | None = None
+    default_tier: str = "Unlimited"
+    subscriber_claim: tuple[str, ...] = ("azp", "sub")
+
+
+@dataclass(frozen=True)
+class ApiKeysConfig:
+    header: str = "apikey"
+    query_param: str = "apikey"
+    signing_key: Path | None = None
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BasicAuthConfig:
+    users_file: Path | None = None
+    realm: str = "asgi-apim"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    url: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    mutual_ssl: str = "disabled"
+    application: tuple[str, ...] = ("oauth2",)
+    application_mandatory: bool = True
+
+
+@dataclass(frozen=True)
+class CertificateRegistration:
+    alias: str
+    certificate: Path
+    tier: str = "Unlimited"
+    api: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    path: str
+    methods: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    tier: str | None = None
+    security: SecurityConfig | None = None
+    public: bool = False
+
+
+@dataclass(frozen=True)
+class BackendSecurityConfig:
+    type: str = "basic"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    name: str
+    context: str
+    backend: str | None = None
+    tier: str = "Unlimited"
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    certificates: tuple[CertificateRegistration, ...] = ()
+    resources: tuple[ResourceConfig, ...] = ()
+    backend_security: BackendSecurityConfig | None = None
+
+
+@dataclass(frozen=True)
+class SSLProfileConfig:
+    servers: tuple[str, ...]
+    ca: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    public_paths: tuple[str, ...] = ()
+    debug_headers: bool = False
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    secrets: Secrets = field(default_factory=Secrets)
+    mutual_ssl: MutualSSLConfig = field(default_factory=MutualSSLConfig)
+    throttling: ThrottlingConfig = field(default_factory=ThrottlingConfig)
+    key_managers: tuple[KeyManagerConfig, ...] = ()
+    api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
+    basic_auth: BasicAuthConfig = field(default_factory=BasicAuthConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    apis: tuple[ApiConfig, ...] = ()
+    ssl_profiles: tuple[SSLProfileConfig, ...] = ()
+
+    def api(self, name: str) -> ApiConfig:
+        for api in self.apis:
+            if api.name == name:
+                return api
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- values
+
+_ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET = re.compile(r"^\$secret\{([^}]+)\}$")
+
+Decrypt = Callable[[str, str], str]  # (ciphertext, key path) -> plaintext
+
+
+def _expand_env(value: str, key: str) -> str:
+    def env(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(key, f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV.sub(env, value)
+
+
+class _Resolver:
+    """Turns raw TOML strings into their values: $env{}, $secret{}, ciphertexts."""
+
+    def __init__(self, secrets: Mapping[str, str], decrypt: Decrypt | None) -> None:
+        self.secrets = secrets
+        self.decrypt = decrypt
+
+    def __call__(self, value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: self(v, f"{key}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+        match = _SECRET.match(value)
+        if match:
+            name = match.group(1)
+            if name not in self.secrets:
+                raise ConfigError(key, f"refers to $secret{{{name}}}, which [secrets] does not define")
+            return self.secrets[name]
+        value = _expand_env(value, key)
+        if _looks_encrypted(value):
+            if self.decrypt is None:
+                raise ConfigError(key, "is encrypted but no [encryption] key is configured")
+            return self.decrypt(value, key)
+        return value
+
+
+def _looks_encrypted(value: str) -> bool:
+    from asgi_apim.secrets import is_ciphertext
+
+    return is_ciphertext(value)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key on error."""
+
+    def __init__(self, raw: Any, key: str, base: Path) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(key, "must be a table")
+        self.raw = raw
+        self.key = key
+        self.base = base
+        self.seen: set[str] = set()
+
+    def _k(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def _get(self, name: str, default: Any) -> Any:
+        self.seen.add(name)
+        return self.raw.get(name, default)
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+    def str(self, name: str, default: Any = None, *, choices: tuple[str, ...] = (), required: bool = False) -> Any:
+        value = self._get(name, default)
+        if value is None:
+            if required:
+                raise ConfigError(self._k(name), "is required")
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(self._k(name), "must be a string")
+        if required and not value:
+            raise ConfigError(self._k(name), "must not be empty")
+        if choices and value not in choices:
+            raise ConfigError(self._k(name), f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self._k(name), "must be true or false")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise ConfigError(self._k(name), f"must be a number >= {minimum}")
+        return float(value)
+
+    def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._get(name, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self._k(name), "must be a list of strings")
+        for v in value:
+            if choices and v not in choices:
+                raise ConfigError(self._k(name), f"{v!r} is not one of {', '.join(choices)}")
+        return tuple(value)
+
+    def path(self, name: str, *, required: bool = False) -> Path | None:
+        value = self.str(name, required=required)
+        return None if value is None else _resolve_path(self.base, value)
+
+    def paths(self, name: str) -> tuple[Path, ...]:
+        return tuple(_resolve_path(self.base, v) for v in self.strs(name))
+
+    def table(self, name: str) -> _Table:
+        return _Table(self._get(name, {}), self._k(name), self.base)
+
+    def tables(self, name: str) -> list[_Table]:
+        value = self._get(name, [])
+        if not isinstance(value, list):
+            raise ConfigError(self._k(name), "must be an array of tables ([[...]])")
+        return [_Table(v, f"{self._k(name)}[{i}]", self.base) for i, v in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.seen)
+        if unknown:
+            raise ConfigError(self._k(unknown[0]), "unknown key")
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _security(t: _Table) -> SecurityConfig:
+    mutual = t.str("mutual_ssl", "disabled", choices=MUTUAL_SSL_MODES)
+    sec = SecurityConfig(
+        mutual_ssl=mutual,
+        application=t.strs("application", ("oauth2",) if mutual == "disabled" else (), choices=APPLICATION_SCHEMES),
+        application_mandatory=t.bool("application_mandatory", mutual != "mandatory"),
+    )
+    t.done()
+    if mutual != "mandatory" and not sec.application:
+        raise ConfigError(f"{t.key}.application", "lists no scheme and mutual_ssl is not mandatory: nothing would be checked")
+    if sec.application_mandatory and not sec.application:
+        raise ConfigError(f"{t.key}.application", "application_mandatory is true but no scheme is listed")
+    return sec
+
+
+def _context(value: str, key: str) -> str:
+    if not value.startswith("/") or "?" in value or "#" in value:
+        raise ConfigError(key, "must be an absolute path such as /pets")
+    return value.rstrip("/") or "/"
+
+
+def _api(t: _Table) -> ApiConfig:
+    name = t.str("name", required=True)
+    context = _context(t.str("context", required=True), f"{t.key}.context")
+    backend = t.str("backend")
+    if backend is not None and not re.match(r"^https?://[^/]+", backend):
+        raise ConfigError(f"{t.key}.backend", "must be an http:// or https:// URL")
+    tier = t.str("tier", "Unlimited", required=True)
+    security = _security(t.table("security"))
+    certificates = []
+    for c in t.tables("certificates"):
+        certificates.append(
+            CertificateRegistration(
+                alias=c.str("alias", required=True),
+                certificate=c.path("certificate", required=True),  # type: ignore[arg-type]
+                tier=c.str("tier", "Unlimited", required=True),
+                api=name,
+            )
+        )
+        c.done()
+    aliases = [c.alias for c in certificates]
+    if len(set(aliases)) != len(aliases):
+        raise ConfigError(f"{t.key}.certificates", "aliases must be unique within an API")
+    resources = []
+    for r in t.tables("resources"):
+        path = r.str("path", required=True)
+        if not path.startswith("/"):
+            raise ConfigError(f"{r.key}.path", "must start with /")
+        resources.append(
+            ResourceConfig(
+                path=path,
+                methods=tuple(m.upper() for m in r.strs("methods")),
+                scopes=r.strs("scopes"),
+                tier=r.str("tier"),
+                security=_security(r.table("security")) if r.has("security") else None,
+                public=r.bool("public", False),
+            )
+        )
+        for m in resources[-1].methods:
+            if m not in HTTP_METHODS:
+                raise ConfigError(f"{r.key}.methods", f"{m!r} is not an HTTP method")
+        r.done()
+    backend_security = None
+    if t.has("backend_security"):
+        b = t.table("backend_security")
+        backend_security = BackendSecurityConfig(
+            type=b.str("type", "basic", choices=("basic", "bearer")),
+            username=b.str("username"),
+            password=b.str("password"),
+            token=b.str("token"),
+        )
+        b.done()
+    t.done()
+    return ApiConfig(
+        name=name,
+        context=context,
+        backend=backend,
+        tier=tier,
+        security=security,
+        certificates=tuple(certificates),
+        resources=tuple(resources),
+        backend_security=backend_security,
+    )
+
+
+def _mutual_ssl(t: _Table) -> MutualSSLConfig:
+    proxies = t.strs("trusted_proxies", ("127.0.0.1/32", "::1/128"))
+    for p in proxies:
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            raise ConfigError(f"{t.key}.trusted_proxies", f"{p!r} is not an IP address or CIDR network") from None
+    header = t.str("certificate_header", "X-WSO2-CLIENT-CERTIFICATE", required=True)
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
+        raise ConfigError(f"{t.key}.certificate_header", "is not a valid HTTP header name")
+    cfg = MutualSSLConfig(
+        certificate_header=header.lower(),
+        header_format=t.str("header_format", "auto", choices=HEADER_FORMATS),
+        trusted_proxies=proxies,
+        enable_client_validation=t.bool("enable_client_validation", False),
+        enable_certificate_chain_validation=t.bool("enable_certificate_chain_validation", True),
+        truststore=t.paths("truststore"),
+        truststore_password=t.str("truststore_password"),
+        crl=t.paths("crl"),
+        reload_interval=t.number("reload_interval", 10, minimum=0.1),
+    )
+    t.done()
+    return cfg
+
+
+def _throttling(t: _Table) -> ThrottlingConfig:
+    tiers_t = t.table("tiers")
+    tiers = dict(DEFAULT_TIERS)
+    for name in list(tiers_t.raw):
+        tiers[name] = tiers_t.str(name, required=True)
+    tiers_t.done()
+    storage = t.str("storage", "memory://", required=True)
+    if "://" not in storage:
+        raise ConfigError(f"{t.key}.storage", "must be a limits storage URI such as memory:// or redis://host:6379/0")
+    cfg = ThrottlingConfig(
+        storage=storage,
+        strategy=t.str("strategy", "moving-window", choices=STRATEGIES),
+        fail_open=t.bool("fail_open", True),
+        tiers=tiers,
+        headers=t.str("headers", "ratelimit", choices=("ratelimit", "x-ratelimit", "none")),
+        subscriber_claim=t.strs("subscriber_claim", ("azp", "sub")),
+    )
+    t.done()
+    return cfg
+
+
+def _key_manager(t: _Table) -> KeyManagerConfig:
+    km = KeyManagerConfig(
+        name=t.str("name", required=True),
+        issuer=t.str("issuer", required=True),
+        audience=t.strs("audience"),
+        jwks_url=t.str("jwks_url"),
+        jwks_file=t.path("jwks_file"),
+        algorithms=t.strs("algorithms", ("RS256",)),
+        shared_secret=t.str("shared_secret"),
+        introspection_url=t.str("introspection_url"),
+        client_id=t.str("client_id"),
+        client_secret=t.str("client_secret"),
+        leeway=t.number("leeway", 30),
+        tier_claim=t.str("tier_claim"),
+        default_tier=t.str("default_tier", "Unlimited", required=True),
+        subscriber_claim=t.strs("subscriber_claim", ("azp", "sub")),
+    )
+    t.done()
+    if not (km.jwks_url or km.jwks_file or km.shared_secret or km.introspection_url):
+        raise ConfigError(t.key, "needs jwks_url, jwks_file, shared_secret or introspection_url")
+    if any(a.lower() == "none" for a in km.algorithms):
+        raise ConfigError(f"{t.key}.algorithms", "'none' is never allowed")
+    if any(a.upper().startswith("HS") for a in km.algorithms) and not km.shared_secret:
+        raise ConfigError(f"{t.key}.algorithms", "HMAC algorithms need a shared_secret")
+    return km
+
+
+def _ssl_profile(t: _Table) -> SSLProfileConfig:
+    servers = t.strs("servers")
+    if not servers:
+        raise ConfigError(f"{t.key}.servers", "must list at least one host:port")
+    p = SSLProfileConfig(servers=servers, ca=t.path("ca"), certificate=t.path("certificate"), key=t.path("key"))
+    t.done()
+    return p
+
+
+def _check_tiers(cfg: Config) -> None:
+    known = cfg.throttling.tiers
+    for api in cfg.apis:
+        where = f"apis[{api.name}]"
+        refs = [(f"{where}.tier", api.tier)]
+        refs += [(f"{where}.certificates[{c.alias}].tier", c.tier) for c in api.certificates]
+        refs += [(f"{where}.resources[{r.path}].tier", r.tier) for r in api.resources if r.tier]
+        for key, tier in refs:
+            if tier not in known:
+                raise ConfigError(key, f"unknown tier {tier!r} (known: {', '.join(sorted(known))})")
+    for km in cfg.key_managers:
+        if km.default_tier not in known:
+            raise ConfigError(f"key_managers[{km.name}].default_tier", f"unknown tier {km.default_tier!r}")
+
+
+def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None) -> Config:
+    """Build a `Config` from an already-parsed TOML document."""
+    root = _Table(raw, "", base)
+    enc = root.table("encryption")
+    enc_key = enc.raw.get("key")
+    if isinstance(enc_key, str):
+        enc_key = _expand_env(enc_key, "encryption.key")
+    encryption = EncryptionConfig(key=enc_key, old_keys=tuple(_expand_env(k, "encryption.old_keys") for k in enc.strs("old_keys")))
+    enc.str("key")
+    enc.done()
+    if decrypt is None and encryption.key:
+        from asgi_apim.secrets import decryptor_for
+
+        decrypt = decryptor_for(encryption)
+    secrets_raw = root.table("secrets")
+    plain_secrets: dict[str, str] = {}
+    bare = _Resolver({}, decrypt)
+    for name in list(secrets_raw.raw):
+        value = secrets_raw.str(name, required=True)
+        plain_secrets[name] = bare(value, f"secrets.{name}")
+    secrets_raw.done()
+    resolve = _Resolver(plain_secrets, decrypt)
+    resolved = {k: (v if k in ("encryption", "secrets") else resolve(v, k)) for k, v in raw.items()}
+    root = _Table(resolved, "", base)
+    root.seen.update(("encryption", "secrets"))
+    public_paths = root.strs("public_paths")
+    for p in public_paths:
+        if not p.startswith("/"):
+            raise ConfigError("public_paths", f"{p!r} must start with /")
+    apis = tuple(_api(t) for t in root.tables("apis"))
+    names = [a.name for a in apis]
+    if len(set(names)) != len(names):
+        raise ConfigError("apis", "API names must be unique")
+    contexts = [a.context for a in apis]
+    if len(set(contexts)) != len(contexts):
+        raise ConfigError("apis", "two APIs share a context")
+    kms = tuple(_key_manager(t) for t in root.tables("key_managers"))
+    api_keys_t = root.table("api_keys")
+    api_keys = ApiKeysConfig(
+        header=api_keys_t.str("header", "apikey", required=True).lower(),
+        query_param=api_keys_t.str("query_param", "apikey", required=True),
+        signing_key=api_keys_t.path("signing_key"),
+        revoked=api_keys_t.strs("revoked"),
+    )
+    api_keys_t.done()
+    basic_t = root.table("basic_auth")
+    basic = BasicAuthConfig(users_file=basic_t.path("users_file"), realm=basic_t.str("realm", "asgi-apim", required=True))
+    basic_t.done()
+    reg_t = root.table("registry")
+    reg_url = reg_t.str("url")
+    if reg_url and reg_url.startswith("sqlite:///") and not reg_url.startswith("sqlite:////"):
+        reg_url = "sqlite:///" + str(_resolve_path(base, reg_url[len("sqlite:///"):]))
+    registry = RegistryConfig(url=reg_url)
+    reg_t.done()
+    cfg = Config(
+        path=path,
+        public_paths=public_paths,
+        debug_headers=root.bool("debug_headers", False),
+        encryption=encryption,
+        secrets=Secrets(plain_secrets),
+        mutual_ssl=_mutual_ssl(root.table("mutual_ssl")),
+        throttling=_throttling(root.table("throttling")),
+        key_managers=kms,
+        api_keys=api_keys,
+        basic_auth=basic,
+        registry=registry,
+        apis=apis,
+        ssl_profiles=tuple(_ssl_profile(t) for t in root.tables("ssl_profiles")),
+    )
+    root.done()
+    _check_tiers(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("", f"configuration file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    return parse_config(raw, base=path.parent, path=path)

@@ -1,0 +1,166 @@
+"""The exceptions asgi-apim raises, and how each one is answered over HTTP.
+
+Every error a caller can catch has a place in this tree::
+
+    APIMError
+    ├── ConfigError ........................ start-up only: a bad key or value
+    ├── CryptoError ........................ a value that does not decrypt, a bad key
+    └── RequestError ....................... answered as application/problem+json
+        ├── BadRequest ..................... 400  900900
+        │   └── CertificateHeaderError ..... 400  900900  malformed certificate header
+        ├── AuthenticationError ............ 401
+        │   ├── MissingCredentials ......... 401  900902
+        │   └── InvalidCredentials ......... 401  900901
+        │       └── CertificateRejected .... 401  900901  a certificate that does not pass
+        ├── Forbidden ...................... 403  900908
+        │   └── ScopeMismatch .............. 403  900910
+        ├── NotFound ....................... 404  900906  no API owns the path
+        ├── Throttled ...................... 429  900800-series, with Retry-After
+        ├── StorageUnavailable ............. 503  900807  throttling storage away (fail closed)
+        └── BackendError ................... 502  101503  gateway mode: backend unreachable
+
+`problem_response` renders any `RequestError` as an RFC 9457 problem document with
+WSO2's numeric ``code``. Details say why a request failed; they never carry a
+credential, a certificate body or a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from starlette.types import Send
+
+
+class APIMError(Exception):
+    """Base of every error raised by asgi-apim."""
+
+
+class ConfigError(APIMError):
+    """The configuration cannot be used. The message names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class CryptoError(APIMError):
+    """A ciphertext that does not decrypt under the configured keys, or a bad key."""
+
+
+class RequestError(APIMError):
+    status: ClassVar[int] = 400
+    code: ClassVar[int] = 900900
+    title: ClassVar[str] = "Bad Request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(RequestError):
+    pass
+
+
+class CertificateHeaderError(BadRequest):
+    title = "Malformed Client Certificate"
+
+
+class AuthenticationError(RequestError):
+    status = 401
+    code = 900901
+    title = "Invalid Credentials"
+
+
+class MissingCredentials(AuthenticationError):
+    code = 900902
+    title = "Missing Credentials"
+
+
+class InvalidCredentials(AuthenticationError):
+    pass
+
+
+class CertificateRejected(InvalidCredentials):
+    title = "Invalid Client Certificate"
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = 900908
+    title = "Forbidden"
+
+
+class ScopeMismatch(Forbidden):
+    code = 900910
+    title = "The access token does not allow you to access the requested resource"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = 900906
+    title = "No matching resource found for given API Request"
+
+
+class Throttled(RequestError):
+    status = 429
+    code = 900800
+    title = "Message throttled out"
+
+    def __init__(self, detail: str, *, code: int = 900800, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"retry-after": str(max(1, retry_after))})
+        self.code = code  # type: ignore[misc]
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(RequestError):
+    status = 503
+    code = 900807
+    title = "Throttling Unavailable"
+
+
+class BackendError(RequestError):
+    status = 502
+    code = 101503
+    title = "Backend Unavailable"
+
+
+def problem_body(exc: RequestError, instance: str = "") -> bytes:
+    doc = {
+        "type": "about:blank",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "code": exc.code,
+    }
+    if instance:
+        doc["instance"] = instance
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+async def send_problem(send: Send, exc: RequestError, instance: str = "") -> None:
+    """Answer with ``exc`` as application/problem+json, straight onto ``send``."""
+    body = problem_body(exc, instance)
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def reject(scope: dict, send: Send, exc: RequestError) -> None:
+    """Reject an HTTP request or a WebSocket handshake with ``exc``."""
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = problem_body(exc, scope.get("path", ""))
+            headers = [(b"content-type", b"application/problem+json")]
+            headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+            await send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.title[:120]})
+        return
+    await send_problem(send, exc, scope.get("path", ""))

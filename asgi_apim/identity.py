@@ -1,0 +1,89 @@
+"""Who made the request: the `Principal` that goes into ``scope["user"]``.
+
+Follows Starlette's `AuthenticationMiddleware` convention: ``scope["user"]`` is
+a `BaseUser` and ``scope["auth"]`` an `AuthCredentials` carrying the scopes, so
+``request.user.is_authenticated``, ``request.auth.scopes`` and
+``starlette.authentication.requires`` work unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+
+METHODS = ("mutual_ssl", "oauth2", "api_key", "basic")
+
+
+@dataclass(frozen=True, eq=False)
+class Principal(BaseUser):
+    """An authenticated caller.
+
+    ``method`` is the scheme that decided (``mutual_ssl``, ``oauth2``,
+    ``api_key``, ``basic``); ``methods`` every scheme that succeeded, in order
+    (both, when mutual SSL and an application credential are mandatory).
+    ``throttle_key`` is what rate limits count this caller by.
+    """
+
+    method: str
+    subject: str
+    api: str | None = None
+    tier: str | None = None
+    alias: str | None = None
+    scopes: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    certificate: Any = None  # cryptography.x509.Certificate for mutual_ssl callers
+    claims: dict[str, Any] = field(default_factory=dict)
+    throttle_key: str = ""
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.subject
+
+    @property
+    def identity(self) -> str:
+        return self.subject
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "authenticated": True,
+            "method": self.method,
+            "methods": list(self.methods or (self.method,)),
+            "subject": self.subject,
+            "alias": self.alias,
+            "tier": self.tier,
+            "scopes": list(self.scopes),
+            "api": self.api,
+        }
+
+
+ANONYMOUS = UnauthenticatedUser()
+NO_CREDENTIALS = AuthCredentials()
+
+
+def anonymous_dict(api: str | None = None) -> dict[str, Any]:
+    return {
+        "authenticated": False,
+        "method": None,
+        "methods": [],
+        "subject": None,
+        "alias": None,
+        "tier": None,
+        "scopes": [],
+        "api": api,
+    }
+
+
+def set_identity(scope: dict, principal: Principal | None) -> None:
+    """Write ``scope["user"]`` and ``scope["auth"]`` as Starlette does."""
+    if principal is None:
+        scope["user"] = ANONYMOUS
+        scope["auth"] = NO_CREDENTIALS
+    else:
+        scope["user"] = principal
+        scope["auth"] = AuthCredentials(list(principal.scopes))

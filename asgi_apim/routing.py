@@ -1,0 +1,76 @@
+"""Which API, and which resource of it, a request belongs to.
+
+An API owns its ``context`` path prefix (at a segment boundary: ``/pets`` owns
+``/pets`` and ``/pets/1``, not ``/petshop``); the longest context wins.
+Resource paths are Starlette-style templates (``/pets/{id}``), written either
+in full (starting with the context) or relative to the context.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from starlette.routing import compile_path
+
+from asgi_apim.config import ApiConfig, Config, ResourceConfig
+
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    api: ApiConfig | None
+    resource: ResourceConfig | None = None
+    public: bool = False
+
+
+PUBLIC = Route(api=None, public=True)
+UNROUTED = Route(api=None)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+class Router:
+    """Built once from the configuration; `match` is the per-request call."""
+
+    def __init__(self, apis: tuple[ApiConfig, ...] | list[ApiConfig], public_paths: tuple[str, ...] | list[str] = ()) -> None:
+        self.public_paths = tuple(p.rstrip("/") or "/" for p in public_paths)
+        self.apis = tuple(sorted(apis, key=lambda a: len(a.context), reverse=True))
+        self._resources: dict[str, list[tuple[re.Pattern[str], frozenset[str], ResourceConfig]]] = {}
+        for api in self.apis:
+            compiled = []
+            for r in api.resources:
+                full = r.path if _under(r.path, api.context) else api.context.rstrip("/") + r.path
+                regex, _, _ = compile_path(full)
+                compiled.append((regex, frozenset(r.methods), r))
+            self._resources[api.name] = compiled
+        self._cache: dict[tuple[str, str], Route] = {}
+
+    @classmethod
+    def from_config(cls, config: Config) -> Router:
+        return cls(config.apis, config.public_paths)
+
+    def match(self, method: str, path: str) -> Route:
+        key = (method, path)
+        route = self._cache.get(key)
+        if route is None:
+            route = self._match(method, path)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = route
+        return route
+
+    def _match(self, method: str, path: str) -> Route:
+        for p in self.public_paths:
+            if _under(path, p):
+                return PUBLIC
+        for api in self.apis:
+            if _under(path, api.context):
+                for regex, methods, resource in self._resources[api.name]:
+                    if (not methods or method in methods) and regex.match(path):
+                        return Route(api=api, resource=resource, public=resource.public)
+                return Route(api=api)
+        return UNROUTED
