@@ -1,7 +1,36 @@
-"""asgi-apim: WSO2 API Manager's gateway security as pure ASGI middleware."""
+"""asgi-apim: WSO2 API Manager's gateway security as pure ASGI middleware.
+
+    from asgi_apim import protect
+    app = protect(app, config="deployment.toml")
+
+or compose the middlewares yourself with ``app.add_middleware(...)``:
+`MutualTLSMiddleware`, `APISecurityMiddleware`, `ThrottlingMiddleware`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from asgi_apim.config import Config, load_config
-from asgi_apim.errors import APIMError, ConfigError, RequestError
+from asgi_apim.errors import APIMError, ConfigError, CryptoError, RequestError
 from asgi_apim.identity import Principal
 
-__all__ = ["APIMError", "Config", "ConfigError", "Principal", "RequestError", "load_config"]
+_LAZY = {
+    "protect": "asgi_apim._stack",
+    "MutualTLSMiddleware": "asgi_apim.certs.middleware",
+    "APISecurityMiddleware": "asgi_apim.auth.policy",
+    "ThrottlingMiddleware": "asgi_apim.throttling",
+    "Router": "asgi_apim.routing",
+    "load_secrets": "asgi_apim.secrets",
+}
+
+__all__ = ["APIMError", "Config", "ConfigError", "CryptoError", "Principal", "RequestError", "load_config", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asgi_apim' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

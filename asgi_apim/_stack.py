@@ -1,0 +1,84 @@
+"""`protect()`: the whole stack around any ASGI app, built once from a configuration.
+
+A request flows one way: routing -> certificate (source, trust gate,
+validation) -> application policy -> throttling -> app. Everything is parsed
+and loaded here, once; background work (truststore, CRL and registry reloads,
+JWKS refreshes) starts with the app's lifespan or its first request.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim.auth.policy import APISecurityMiddleware
+from asgi_apim.certs.resolver import CertificateResolver
+from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.config import Config, load_config
+from asgi_apim.routing import Router
+
+
+def _uses_mutual_ssl(config: Config) -> bool:
+    return any(
+        sec.mutual_ssl != "disabled"
+        for api in config.apis
+        for sec in [api.security, *(r.security for r in api.resources if r.security)]
+    )
+
+
+def _throttled(app: ASGIApp, config: Config) -> ASGIApp:
+    try:
+        from asgi_apim.throttling import ThrottlingMiddleware
+    except ImportError:  # the throttling package is optional until it lands
+        return app
+    return ThrottlingMiddleware.from_config(app, config)
+
+
+def _authenticators(config: Config) -> dict[str, Any]:
+    needed = {s for api in config.apis for sec in [api.security, *(r.security for r in api.resources if r.security)] for s in sec.application}
+    if not needed:
+        return {}
+    from asgi_apim.auth.base import build_authenticators
+
+    return build_authenticators(config)
+
+
+def _share_secrets(app: Any, config: Config) -> None:
+    state = getattr(app, "state", None)
+    if state is not None:
+        state.secrets = config.secrets
+        state.apim_config = config
+
+
+def protect(app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.toml", *, explain: bool = False) -> ASGIApp:
+    """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    _share_secrets(app, cfg)
+    background = BackgroundTasks()
+    resolver = None
+    if _uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
+        trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
+        background.add(trust.run)
+        try:
+            from asgi_apim.server.tls import live_trust
+        except ImportError:
+            pass
+        else:
+            trust.subscribe(live_trust.update)
+        resolver = CertificateResolver(trust, cfg.mutual_ssl)
+    authenticators = _authenticators(cfg)
+    for auth in authenticators.values():
+        background.add(auth.start)
+    stack = _throttled(app, cfg)
+    return APISecurityMiddleware(
+        stack,
+        router=Router.from_config(cfg),
+        authenticators=authenticators,
+        resolver=resolver,
+        background=background,
+        debug_headers=cfg.debug_headers,
+        explain=explain,
+    )

@@ -1,0 +1,248 @@
+"""`APISecurityMiddleware`: WSO2's mutual-SSL x application-security decision.
+
+Per API (or per resource, when a resource sets its own ``security``):
+
+==========  =====================  ===========  ===========  ==========================================
+mutual_ssl  application_mandatory  certificate  credential   result
+==========  =====================  ===========  ===========  ==========================================
+mandatory   false                  valid        any          200 mutual_ssl (credential ignored)
+mandatory   false                  not valid    any          401
+mandatory   true                   valid        valid        200, both recorded (method: the scheme)
+mandatory   true                   valid        not valid    401
+mandatory   true                   not valid    any          401
+optional    false                  valid        any          200 mutual_ssl (credential ignored)
+optional    false                  not valid    valid        200, the application scheme
+optional    false                  not valid    not valid    401
+optional    true                   any          valid        200, the scheme (certificate kept if valid)
+optional    true                   any          not valid    401
+disabled    (true)                 ignored      valid / not  200 / 401
+==========  =====================  ===========  ===========  ==========================================
+
+Application schemes are tried in the configured order; one whose credential is
+absent is skipped; the first that validates wins. A 401 carries 900902 when no
+credential was presented at all and 900901 when one was presented and refused,
+with one ``WWW-Authenticate`` challenge per scheme. Resource scopes (any one of
+a resource's scopes suffices, as in WSO2) apply to application credentials;
+mutual-SSL-only access ignores them. Public paths and public resources reach
+the app unauthenticated; a path no API owns is 404 (900906).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asgi_apim._keys import CERTIFICATE, DECISION, ROUTE
+from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim.certs.middleware import certificate_error, certificate_principal
+from asgi_apim.certs.resolver import ABSENT, CertificateOutcome, CertificateResolver
+from asgi_apim.config import ApiConfig, SecurityConfig
+from asgi_apim.errors import (
+    AuthenticationError,
+    InvalidCredentials,
+    MissingCredentials,
+    NotFound,
+    RequestError,
+    ScopeMismatch,
+    reject,
+)
+from asgi_apim.identity import Principal, set_identity
+from asgi_apim.routing import Route, Router
+
+if TYPE_CHECKING:
+    from asgi_apim.auth.base import Authenticator
+
+
+class _Trace:
+    """The steps of one decision, kept only when someone will read them."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def __call__(self, step: str) -> None:
+        self.steps.append(step)
+
+
+def _no_trace(step: str) -> None:
+    return None
+
+
+class APISecurityMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        router: Router,
+        authenticators: Mapping[str, Authenticator] | None = None,
+        resolver: CertificateResolver | None = None,
+        background: BackgroundTasks | None = None,
+        debug_headers: bool = False,
+        explain: bool = False,
+    ) -> None:
+        self.app = app
+        self.router = router
+        self.authenticators = dict(authenticators or {})
+        self.resolver = resolver
+        self.background = background or BackgroundTasks()
+        self.debug_headers = debug_headers
+        self.explain = explain or debug_headers
+        for api in router.apis:
+            for security in [api.security, *(r.security for r in api.resources if r.security)]:
+                for scheme in security.application:
+                    if scheme not in self.authenticators and (security.application_mandatory or security.mutual_ssl != "mandatory"):
+                        raise ValueError(f"API {api.name!r} uses {scheme!r} but no authenticator for it is configured")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if scope_type not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if not self.background.started:
+            self.background.ensure_started()
+        route = self.router.match(scope.get("method", "GET"), scope["path"])
+        scope[ROUTE] = route
+        if route.public:
+            set_identity(scope, None)
+            await self.app(scope, receive, send)
+            return
+        trace = _Trace() if self.explain else _no_trace
+        try:
+            principal = await self.decide(scope, route, trace)
+        except RequestError as exc:
+            trace(f"rejected: {exc.status} {exc.code} {exc.detail}")
+            if self.explain:
+                scope[DECISION] = trace.steps  # type: ignore[union-attr]
+            await reject(scope, self._with_decision(send, trace) if self.debug_headers else send, exc)
+            return
+        set_identity(scope, principal)
+        if self.explain:
+            scope[DECISION] = trace.steps  # type: ignore[union-attr]
+            if self.debug_headers:
+                send = self._with_decision(send, trace)
+        await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.background.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.background.stop()
+                for auth in self.authenticators.values():
+                    await auth.aclose()
+            return message
+
+        return wrapped
+
+    def _with_decision(self, send: Send, trace: Any) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                value = "; ".join(trace.steps).encode("latin-1", "replace")[:4000]
+                message["headers"] = [*message.get("headers", []), (b"x-apim-decision", value)]
+            await send(message)
+
+        return wrapped
+
+    def _certificate(self, scope: Scope) -> CertificateOutcome:
+        outcome = scope.get(CERTIFICATE)
+        if outcome is None:
+            outcome = self.resolver.resolve(scope) if self.resolver is not None else ABSENT
+            scope[CERTIFICATE] = outcome
+        return outcome
+
+    async def decide(self, scope: Scope, route: Route, trace: Any) -> Principal:
+        api = route.api
+        if api is None:
+            raise NotFound(f"no API is published at {scope['path']}")
+        security: SecurityConfig = route.resource.security if route.resource and route.resource.security else api.security
+        trace(f"api {api.name}: mutual_ssl={security.mutual_ssl}, application={'/'.join(security.application) or '-'}"
+              f" ({'mandatory' if security.application_mandatory else 'optional'})")
+        cert_principal: Principal | None = None
+        cert_failure: RequestError | None = None
+        if security.mutual_ssl != "disabled":
+            outcome = self._certificate(scope)
+            cert_principal = certificate_principal(outcome, api.name)
+            if cert_principal is None:
+                cert_failure = certificate_error(outcome, api.name)
+                trace(f"mutual_ssl: {cert_failure.detail}")
+            else:
+                trace(f"mutual_ssl: accepted {cert_principal.subject} alias={cert_principal.alias} tier={cert_principal.tier}")
+        if security.mutual_ssl == "mandatory":
+            if cert_failure is not None:
+                raise cert_failure
+            if not security.application_mandatory:
+                trace("decided by mutual_ssl")
+                return cert_principal  # type: ignore[return-value]
+        elif security.mutual_ssl == "optional" and not security.application_mandatory and cert_principal is not None:
+            trace("decided by mutual_ssl (application credential not needed)")
+            return cert_principal
+        principal = await self._application(scope, api, security, trace, cert_failure)
+        self._check_scopes(route, principal, trace)
+        if cert_principal is not None:
+            principal = _combine(cert_principal, principal)
+        trace(f"decided by {principal.method}")
+        return principal
+
+    async def _application(
+        self, scope: Scope, api: ApiConfig, security: SecurityConfig, trace: Any, cert_failure: RequestError | None
+    ) -> Principal:
+        presented = False
+        challenges = []
+        last: AuthenticationError | None = None
+        for scheme in security.application:
+            auth = self.authenticators[scheme]
+            challenges.append(auth.challenge)
+            credential = auth.credential(scope)
+            if credential is None:
+                trace(f"{scheme}: no credential")
+                continue
+            presented = True
+            try:
+                principal = await auth.authenticate(credential, api, scope)
+            except AuthenticationError as exc:
+                trace(f"{scheme}: {exc.detail}")
+                last = exc
+                if "www-authenticate" in exc.headers:
+                    challenges[-1] = exc.headers["www-authenticate"]
+                continue
+            trace(f"{scheme}: accepted {principal.subject}")
+            return principal
+        headers = {"www-authenticate": ", ".join(challenges)} if challenges else {}
+        if presented:
+            raise InvalidCredentials(last.detail if last else "invalid credentials", headers=headers)
+        if cert_failure is not None and cert_failure.status == 401 and security.mutual_ssl == "optional":
+            if isinstance(cert_failure, InvalidCredentials):
+                raise InvalidCredentials(f"{cert_failure.detail}, and no application credential was presented", headers=headers)
+        raise MissingCredentials("no credentials were presented", headers=headers)
+
+    def _check_scopes(self, route: Route, principal: Principal, trace: Any) -> None:
+        resource = route.resource
+        if resource is None or not resource.scopes:
+            return
+        if not set(resource.scopes).intersection(principal.scopes):
+            trace(f"scopes: needs one of {' '.join(resource.scopes)}")
+            raise ScopeMismatch(f"this resource requires one of the scopes: {' '.join(resource.scopes)}")
+        trace("scopes: satisfied")
+
+
+def _combine(cert: Principal, app: Principal) -> Principal:
+    """An application principal that also records the accepted certificate."""
+    return Principal(
+        method=app.method,
+        subject=app.subject,
+        api=app.api,
+        tier=app.tier,
+        alias=cert.alias,
+        scopes=app.scopes,
+        methods=("mutual_ssl", app.method),
+        certificate=cert.certificate,
+        claims=app.claims,
+        throttle_key=app.throttle_key,
+    )

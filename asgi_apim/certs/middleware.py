@@ -1,0 +1,116 @@
+"""`MutualTLSMiddleware`: mutual SSL on its own, without a configuration file.
+
+    app.add_middleware(
+        MutualTLSMiddleware,
+        truststore=["certs/ca.pem"],
+        certificates=[("partner-a", "certs/partner-a.pem", "Gold")],
+        trusted_proxies=["127.0.0.1/32"],
+    )
+
+It resolves and validates the client certificate (from the TLS connection or a
+trusted proxy's header), leaves the outcome in ``scope["asgi_apim.certificate"]``
+and, with ``required=True`` (the default), answers 401 unless the certificate
+is accepted, setting ``scope["user"]``/``scope["auth"]`` when it is. With
+``required=False`` it only records the outcome, for a later stage to decide.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from asgi_apim._keys import CERTIFICATE
+from asgi_apim.certs.resolver import CertificateOutcome, CertificateResolver
+from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
+from asgi_apim.errors import CertificateRejected, MissingCredentials, RequestError, reject
+from asgi_apim.identity import Principal, set_identity
+
+STANDALONE_API = "default"
+_CHALLENGE = {"www-authenticate": 'Mutual realm="asgi-apim"'}
+
+
+def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | None:
+    """The caller as mutual SSL knows it, if the certificate is accepted for ``api``."""
+    verdict = outcome.verdict
+    if verdict is None:
+        return None
+    accepted = verdict.acceptances.get(api)
+    if accepted is None:
+        return None
+    return Principal(
+        method="mutual_ssl",
+        subject=verdict.subject,
+        api=api,
+        tier=accepted.tier,
+        alias=accepted.alias,
+        methods=("mutual_ssl",),
+        certificate=verdict.leaf,
+        throttle_key=f"cert:{verdict.spki_sha256}",
+    )
+
+
+def certificate_error(outcome: CertificateOutcome, api: str) -> RequestError:
+    """Why a request's certificate does not let it into ``api``."""
+    if outcome.error is not None:
+        return outcome.error
+    if outcome.verdict is None:
+        return MissingCredentials("a client certificate is required", headers=_CHALLENGE)
+    return CertificateRejected(outcome.verdict.reason_for(api), headers=_CHALLENGE)
+
+
+class MutualTLSMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        truststore: Sequence[str | os.PathLike[str]] = (),
+        certificates: Sequence[tuple[str, str | os.PathLike[str], str]] = (),
+        crl: Sequence[str | os.PathLike[str]] = (),
+        truststore_password: str | None = None,
+        certificate_header: str = "X-WSO2-CLIENT-CERTIFICATE",
+        header_format: str = "auto",
+        trusted_proxies: Sequence[str] = ("127.0.0.1/32", "::1/128"),
+        enable_client_validation: bool = False,
+        enable_certificate_chain_validation: bool = True,
+        reload_interval: float = 10.0,
+        required: bool = True,
+        resolver: CertificateResolver | None = None,
+    ) -> None:
+        self.app = app
+        self.required = required
+        if resolver is None:
+            mutual_ssl = MutualSSLConfig(
+                certificate_header=certificate_header.lower(),
+                header_format=header_format,
+                trusted_proxies=tuple(trusted_proxies),
+                enable_client_validation=enable_client_validation,
+                enable_certificate_chain_validation=enable_certificate_chain_validation,
+                truststore=tuple(Path(p) for p in truststore),
+                truststore_password=truststore_password,
+                crl=tuple(Path(p) for p in crl),
+                reload_interval=reload_interval,
+            )
+            regs = tuple(
+                CertificateRegistration(alias=a, certificate=Path(p), tier=t, api=STANDALONE_API) for a, p, t in certificates
+            )
+            api = ApiConfig(name=STANDALONE_API, context="/", certificates=regs)
+            resolver = CertificateResolver(TrustReloader(mutual_ssl, (api,)), mutual_ssl)
+        self.resolver = resolver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        outcome = self.resolver.resolve(scope)
+        scope[CERTIFICATE] = outcome
+        if self.required:
+            principal = certificate_principal(outcome, STANDALONE_API)
+            if principal is None:
+                await reject(scope, send, certificate_error(outcome, STANDALONE_API))
+                return
+            set_identity(scope, principal)
+        await self.app(scope, receive, send)

@@ -1,0 +1,139 @@
+"""The client certificate of a request: found, believed or not, and validated.
+
+One path for both sources. A certificate comes from the TLS connection (the
+ASGI TLS extension, ``scope["extensions"]["tls"]["client_cert_chain"]``) or
+from the proxy's header (``[mutual_ssl] certificate_header``), which is read
+only when the socket peer is a trusted proxy. Either way the DER chain goes to
+the same `CertificateValidator`; verdicts are cached by the raw header bytes or
+the PEM chain, bounded, dropped with each new truststore generation, and never
+kept past the certificate's expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
+from asgi_apim.certs.trust import TrustedProxies, peer_host
+from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
+from asgi_apim.config import MutualSSLConfig
+from asgi_apim.errors import CertificateHeaderError, CertificateRejected, RequestError
+
+logger = logging.getLogger("asgi_apim.certs")
+
+_CACHE_SIZE = 10_000
+_MAX_TTL = 3600.0
+_REJECT_TTL = 60.0
+_WARN_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateOutcome:
+    """What the certificate stage found. ``verdict`` is None when no certificate
+    was presented or the presentation itself was faulty (then ``error`` says why)."""
+
+    source: str | None = None  # "tls" | "header"
+    verdict: CertificateVerdict | None = None
+    error: RequestError | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.verdict is not None or self.error is not None
+
+
+ABSENT = CertificateOutcome()
+
+
+class CertificateResolver:
+    """Built once per stack; `resolve(scope)` is the per-request call (sync, no I/O)."""
+
+    def __init__(self, trust: TrustReloader, mutual_ssl: MutualSSLConfig) -> None:
+        self.trust = trust
+        self.header = mutual_ssl.certificate_header.lower().encode("latin-1")
+        self.header_format = mutual_ssl.header_format
+        self.trusted = TrustedProxies(mutual_ssl.trusted_proxies)
+        self.client_validation = mutual_ssl.enable_client_validation
+        self.chain_validation = mutual_ssl.enable_certificate_chain_validation
+        self._generation = -1
+        self._validator: CertificateValidator | None = None
+        self._cache: dict[Any, tuple[CertificateOutcome, float]] = {}
+        self._last_warning = 0.0
+
+    @property
+    def validator(self) -> CertificateValidator:
+        material = self.trust.current
+        if material.generation != self._generation or self._validator is None:
+            self._validator = CertificateValidator(material, chain_validation=self.chain_validation)
+            self._generation = material.generation
+            self._cache = {}
+        return self._validator
+
+    def resolve(self, scope: dict) -> CertificateOutcome:
+        raw: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == self.header:
+                if raw is not None:
+                    return CertificateOutcome("header", error=CertificateHeaderError("the client certificate header appears more than once"))
+                raw = value
+        tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
+        chain = tls.get("client_cert_chain") if tls else None
+        if raw is not None:
+            if peer_host(scope) in self.trusted:
+                if self.client_validation:
+                    refused = self._check_relay(chain)
+                    if refused is not None:
+                        return refused
+                return self._lookup(raw, "header")
+            self._untrusted(scope)
+        if chain:
+            return self._lookup(tuple(chain), "tls")
+        return ABSENT
+
+    def _check_relay(self, chain: Any) -> CertificateOutcome | None:
+        if not chain:
+            return CertificateOutcome("header", error=CertificateRejected("the proxy presented no TLS client certificate"))
+        proxy = self._lookup(tuple(chain), "tls")
+        if proxy.verdict is None or proxy.verdict.reason is not None:
+            return CertificateOutcome("header", error=CertificateRejected("the proxy's TLS client certificate is not trusted"))
+        return None
+
+    def _lookup(self, key: Any, source: str) -> CertificateOutcome:
+        validator = self.validator
+        hit = self._cache.get(key)
+        now = time.time()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            ders = parse_certificate_header(key, self.header_format) if source == "header" else pem_chain_to_der(key)
+        except CertificateHeaderError as exc:
+            outcome = CertificateOutcome(source, error=exc)
+            self._store(key, outcome, now + _REJECT_TTL)
+            return outcome
+        if not ders:
+            return ABSENT
+        verdict = validator.validate(ders)
+        outcome = CertificateOutcome(source, verdict=verdict)
+        ttl = _MAX_TTL if verdict.acceptances else _REJECT_TTL
+        self._store(key, outcome, min(now + ttl, verdict.not_after or now))
+        return outcome
+
+    def _store(self, key: Any, outcome: CertificateOutcome, expires: float) -> None:
+        if len(self._cache) >= _CACHE_SIZE:
+            # Drop the oldest tenth: insertion order approximates age.
+            for old in list(self._cache)[: _CACHE_SIZE // 10]:
+                del self._cache[old]
+        self._cache[key] = (outcome, expires)
+
+    def _untrusted(self, scope: dict) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            logger.warning(
+                "client certificate header %r from untrusted peer %s ignored (not in trusted_proxies)",
+                self.header.decode("latin-1"),
+                peer_host(scope),
+            )
