@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", dest="cert_opt", default=None, help="client certificate for --request")
     p.add_argument("--request", default=None, help="'METHOD /path' to explain end to end")
     p.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable) for --request")
+    p.add_argument("--peer", default="127.0.0.1", help="socket peer address for --request (default 127.0.0.1)")
     p.set_defaults(handler=_check)
 
     for register in _extensions():
