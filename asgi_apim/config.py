@@ -105,6 +105,8 @@ class KeyManagerConfig:
     tier_claim: str | None = None
     default_tier: str = "Unlimited"
     subscriber_claim: tuple[str, ...] = ("azp", "sub")
+    jwks_refresh_interval: float = 300.0
+    jwks_min_refetch_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class ApiKeysConfig:
 class BasicAuthConfig:
     users_file: Path | None = None
     realm: str = "asgi-apim"
+    tier: str = "Unlimited"
 
 
 @dataclass(frozen=True)
@@ -489,6 +492,8 @@ def _key_manager(t: _Table) -> KeyManagerConfig:
         tier_claim=t.str("tier_claim"),
         default_tier=t.str("default_tier", "Unlimited", required=True),
         subscriber_claim=t.strs("subscriber_claim", ("azp", "sub")),
+        jwks_refresh_interval=t.number("jwks_refresh_interval", 300, minimum=1),
+        jwks_min_refetch_interval=t.number("jwks_min_refetch_interval", 30, minimum=0),
     )
     t.done()
     if not (km.jwks_url or km.jwks_file or km.shared_secret or km.introspection_url):
@@ -522,6 +527,8 @@ def _check_tiers(cfg: Config) -> None:
     for km in cfg.key_managers:
         if km.default_tier not in known:
             raise ConfigError(f"key_managers[{km.name}].default_tier", f"unknown tier {km.default_tier!r}")
+    if cfg.basic_auth.tier not in known:
+        raise ConfigError("basic_auth.tier", f"unknown tier {cfg.basic_auth.tier!r}")
 
 
 def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None) -> Config:
@@ -570,7 +577,11 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     )
     api_keys_t.done()
     basic_t = root.table("basic_auth")
-    basic = BasicAuthConfig(users_file=basic_t.path("users_file"), realm=basic_t.str("realm", "asgi-apim", required=True))
+    basic = BasicAuthConfig(
+        users_file=basic_t.path("users_file"),
+        realm=basic_t.str("realm", "asgi-apim", required=True),
+        tier=basic_t.str("tier", "Unlimited", required=True),
+    )
     basic_t.done()
     reg_t = root.table("registry")
     reg_url = reg_t.str("url")
