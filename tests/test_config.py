@@ -1,0 +1,172 @@
+from pathlib import Path
+
+import pytest
+
+from asgi_apim.config import DEFAULT_TIERS, load_config, parse_config
+from asgi_apim.errors import ConfigError
+
+FULL = """
+public_paths = ["/health", "/docs", "/openapi.json"]
+
+[mutual_ssl]
+certificate_header = "X-WSO2-CLIENT-CERTIFICATE"
+header_format = "auto"
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+enable_client_validation = false
+enable_certificate_chain_validation = true
+truststore = ["certs/ca.pem"]
+crl = []
+reload_interval = 10
+
+[throttling]
+storage = "memory://"
+strategy = "moving-window"
+fail_open = true
+
+[throttling.tiers]
+Unlimited = "unlimited"
+Gold = "5000/minute"
+Platinum = "10/second;1000/hour"
+
+[[key_managers]]
+name = "idp"
+issuer = "https://idp.example"
+audience = "pets"
+jwks_url = "https://idp.example/jwks.json"
+algorithms = ["RS256", "ES256"]
+
+[api_keys]
+header = "apikey"
+query_param = "apikey"
+signing_key = "keys/apikey-signing.pem"
+
+[basic_auth]
+users_file = "users.htpasswd"
+
+[registry]
+url = "sqlite:///registry.db"
+
+[[apis]]
+name = "pets"
+context = "/pets"
+backend = "http://127.0.0.1:9000"
+tier = "Unlimited"
+
+[apis.security]
+mutual_ssl = "mandatory"
+application = ["oauth2", "api_key", "basic"]
+application_mandatory = false
+
+[[apis.certificates]]
+alias = "partner-a"
+certificate = "certs/partner-a.pem"
+tier = "Gold"
+
+[[apis.resources]]
+path = "/pets/{id}"
+methods = ["DELETE"]
+scopes = ["pets:write"]
+tier = "Bronze"
+
+[apis.backend_security]
+type = "basic"
+username = "svc"
+password = "plain"
+
+[[ssl_profiles]]
+servers = ["127.0.0.1:9443"]
+ca = "certs/backend-ca.pem"
+certificate = "certs/gateway-client.pem"
+key = "certs/gateway-client.key"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "deployment.toml"
+    p.write_text(text)
+    return p
+
+
+def test_full_contract_example_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL))
+    assert cfg.public_paths == ("/health", "/docs", "/openapi.json")
+    assert cfg.mutual_ssl.certificate_header == "x-wso2-client-certificate"
+    assert cfg.mutual_ssl.truststore == (tmp_path / "certs/ca.pem",)
+    assert cfg.throttling.tiers["Platinum"] == "10/second;1000/hour"
+    assert cfg.throttling.tiers["Bronze"] == DEFAULT_TIERS["Bronze"]
+    api = cfg.api("pets")
+    assert api.security.mutual_ssl == "mandatory" and api.security.application == ("oauth2", "api_key", "basic")
+    assert api.certificates[0].certificate == tmp_path / "certs/partner-a.pem"
+    assert api.certificates[0].api == "pets"
+    assert api.resources[0].methods == ("DELETE",)
+    assert cfg.key_managers[0].audience == ("pets",)
+    assert cfg.registry.url == f"sqlite:///{tmp_path / 'registry.db'}"
+    assert cfg.ssl_profiles[0].key == tmp_path / "certs/gateway-client.key"
+
+
+def test_objects_are_frozen(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL))
+    with pytest.raises(AttributeError):
+        cfg.apis = ()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("bogus = 1", "bogus"),
+        ("[mutual_ssl]\nheader_format = 'xml'", "mutual_ssl.header_format"),
+        ("[mutual_ssl]\ntrusted_proxies = ['not-an-ip']", "mutual_ssl.trusted_proxies"),
+        ("[mutual_ssl]\nreload_interval = -1", "mutual_ssl.reload_interval"),
+        ("[mutual_ssl]\nenable_client_validation = 'yes'", "mutual_ssl.enable_client_validation"),
+        ("[mutual_ssl]\ntypo = 1", "mutual_ssl.typo"),
+        ("[[apis]]\nname='a'\ncontext='a'", "apis[0].context"),
+        ("[[apis]]\nname='a'\ncontext='/a'\ntier='Diamond'", "apis[a].tier"),
+        ("[[apis]]\nname='a'\ncontext='/a'\n[apis.security]\nmutual_ssl='sometimes'", "apis[0].security.mutual_ssl"),
+        ("[[apis]]\nname='a'\ncontext='/a'\n[apis.security]\nmutual_ssl='optional'\napplication=[]", "apis[0].security.application"),
+        ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a'\nmethods=['FETCH']", "apis[0].resources[0].methods"),
+        ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['none']", "key_managers[0].algorithms"),
+        ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['HS256']", "key_managers[0].algorithms"),
+        ("[throttling]\nstrategy='leaky'", "throttling.strategy"),
+        ("x = '$env{ASGI_APIM_SURELY_UNSET}'", "x"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.key == key, str(info.value)
+    assert str(info.value).startswith(key)
+
+
+def test_env_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIM_HDR", "X-Client-Cert")
+    cfg = load_config(write(tmp_path, "[mutual_ssl]\ncertificate_header = '$env{APIM_HDR}'"))
+    assert cfg.mutual_ssl.certificate_header == "x-client-cert"
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[[["))
+
+
+def test_security_defaults() -> None:
+    cfg = parse_config({"apis": [{"name": "a", "context": "/a", "security": {"mutual_ssl": "mandatory"}}]}, base=Path("/"))
+    sec = cfg.api("a").security
+    assert sec.application == () and sec.application_mandatory is False
+    cfg = parse_config({"apis": [{"name": "a", "context": "/a"}]}, base=Path("/"))
+    assert cfg.api("a").security.application == ("oauth2",)
+    assert cfg.api("a").security.application_mandatory is True
+
+
+def test_secret_reprs_are_redacted(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL.replace('password = "plain"', 'password = "hunter2-secret"')))
+    assert "hunter2-secret" not in repr(cfg)
+    assert cfg.api("pets").backend_security.password == "hunter2-secret"
+
+
+def test_duplicate_names_and_contexts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(write(tmp_path, "[[apis]]\nname='a'\ncontext='/a'\n[[apis]]\nname='a'\ncontext='/b'"))
+    with pytest.raises(ConfigError, match="share a context"):
+        load_config(write(tmp_path, "[[apis]]\nname='a'\ncontext='/a'\n[[apis]]\nname='b'\ncontext='/a/'"))
