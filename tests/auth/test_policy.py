@@ -1,0 +1,207 @@
+"""The mutual-SSL x application decision table, row by row, and scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from asgi_apim._keys import CERTIFICATE, DECISION, ROUTE
+from asgi_apim.auth.policy import APISecurityMiddleware
+from asgi_apim.certs.resolver import CertificateOutcome
+from asgi_apim.config import parse_config
+from asgi_apim.errors import CertificateHeaderError, InvalidCredentials
+from asgi_apim.identity import Principal
+from asgi_apim.routing import Router
+from tests.asgi import call, echo_user
+
+
+@dataclass
+class FakeVerdict:
+    acceptances: dict[str, Any] = field(default_factory=dict)
+    subject: str = "CN=partner"
+    leaf: Any = None
+    spki_sha256: str = "ab" * 32
+    reason: str | None = None
+
+    def reason_for(self, api: str) -> str:
+        return f"certificate is not registered for API {api!r}"
+
+
+class FakeAuth:
+    def __init__(self, scheme: str, header: str) -> None:
+        self.scheme = scheme
+        self.header = header.encode()
+        self.challenge = f'{scheme.capitalize()} realm="test"'
+
+    def credential(self, scope: dict) -> str | None:
+        for k, v in scope["headers"]:
+            if k == self.header:
+                return v.decode()
+        return None
+
+    async def authenticate(self, credential: str, api: Any, scope: dict) -> Principal:
+        if not credential.startswith("good"):
+            raise InvalidCredentials(f"{self.scheme} credential refused")
+        scopes = tuple(credential.split(":", 1)[1].split(",")) if ":" in credential else ()
+        return Principal(method=self.scheme, subject="alice", api=api.name, tier="Silver", scopes=scopes, throttle_key="u:alice")
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+AUTHS = {"oauth2": FakeAuth("oauth2", "x-token"), "basic": FakeAuth("basic", "x-basic")}
+VALID = CertificateOutcome("tls", verdict=FakeVerdict({"pets": SimpleNamespace(alias="partner-a", tier="Gold")}))
+INVALID = CertificateOutcome("tls", verdict=FakeVerdict({}, reason="not issued by a trusted CA"))
+MISSING = CertificateOutcome()
+
+
+def stack(mutual_ssl: str, app_mandatory: bool, **extra: Any) -> APISecurityMiddleware:
+    security = {"mutual_ssl": mutual_ssl, "application": ["oauth2", "basic"], "application_mandatory": app_mandatory}
+    cfg = parse_config(
+        {"public_paths": ["/health"], "apis": [{"name": "pets", "context": "/pets", "security": security, "resources": [
+            {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write", "pets:admin"]},
+            {"path": "/pets/free", "methods": ["GET"], "public": True},
+        ]}]},
+        base=Path("/"),
+    )
+    return APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS, **extra)
+
+
+CERTS = {"valid": VALID, "invalid": INVALID, "missing": MISSING}
+CREDS = {"valid": [("x-token", "good")], "invalid": [("x-token", "bad")], "missing": []}
+
+# (mutual_ssl, application_mandatory, certificate, credential) -> (status, method, code)
+TABLE = [
+    ("mandatory", False, "valid", "valid", 200, "mutual_ssl", None),
+    ("mandatory", False, "valid", "invalid", 200, "mutual_ssl", None),
+    ("mandatory", False, "valid", "missing", 200, "mutual_ssl", None),
+    ("mandatory", False, "missing", "valid", 401, None, 900902),
+    ("mandatory", False, "invalid", "valid", 401, None, 900901),
+    ("mandatory", True, "valid", "valid", 200, "oauth2", None),
+    ("mandatory", True, "valid", "missing", 401, None, 900902),
+    ("mandatory", True, "valid", "invalid", 401, None, 900901),
+    ("mandatory", True, "missing", "valid", 401, None, 900902),
+    ("mandatory", True, "invalid", "valid", 401, None, 900901),
+    ("optional", False, "valid", "valid", 200, "mutual_ssl", None),
+    ("optional", False, "valid", "invalid", 200, "mutual_ssl", None),
+    ("optional", False, "valid", "missing", 200, "mutual_ssl", None),
+    ("optional", False, "missing", "valid", 200, "oauth2", None),
+    ("optional", False, "invalid", "valid", 200, "oauth2", None),
+    ("optional", False, "missing", "missing", 401, None, 900902),
+    ("optional", False, "missing", "invalid", 401, None, 900901),
+    ("optional", False, "invalid", "missing", 401, None, 900901),
+    ("optional", False, "invalid", "invalid", 401, None, 900901),
+    ("optional", True, "valid", "valid", 200, "oauth2", None),
+    ("optional", True, "missing", "valid", 200, "oauth2", None),
+    ("optional", True, "invalid", "valid", 200, "oauth2", None),
+    ("optional", True, "valid", "missing", 401, None, 900902),
+    ("optional", True, "valid", "invalid", 401, None, 900901),
+    ("optional", True, "missing", "missing", 401, None, 900902),
+    ("disabled", True, "valid", "valid", 200, "oauth2", None),
+    ("disabled", True, "missing", "valid", 200, "oauth2", None),
+    ("disabled", True, "valid", "missing", 401, None, 900902),
+    ("disabled", True, "invalid", "invalid", 401, None, 900901),
+]
+
+
+@pytest.mark.parametrize("mutual_ssl, mandatory, cert, cred, status, method, code", TABLE)
+async def test_decision_table(mutual_ssl: str, mandatory: bool, cert: str, cred: str, status: int, method: str | None, code: int | None) -> None:
+    r = await call(stack(mutual_ssl, mandatory), "GET", "/pets/whoami", CREDS[cred], **{CERTIFICATE: CERTS[cert]})
+    assert r.status == status, r.body
+    if status == 200:
+        doc = r.json()
+        assert doc["method"] == method
+        if method == "mutual_ssl":
+            assert doc["alias"] == "partner-a" and doc["tier"] == "Gold" and doc["methods"] == ["mutual_ssl"]
+        elif mutual_ssl != "disabled" and cert == "valid":
+            assert doc["methods"] == ["mutual_ssl", "oauth2"] and doc["alias"] == "partner-a"
+            assert doc["tier"] == "Silver"
+    else:
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == code and r.json()["status"] == status
+        assert "www-authenticate" in r.headers
+
+
+async def test_schemes_in_order_absent_skipped_first_valid_wins() -> None:
+    app = stack("disabled", True)
+    r = await call(app, "GET", "/pets/whoami", [("x-basic", "good")])
+    assert r.status == 200 and r.json()["method"] == "basic"
+    r = await call(app, "GET", "/pets/whoami", [("x-token", "bad"), ("x-basic", "good")])
+    assert r.status == 200 and r.json()["method"] == "basic"
+    r = await call(app, "GET", "/pets/whoami", [("x-token", "good"), ("x-basic", "good")])
+    assert r.json()["method"] == "oauth2"
+    r = await call(app, "GET", "/pets/whoami")
+    assert r.headers["www-authenticate"] == 'Oauth2 realm="test", Basic realm="test"'
+
+
+async def test_resource_scopes() -> None:
+    app = stack("optional", False)
+    r = await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:read")])
+    assert r.status == 403 and r.json()["code"] == 900910
+    r = await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:admin")])
+    assert r.status == 200
+    # mutual-SSL-only access ignores scopes, as in WSO2
+    r = await call(app, "DELETE", "/pets/1", **{CERTIFICATE: VALID})
+    assert r.status == 200 and r.json()["method"] == "mutual_ssl"
+
+
+async def test_public_paths_and_unknown_paths() -> None:
+    app = stack("mandatory", False)
+    r = await call(app, "GET", "/health")
+    assert r.status == 200 and r.json() == {"authenticated": False}
+    r = await call(app, "GET", "/pets/free")
+    assert r.status == 200
+    r = await call(app, "GET", "/elsewhere", **{CERTIFICATE: VALID})
+    assert r.status == 404 and r.json()["code"] == 900906
+
+
+async def test_malformed_certificate_header_is_400() -> None:
+    bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
+    r = await call(stack("mandatory", False), "GET", "/pets/x", **{CERTIFICATE: bad})
+    assert r.status == 400 and r.json()["code"] == 900900
+
+
+async def test_starlette_conventions() -> None:
+    from starlette.applications import Starlette
+    from starlette.authentication import requires
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    @requires("pets:write")
+    async def write(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.user.display_name, "scopes": request.auth.scopes,
+                             "auth": request.user.is_authenticated})
+
+    inner = Starlette(routes=[Route("/pets/write", write)])
+    cfg = parse_config({"apis": [{"name": "pets", "context": "/pets", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}]}, base=Path("/"))
+    app = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
+    r = await call(app, "GET", "/pets/write", [("x-token", "good:pets:write")])
+    assert r.status == 200 and r.json() == {"user": "alice", "scopes": ["pets:write"], "auth": True}
+    r = await call(app, "GET", "/pets/write", [("x-token", "good:pets:read")])
+    assert r.status == 403
+
+
+async def test_debug_header_explains() -> None:
+    app = stack("optional", False, debug_headers=True)
+    r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
+    assert "decided by oauth2" in r.headers["x-apim-decision"]
+    r = await call(app, "GET", "/pets/whoami")
+    assert "rejected: 401 900902" in r.headers["x-apim-decision"]
+
+
+def test_route_and_decision_left_in_scope() -> None:
+    assert ROUTE.startswith("asgi_apim.") and DECISION.startswith("asgi_apim.")
+
+
+def test_listed_scheme_without_authenticator_is_refused() -> None:
+    cfg = parse_config({"apis": [{"name": "a", "context": "/a", "security": {"application": ["api_key"]}}]}, base=Path("/"))
+    with pytest.raises(ValueError, match="api_key"):
+        APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS)
