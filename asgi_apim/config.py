@@ -531,17 +531,24 @@ def _check_tiers(cfg: Config) -> None:
         raise ConfigError("basic_auth.tier", f"unknown tier {cfg.basic_auth.tier!r}")
 
 
+def encryption_config(raw: Mapping[str, Any]) -> EncryptionConfig:
+    """``[encryption]`` of a parsed document, ``$env{}`` expanded; the keys are checked by `asgi_apim.secrets`."""
+    enc = _Table(raw.get("encryption", {}), "encryption", Path())
+    key = enc.str("key")
+    old_keys = enc.strs("old_keys")
+    enc.done()
+    return EncryptionConfig(
+        key=None if key is None else _expand_env(key, "encryption.key"),
+        old_keys=tuple(_expand_env(k, f"encryption.old_keys[{i}]") for i, k in enumerate(old_keys)),
+    )
+
+
 def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None) -> Config:
     """Build a `Config` from an already-parsed TOML document."""
     root = _Table(raw, "", base)
-    enc = root.table("encryption")
-    enc_key = enc.raw.get("key")
-    if isinstance(enc_key, str):
-        enc_key = _expand_env(enc_key, "encryption.key")
-    encryption = EncryptionConfig(key=enc_key, old_keys=tuple(_expand_env(k, "encryption.old_keys") for k in enc.strs("old_keys")))
-    enc.str("key")
-    enc.done()
-    if decrypt is None and encryption.key:
+    encryption = encryption_config(raw)
+    root.seen.add("encryption")
+    if decrypt is None and (encryption.key is not None or encryption.old_keys):
         from asgi_apim.secrets import decryptor_for
 
         decrypt = decryptor_for(encryption)
@@ -611,11 +618,19 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key."""
+    from asgi_apim.secrets.keys import ensure_key, key_absent
+
     path = Path(path).resolve()
+    raw = read_toml(path)
+    if key_absent(raw):
+        raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT
+    return parse_config(raw, base=path.parent, path=path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("", f"configuration file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
-    return parse_config(raw, base=path.parent, path=path)

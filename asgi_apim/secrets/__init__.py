@@ -1,6 +1,21 @@
-"""AES-256-GCM secrets under one shared key (``[encryption] key``)."""
+"""AES-256-GCM secrets under one shared key (``[encryption] key``).
 
-from asgi_apim.secrets.envelope import is_ciphertext
-from asgi_apim.secrets.keys import decryptor_for
+Values are decrypted once, when the configuration loads; nothing here runs per
+request. The envelope format is specified in ``docs/secrets.md``.
+"""
 
-__all__ = ["decryptor_for", "is_ciphertext"]
+from asgi_apim.secrets.envelope import DataKey, Envelope, is_ciphertext, key_id
+from asgi_apim.secrets.keys import Keyring, decryptor_for, generate_key, load_keyring, load_secrets, parse_key
+
+__all__ = [
+    "DataKey",
+    "Envelope",
+    "Keyring",
+    "decryptor_for",
+    "generate_key",
+    "is_ciphertext",
+    "key_id",
+    "load_keyring",
+    "load_secrets",
+    "parse_key",
+]
