@@ -1,0 +1,158 @@
+"""One path for both sources: the TLS extension and a trusted proxy's header."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from asgi_apim.certs import resolver as resolver_mod
+from asgi_apim.certs.pki import Issued, issue_client, make_ca
+from asgi_apim.certs.resolver import ABSENT, CertificateResolver
+from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.config import load_config
+from asgi_apim.errors import CertificateHeaderError, CertificateRejected
+from tests.asgi import make_scope
+
+HDR = "x-wso2-client-certificate"
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Issued]:
+    ca = make_ca("Clients CA")
+    proxy_ca = make_ca("Proxy CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
+    (tmp_path / "proxy-ca.pem").write_bytes(proxy_ca.cert_pem())
+    return {"ca": ca, "client": issue_client(ca, "client"), "proxy": issue_client(proxy_ca, "nginx"),
+            "stranger": issue_client(make_ca("Nobody"), "stranger")}
+
+
+def build(tmp_path: Path, extra: str = "") -> CertificateResolver:
+    (tmp_path / "deployment.toml").write_text(
+        f'[mutual_ssl]\ntruststore = ["ca.pem"]\ntrusted_proxies = ["127.0.0.1/32"]\n{extra}\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
+        '[[apis.certificates]]\nalias = "clients"\ncertificate = "ca.pem"\ntier = "Gold"\n'
+    )
+    cfg = load_config(tmp_path / "deployment.toml")
+    return CertificateResolver(TrustReloader(cfg.mutual_ssl, cfg.apis), cfg.mutual_ssl)
+
+
+def header(cert: Issued) -> str:
+    return quote(cert.cert_pem().decode(), safe="")
+
+
+def tls(cert: Issued) -> dict:
+    return {"tls": {"client_cert_chain": [cert.cert_pem().decode()], "server_cert": None}}
+
+
+def test_both_sources_reach_the_same_verdict(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    from_header = r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["client"]))]))
+    from_tls = r.resolve(make_scope("GET", "/pets", extensions=tls(pki["client"])))
+    assert from_header.source == "header" and from_tls.source == "tls"
+    for outcome in (from_header, from_tls):
+        a = outcome.verdict.acceptances["pets"]
+        assert (a.alias, a.tier) == ("clients", "Gold")
+    assert from_header.verdict.sha256 == from_tls.verdict.sha256
+
+
+def test_no_certificate_is_absent(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    assert r.resolve(make_scope("GET", "/pets")) is ABSENT
+    assert r.resolve(make_scope("GET", "/pets", [(HDR, "")])) is ABSENT
+    assert r.resolve(make_scope("GET", "/pets", [(HDR, "(null)")])) is ABSENT
+
+
+def test_header_from_untrusted_peer_is_never_believed(tmp_path: Path, pki: dict[str, Issued], caplog: pytest.LogCaptureFixture) -> None:
+    r = build(tmp_path)
+    caplog.set_level(logging.WARNING, "asgi_apim.certs")
+    scope = make_scope("GET", "/pets", [(HDR, header(pki["client"])), ("x-forwarded-for", "127.0.0.1")], client=("10.9.9.9", 1))
+    assert r.resolve(scope) is ABSENT
+    assert "untrusted peer 10.9.9.9" in caplog.text
+    # the TLS connection's own certificate still counts
+    scope["extensions"] = tls(pki["client"])
+    assert r.resolve(scope).source == "tls"
+
+
+def test_rewritten_client_does_not_make_a_peer_trusted(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    # uvicorn's proxy-headers middleware set client from X-Forwarded-For; the socket peer was 10.9.9.9
+    scope = make_scope("GET", "/pets", [(HDR, header(pki["client"]))], client=("127.0.0.1", 1))
+    scope["asgi_apim.peer"] = ("10.9.9.9", 1)
+    assert r.resolve(scope) is ABSENT
+
+
+def test_header_twice_is_refused(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    out = r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["client"])), (HDR, header(pki["client"]))]))
+    assert isinstance(out.error, CertificateHeaderError)
+
+
+def test_garbage_header_is_a_clean_error(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    out = r.resolve(make_scope("GET", "/pets", [(HDR, "-----BEGIN%20CERTIFICATE-----garbage")]))
+    assert out.error is not None and out.error.status == 400
+
+
+def test_cache_hit_does_not_parse_again(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = build(tmp_path)
+    scope = make_scope("GET", "/pets", [(HDR, header(pki["client"]))])
+    first = r.resolve(scope)
+    calls = []
+    monkeypatch.setattr(resolver_mod, "parse_certificate_header", lambda *a: calls.append(a) or ())
+    assert r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["client"]))])) is first
+    assert calls == []
+
+
+def test_cache_entries_never_outlive_the_certificate(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    r = build(tmp_path)
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    short = issue_client(pki["ca"], "short-lived", not_after=soon)
+    r.resolve(make_scope("GET", "/pets", [(HDR, header(short))]))
+    (_, expires), = [v for k, v in r._cache.items()]
+    assert expires <= soon.timestamp() + 1
+
+
+def test_new_truststore_generation_drops_the_cache(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    scope = lambda: make_scope("GET", "/pets", [(HDR, header(pki["client"]))])  # noqa: E731
+    assert "pets" in r.resolve(scope()).verdict.acceptances
+    (tmp_path / "ca.pem").write_bytes(make_ca("Replacement").cert_pem())
+    assert r.trust.check()
+    assert "pets" not in r.resolve(scope()).verdict.acceptances
+
+
+def test_relay_model_requires_a_trusted_proxy_certificate(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path, "enable_client_validation = true")
+    h = [(HDR, header(pki["client"]))]
+    out = r.resolve(make_scope("GET", "/pets", h))
+    assert isinstance(out.error, CertificateRejected) and "no TLS client certificate" in out.error.detail
+    out = r.resolve(make_scope("GET", "/pets", h, extensions=tls(pki["proxy"])))
+    assert isinstance(out.error, CertificateRejected) and "not trusted" in out.error.detail
+    # the proxy's CA trusted too: the header is believed
+    r = build(tmp_path, 'enable_client_validation = true\ntruststore_password = "x"')
+    (tmp_path / "deployment.toml").write_text((tmp_path / "deployment.toml").read_text().replace('truststore = ["ca.pem"]', 'truststore = ["ca.pem", "proxy-ca.pem"]'))
+    cfg = load_config(tmp_path / "deployment.toml")
+    r = CertificateResolver(TrustReloader(cfg.mutual_ssl, cfg.apis), cfg.mutual_ssl)
+    out = r.resolve(make_scope("GET", "/pets", h, extensions=tls(pki["proxy"])))
+    assert out.source == "header" and "pets" in out.verdict.acceptances
+
+
+def test_stranger_is_refused_with_a_reason(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    out = r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["stranger"]))]))
+    assert out.verdict.acceptances == {} or "pets" not in out.verdict.acceptances
+    assert out.verdict.reason
+
+
+def test_reject_ttl_is_short(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["stranger"]))]))
+    (_, expires), = r._cache.values()
+    import time
+
+    assert expires <= time.time() + resolver_mod._REJECT_TTL + 1

@@ -1,0 +1,92 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from asgi_apim.certs.pki import issue_client, make_ca
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "asgi_apim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
+    r = run("pki", "init", str(tmp_path / "pki"))
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "pki"
+    for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key"):
+        assert (d / name).stat().st_size > 0
+    assert (d / "ca.key").stat().st_mode & 0o077 == 0
+    server = x509.load_pem_x509_certificate((d / "server.pem").read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(v) for v in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    client = x509.load_pem_x509_certificate((d / "client.pem").read_bytes())
+    eku = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    client.verify_directly_issued_by(ca)
+    server.verify_directly_issued_by(ca)
+    ok = subprocess.run(["openssl", "verify", "-CAfile", d / "ca.pem", "-purpose", "sslclient", d / "client.pem"], capture_output=True)
+    assert ok.returncode == 0
+
+
+def test_usage_errors_exit_2_with_one_line() -> None:
+    r = run("serve")
+    assert r.returncode == 2
+    r = run("frobnicate")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_config_errors_exit_1_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[mutual_ssl]\nheader_format = 'xml'\n")
+    (tmp_path / "x.pem").write_text("")
+    r = run("check", "--config", str(tmp_path / "c.toml"), str(tmp_path / "x.pem"))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "mutual_ssl.header_format" in r.stderr
+
+
+def write_config(tmp_path: Path) -> tuple[Path, object, object]:
+    ca = make_ca("Partner CA")
+    other = make_ca("Other CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
+    partner = issue_client(ca, "partner-a")
+    (tmp_path / "partner.pem").write_bytes(partner.cert_pem())
+    (tmp_path / "stranger.pem").write_bytes(issue_client(other, "stranger").cert_pem())
+    (tmp_path / "noeku.pem").write_bytes(issue_client(ca, "no-eku", eku=None).cert_pem())
+    (tmp_path / "deployment.toml").write_text(
+        '[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
+        '[[apis.certificates]]\nalias = "partners"\ncertificate = "ca.pem"\ntier = "Gold"\n'
+        '[[apis]]\nname = "orders"\ncontext = "/orders"\n[apis.security]\nmutual_ssl = "mandatory"\n'
+        '[[apis.certificates]]\nalias = "only-a"\ncertificate = "partner.pem"\ntier = "Silver"\n'
+    )
+    return tmp_path / "deployment.toml", ca, other
+
+
+def test_check_says_which_apis_accept_and_why(tmp_path: Path) -> None:
+    cfg, _, _ = write_config(tmp_path)
+    r = run("check", "--config", str(cfg), str(tmp_path / "partner.pem"))
+    assert r.returncode == 0, r.stderr
+    assert "pets: accepted, alias partners, tier Gold" in r.stdout
+    assert "orders: accepted, alias only-a, tier Silver (registered exactly" in r.stdout
+    r = run("check", "--config", str(cfg), str(tmp_path / "stranger.pem"))
+    assert r.returncode == 1
+    assert "pets: refused" in r.stdout and "orders: refused" in r.stdout
+    r = run("check", "--config", str(cfg), str(tmp_path / "noeku.pem"))
+    assert r.returncode == 1 and "clientAuth" in r.stdout
+
+
+def test_check_request_explains_each_step(tmp_path: Path) -> None:
+    cfg, _, _ = write_config(tmp_path)
+    r = run("check", "--config", str(cfg), "--request", "GET /pets/1", "--cert", str(tmp_path / "partner.pem"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mutual_ssl: accepted" in r.stdout and "decided by mutual_ssl" in r.stdout
+    assert '"tier": "Gold"' in r.stdout
+    r = run("check", "--config", str(cfg), "--request", "GET /pets/1")
+    assert r.returncode == 1 and "401" in r.stdout and "900902" in r.stdout
+    r = run("check", "--config", str(cfg), "--request", "GET /nowhere")
+    assert r.returncode == 1 and "404" in r.stdout
