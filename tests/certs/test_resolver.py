@@ -134,7 +134,6 @@ def test_relay_model_requires_a_trusted_proxy_certificate(tmp_path: Path, pki: d
     out = r.resolve(make_scope("GET", "/pets", h, extensions=tls(pki["proxy"])))
     assert isinstance(out.error, CertificateRejected) and "not trusted" in out.error.detail
     # the proxy's CA trusted too: the header is believed
-    r = build(tmp_path, 'enable_client_validation = true\ntruststore_password = "x"')
     (tmp_path / "deployment.toml").write_text((tmp_path / "deployment.toml").read_text().replace('truststore = ["ca.pem"]', 'truststore = ["ca.pem", "proxy-ca.pem"]'))
     cfg = load_config(tmp_path / "deployment.toml")
     r = CertificateResolver(TrustReloader(cfg.mutual_ssl, cfg.apis), cfg.mutual_ssl)
