@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run MODULE:APP behind the configured stack on uvicorn")
     p.add_argument("app", help="MODULE:APP")
+    p.add_argument("--app-dir", default=".", help="directory added to sys.path to import MODULE (default: .)")
     _add_server_options(p)
     p.set_defaults(handler=_serve)
 

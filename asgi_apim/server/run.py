@@ -1,0 +1,88 @@
+"""``asgi-apim serve MODULE:APP --config FILE``: the app, protected, on uvicorn.
+
+The configuration is loaded first, so a bad key stops start-up with one line.
+uvicorn then runs our protocol classes (the ASGI TLS extension and the real
+socket peer), after a self-test proves that this uvicorn still carries them,
+with an ``ssl_context_factory`` whose handshake trusts what the configuration
+trusts (see `asgi_apim.server.tls`). The app is built by the factory in
+`asgi_apim.server.app`, once per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from asgi_apim.errors import APIMError
+from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for
+from asgi_apim.server.protocols import tls_protocols
+from asgi_apim.server.selftest import run_selftest
+from asgi_apim.server.tls import TrustContextFactory, default_cert_reqs
+
+logger = logging.getLogger("asgi_apim.server")
+
+
+def _usage(message: str) -> Exception:
+    from asgi_apim.cli import UsageError
+
+    return UsageError(message)
+
+
+def _protocols(http: str, ws: str) -> tuple[type, type | None]:
+    try:
+        return tls_protocols(http, ws)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    except ImportError as exc:
+        raise APIMError(f"--http {http} / --ws {ws}: {exc}") from None
+
+
+def serve(ns: argparse.Namespace) -> int:
+    """Run ``ns.app`` behind the stack of ``ns.config`` on uvicorn; the exit code."""
+    if ":" not in ns.app:
+        raise _usage(f"{ns.app!r}: expected MODULE:APP")
+    if ns.ssl_keyfile and not ns.ssl_certfile:
+        raise _usage("--ssl-keyfile needs --ssl-certfile")
+    config_path = str(Path(ns.config).resolve())
+    config = config_for(config_path)
+    tls = bool(ns.ssl_certfile)
+    cert_reqs = ns.ssl_cert_reqs if ns.ssl_cert_reqs is not None else default_cert_reqs(config, tls)
+    http, ws = _protocols(ns.http, ns.ws)
+    run_selftest(http, ws)
+
+    app_dir = str(Path(getattr(ns, "app_dir", None) or ".").resolve())
+    os.environ.update({APP_ENV: ns.app, CONFIG_ENV: config_path, APP_DIR_ENV: app_dir})
+    if tls:
+        logger.info("TLS on; client certificates %s", ("not requested", "optional", "required")[cert_reqs])
+    try:
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            app_dir=app_dir,
+            host=ns.host,
+            port=ns.port,
+            uds=ns.uds,
+            workers=ns.workers,
+            http=http,
+            ws=ws or "none",
+            ssl_certfile=ns.ssl_certfile,
+            ssl_keyfile=ns.ssl_keyfile,
+            ssl_keyfile_password=ns.ssl_keyfile_password,
+            ssl_ca_certs=ns.ssl_ca_certs,
+            ssl_cert_reqs=cert_reqs,
+            ssl_ciphers=ns.ssl_ciphers,
+            ssl_context_factory=TrustContextFactory(config_path) if tls else None,
+            proxy_headers=ns.proxy_headers,
+            forwarded_allow_ips=ns.forwarded_allow_ips,
+            root_path=ns.root_path,
+            log_level=ns.log_level,
+            access_log=ns.access_log,
+            lifespan=ns.lifespan,
+        )
+    except SystemExit as exc:  # uvicorn exits 3 when start-up fails; it has said why
+        return 0 if exc.code in (0, None) else 1
+    return 0
