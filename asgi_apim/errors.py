@@ -5,6 +5,7 @@ Every error a caller can catch has a place in this tree::
     APIMError
     ├── ConfigError ........................ start-up only: a bad key or value
     ├── CryptoError ........................ a value that does not decrypt, a bad key
+    ├── TruststoreError .................... a truststore, CRL or registered certificate file that cannot be used
     └── RequestError ....................... answered as application/problem+json
         ├── BadRequest ..................... 400  900900
         │   └── CertificateHeaderError ..... 400  900900  malformed certificate header
@@ -46,6 +47,12 @@ class ConfigError(APIMError):
 
 class CryptoError(APIMError):
     """A ciphertext that does not decrypt under the configured keys, or a bad key."""
+
+
+class TruststoreError(APIMError):
+    """A truststore, CRL or registered certificate file cannot be loaded. The
+    message names the file, never a password. Fatal at start-up; on a reload the
+    last good truststore keeps serving."""
 
 
 class RequestError(APIMError):
