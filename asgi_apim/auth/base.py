@@ -1,0 +1,190 @@
+"""What every application-security scheme offers the policy, and how they are built.
+
+An `Authenticator` knows one scheme (``oauth2``, ``api_key``, ``basic``): where
+its credential lives in a request (`credential`, synchronous and cheap) and
+whether that credential is good for an API (`authenticate`, which returns a
+`Principal` or raises `InvalidCredentials`). `build_authenticators` builds one
+per scheme that some API lists, from the configuration, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from starlette.types import Scope
+
+from asgi_apim.config import ApiConfig, Config
+from asgi_apim.errors import ConfigError, InvalidCredentials
+from asgi_apim.identity import Principal
+
+MAX_TOKEN_BYTES = 16 * 1024
+DEFAULT_REALM = "asgi-apim"
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    scheme: str
+    challenge: str
+
+    def credential(self, scope: Scope) -> str | None: ...
+
+    async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ExpiringCache(Generic[K, V]):
+    """A bounded dict whose entries expire at a given wall-clock time.
+
+    When full, expired entries go first, then the oldest eighth. ``maxsize=0``
+    disables caching.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K, now: float) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            self._data.pop(key, None)
+            return None
+        return item[1]
+
+    def put(self, key: K, value: V, expires: float, now: float) -> None:
+        if self.maxsize <= 0 or expires <= now:
+            return
+        if len(self._data) >= self.maxsize:
+            self._evict(now)
+        self._data[key] = (expires, value)
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, (exp, _) in self._data.items() if exp <= now]:
+            del self._data[key]
+        excess = len(self._data) - self.maxsize + max(1, self.maxsize // 8)
+        for key in list(self._data)[: max(0, excess)]:
+            del self._data[key]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(slots=True, eq=False)
+class Verified:
+    """A credential that passed, independent of the API it is used for.
+
+    Cached by the schemes; `principal` makes (and remembers) the per-API `Principal`.
+    """
+
+    method: str
+    subject: str
+    tier: str
+    throttle_key: str
+    scopes: tuple[str, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict)
+    expires: float = 0.0
+    source: Any = None  # an object with a ``generation`` (a JWKSource): stale when it moves on
+    at_generation: int = 0
+    _principals: dict[str, Principal] = field(default_factory=dict)
+
+    def current(self) -> bool:
+        return self.source is None or self.source.generation == self.at_generation
+
+    def principal(self, api: str) -> Principal:
+        p = self._principals.get(api)
+        if p is None:
+            p = Principal(
+                method=self.method,
+                subject=self.subject,
+                api=api,
+                tier=self.tier,
+                scopes=self.scopes,
+                methods=(self.method,),
+                claims=self.claims,
+                throttle_key=self.throttle_key,
+            )
+            self._principals[api] = p
+        return p
+
+
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case bytes), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+def authorization(scope: Scope, scheme: str) -> str | None:
+    """The credential after ``Authorization: <scheme> `` (case-insensitive scheme), or None."""
+    raw = header_value(scope, b"authorization")
+    if raw is None:
+        return None
+    value = raw.decode("latin-1").strip()
+    head, _, rest = value.partition(" ")
+    if head.lower() != scheme:
+        return None
+    return rest.strip()
+
+
+def invalid(detail: str, challenge: str) -> InvalidCredentials:
+    return InvalidCredentials(detail, headers={"www-authenticate": challenge})
+
+
+def now() -> float:
+    return time.time()
+
+
+def schemes_in_use(config: Config) -> list[str]:
+    """Application schemes listed by any API or resource, in first-seen order."""
+    found: list[str] = []
+    for api in config.apis:
+        securities = [api.security] + [r.security for r in api.resources if r.security is not None]
+        for sec in securities:
+            for scheme in sec.application:
+                if scheme not in found:
+                    found.append(scheme)
+    return found
+
+
+def known_tiers(config: Config) -> frozenset[str]:
+    return frozenset(config.throttling.tiers)
+
+
+def build_authenticators(config: Config, schemes: Iterable[str] | None = None) -> dict[str, Authenticator]:
+    """One authenticator per scheme some API lists (or per ``schemes`` given).
+
+    A listed scheme without its configuration raises `ConfigError` naming the
+    missing key.
+    """
+    wanted: Collection[str] = list(schemes) if schemes is not None else schemes_in_use(config)
+    built: dict[str, Authenticator] = {}
+    for scheme in wanted:
+        if scheme == "oauth2":
+            from asgi_apim.auth.jwt import OAuth2Authenticator
+
+            built[scheme] = OAuth2Authenticator.from_config(config)
+        elif scheme == "api_key":
+            from asgi_apim.auth.apikey import ApiKeyAuthenticator
+
+            built[scheme] = ApiKeyAuthenticator.from_config(config)
+        elif scheme == "basic":
+            from asgi_apim.auth.basic import BasicAuthenticator
+
+            built[scheme] = BasicAuthenticator.from_config(config)
+        else:
+            raise ConfigError("apis.security.application", f"unknown scheme {scheme!r}")
+    return built

@@ -1,0 +1,37 @@
+"""``asgi-apim apikey issue``: print a signed API key for one API."""
+
+from __future__ import annotations
+
+import argparse
+
+from asgi_apim.auth.apikey import DEFAULT_EXPIRES, issue_api_key
+from asgi_apim.config import load_config
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return number
+
+
+def _issue(ns: argparse.Namespace) -> int:
+    config = load_config(ns.config)
+    print(issue_api_key(config, ns.api, ns.tier, subject=ns.subject, expires=ns.expires, scopes=ns.scope))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("apikey", help="self-contained API keys")
+    sub = p.add_subparsers(dest="apikey_command", required=True, parser_class=type(p))
+    q = sub.add_parser("issue", help="print a signed API key (a JWT) for one API")
+    q.add_argument("--config", required=True, help="deployment.toml")
+    q.add_argument("--api", required=True, help="name of the API the key opens")
+    q.add_argument("--tier", required=True, help="throttling tier of the key")
+    q.add_argument("--subject", default=None, help="who the key is for (default: apikey-<id>)")
+    q.add_argument("--expires", type=_positive_int, default=DEFAULT_EXPIRES, help=f"lifetime in seconds (default {DEFAULT_EXPIRES})")
+    q.add_argument("--scope", action="append", default=[], help="a scope the key carries (repeatable)")
+    q.set_defaults(handler=_issue)

@@ -1,0 +1,207 @@
+"""An issuer's signing keys: a JWKS file read once, or a URL fetched with httpx.
+
+Each JWK becomes one prepared key per allowed algorithm it can serve: an RSA
+key serves RS*/PS*, an EC key the ES* of its curve, an OKP key EdDSA, and a
+JWK that names an ``alg`` serves only that one. ``oct`` keys are never used
+(HMAC needs a configured ``shared_secret``), nor keys whose ``use`` is not
+``sig``. A key cannot be looked up under an algorithm it was not made for, so
+key confusion (an RSA public key as an HMAC secret) has nowhere to happen.
+
+A URL source is fetched asynchronously, refreshed in the background, refetched
+at most once per ``min_refetch_interval`` when a token names an unknown
+``kid``, and keeps its last good keys while the issuer is unreachable.
+`generation` changes when a key that was known disappears or changes, so
+caches of tokens verified with it can tell they are stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
+from jwt.exceptions import InvalidKeyError
+
+from asgi_apim.errors import ConfigError
+
+logger = logging.getLogger("asgi_apim.auth.jwks")
+
+MAX_JWKS_BYTES = 1024 * 1024
+ALGORITHMS = get_default_algorithms()
+_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES521": "P-521", "ES256K": "secp256k1"}
+
+Keys = Mapping[str | None, Mapping[str, Any]]  # kid -> alg -> prepared key
+
+
+class JWKSError(ValueError):
+    """A JWKS document that cannot be used."""
+
+
+def _serves(jwk: Mapping[str, Any], alg: str) -> bool:
+    kty = jwk.get("kty")
+    if jwk.get("alg") not in (None, alg):
+        return False
+    if alg.startswith(("RS", "PS")):
+        return kty == "RSA"
+    if alg.startswith("ES"):
+        return kty == "EC" and jwk.get("crv") == _CURVES.get(alg)
+    if alg == "EdDSA":
+        return kty == "OKP" and jwk.get("crv") in ("Ed25519", "Ed448")
+    return False
+
+
+def _key_object(jwk: Mapping[str, Any]) -> Any:
+    kty = jwk.get("kty")
+    loader = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
+    if loader is None:
+        raise InvalidKeyError(f"unsupported kty {kty!r}")
+    key = loader.from_jwk(dict(jwk))
+    return key.public_key() if hasattr(key, "public_key") else key
+
+
+def parse_jwks(document: Any, algorithms: Collection[str]) -> tuple[dict[str | None, dict[str, Any]], dict[str | None, str]]:
+    """Prepared keys by ``kid`` and ``alg``, and a fingerprint per ``kid`` (to detect changes)."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise JWKSError('not a JWKS: expected an object with a "keys" array')
+    asymmetric = [a for a in algorithms if a in ALGORITHMS and not a.startswith("HS") and a.lower() != "none"]
+    keys: dict[str | None, dict[str, Any]] = {}
+    prints: dict[str | None, str] = {}
+    for jwk in document["keys"]:
+        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+            continue
+        kid = jwk.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            continue
+        serves = [a for a in asymmetric if _serves(jwk, a)]
+        if not serves:
+            continue
+        try:
+            key = _key_object(jwk)
+            prepared = {a: ALGORITHMS[a].prepare_key(key) for a in serves}
+        except (InvalidKeyError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("skipping JWK kid=%r: %s", kid, exc)
+            continue
+        keys.setdefault(kid, {}).update(prepared)
+        public = {k: v for k, v in jwk.items() if k in ("kty", "crv", "n", "e", "x", "y", "alg")}
+        prints[kid] = prints.get(kid, "") + json.dumps(public, sort_keys=True)
+    return keys, prints
+
+
+class JWKSource:
+    """The current keys of one issuer. Build once; `get` is the per-request call."""
+
+    def __init__(
+        self,
+        algorithms: Collection[str],
+        *,
+        url: str | None = None,
+        file: Path | None = None,
+        refresh_interval: float = 300.0,
+        min_refetch_interval: float = 30.0,
+        timeout: float = 5.0,
+        name: str = "",
+    ) -> None:
+        if (url is None) == (file is None):
+            raise ValueError("exactly one of url or file")
+        self.algorithms = tuple(algorithms)
+        self.url = url
+        self.name = name
+        self.refresh_interval = refresh_interval
+        self.min_refetch_interval = min_refetch_interval
+        self.timeout = timeout
+        self.generation = 0
+        self._keys: dict[str | None, dict[str, Any]] = {}
+        self._prints: dict[str | None, str] = {}
+        self._last_fetch = float("-inf")
+        self._lock: asyncio.Lock | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        if file is not None:
+            try:
+                document = json.loads(Path(file).read_bytes())
+                self._install(*parse_jwks(document, self.algorithms))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"key_managers[{name}].jwks_file", f"cannot load {file}: {exc}") from None
+
+    def get(self, kid: str | None, alg: str) -> list[Any]:
+        """Keys that may verify a token with this ``kid`` (any, when None) and ``alg``."""
+        if kid is None:
+            return [k[alg] for k in self._keys.values() if alg in k]
+        entry = self._keys.get(kid)
+        if entry is None:
+            return []
+        key = entry.get(alg)
+        return [] if key is None else [key]
+
+    def knows(self, kid: str | None) -> bool:
+        if kid is None:
+            return bool(self._keys)
+        return kid in self._keys
+
+    async def lookup(self, kid: str | None, alg: str) -> list[Any]:
+        """Like `get`, refetching (rate-limited) when ``kid`` is unknown to a URL source."""
+        found = self.get(kid, alg)
+        if found or self.url is None or self.knows(kid):
+            return found
+        if time.monotonic() - self._last_fetch < self.min_refetch_interval:
+            return []
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self.knows(kid) and time.monotonic() - self._last_fetch >= self.min_refetch_interval:
+                await self.refresh()
+        return self.get(kid, alg)
+
+    async def refresh(self) -> bool:
+        """Fetch the URL once; on any failure keep the last good keys. True when keys were installed."""
+        if self.url is None:
+            return False
+        self._last_fetch = time.monotonic()
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        try:
+            response = await self._client.get(self.url, headers={"accept": "application/jwk-set+json, application/json"})
+            response.raise_for_status()
+            if len(response.content) > MAX_JWKS_BYTES:
+                raise JWKSError("JWKS larger than 1 MiB")
+            keys, prints = parse_jwks(json.loads(response.content), self.algorithms)
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s", self.name, self.url, len(self._keys), exc)
+            return False
+        self._install(keys, prints)
+        return True
+
+    def _install(self, keys: dict[str | None, dict[str, Any]], prints: dict[str | None, str]) -> None:
+        if any(prints.get(kid) != fp for kid, fp in self._prints.items()):
+            self.generation += 1
+        self._keys, self._prints = keys, prints
+
+    async def start(self) -> None:
+        if self.url is None or self._task is not None:
+            return
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(self._refresher(), name=f"asgi-apim JWKS {self.name}")
+
+    async def _refresher(self) -> None:
+        while True:
+            delay = self.refresh_interval if self._keys else min(self.refresh_interval, max(1.0, self.min_refetch_interval))
+            await asyncio.sleep(delay)
+            await self.refresh()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
