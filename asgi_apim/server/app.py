@@ -35,15 +35,15 @@ def config_for(path: str | os.PathLike[str]) -> Config:
 
 def create_app() -> ASGIApp:
     """``protect(MODULE:APP, config)`` as named by the environment."""
-    from uvicorn.importer import import_from_string
-
-    from asgi_apim import protect
-
-    app_dir = os.environ.get(APP_DIR_ENV)
-    if app_dir is not None and app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
     try:
         target, config_path = os.environ[APP_ENV], os.environ[CONFIG_ENV]
     except KeyError as exc:
         raise RuntimeError(f"{FACTORY} needs the environment variable {exc.args[0]} (set by asgi-apim serve)") from None
+    app_dir = os.environ.get(APP_DIR_ENV)
+    if app_dir is not None and app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    from uvicorn.importer import import_from_string
+
+    from asgi_apim import protect
+
     return protect(import_from_string(target), config=config_for(config_path))

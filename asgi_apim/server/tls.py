@@ -92,7 +92,7 @@ class LiveTrust:
 
     def add(self, certificates: Iterable[x509.Certificate | bytes]) -> int:
         with self._lock:
-            new = [der for der in map(_der, certificates) if der not in self._known]
+            new = [der for der in dict.fromkeys(map(_der, certificates)) if der not in self._known]
             if not new:
                 return 0
             self._known.update(dict.fromkeys(new))

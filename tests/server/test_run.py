@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from asgi_apim.certs.pki import init_pki
+from asgi_apim.cli import main
+from asgi_apim.server import app as app_module
+from asgi_apim.server import protocols, run
+from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY
+from asgi_apim.server.tls import TrustContextFactory
+
+MANDATORY = """
+[mutual_ssl]
+truststore = ["pki/ca.pem"]
+
+[[apis]]
+name = "pets"
+context = "/pets"
+
+[apis.security]
+mutual_ssl = "mandatory"
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    init_pki(tmp_path / "pki")
+    (tmp_path / "deployment.toml").write_text(MANDATORY)
+    (tmp_path / "plain.toml").write_text('public_paths = ["/health"]\n')
+    for name in (APP_ENV, CONFIG_ENV, APP_DIR_ENV):
+        monkeypatch.setenv(name, "restored-after-the-test")
+    monkeypatch.setattr(app_module, "_configs", {})
+    return tmp_path
+
+
+@pytest.fixture
+def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: str, **kwargs: Any) -> None:
+        calls.append({"app": app, **kwargs})
+
+    monkeypatch.setattr(run.uvicorn, "run", fake_run)
+    return calls
+
+
+def _serve(workdir: Path, *args: str, config: str = "deployment.toml") -> int:
+    return main(["serve", "example_app.main:app", "--config", str(workdir / config), *args])
+
+
+def test_tls_serve_passes_our_classes_and_trust_factory(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    pki = workdir / "pki"
+    rc = _serve(workdir, "--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key"),
+                "--port", "8443", "--workers", "2", "--http", "h11", "--ws", "websockets-sansio", "--app-dir", str(workdir))
+    assert rc == 0
+    (kw,) = uvicorn_run
+    assert kw["app"] == FACTORY and kw["factory"] is True
+    assert kw["http"] is protocols.H11TLSProtocol and kw["ws"] is protocols.WebSocketsSansIOTLSProtocol
+    assert kw["ssl_cert_reqs"] == 1  # an API uses mutual SSL
+    assert kw["ssl_context_factory"] == TrustContextFactory(str((workdir / "deployment.toml").resolve()))
+    assert (kw["port"], kw["workers"], kw["ssl_ca_certs"]) == (8443, 2, None)
+    import os
+
+    assert os.environ[APP_ENV] == "example_app.main:app"
+    assert os.environ[CONFIG_ENV] == str((workdir / "deployment.toml").resolve())
+    assert os.environ[APP_DIR_ENV] == str(workdir.resolve()) == kw["app_dir"]
+
+
+def test_plain_serve_requests_no_certificates(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    assert _serve(workdir, "--ws", "none", "--no-proxy-headers", "--forwarded-allow-ips", "127.0.0.2") == 0
+    (kw,) = uvicorn_run
+    assert kw["ssl_context_factory"] is None and kw["ssl_cert_reqs"] == 0 and kw["ws"] == "none"
+    assert kw["proxy_headers"] is False and kw["forwarded_allow_ips"] == "127.0.0.2"
+
+
+def test_explicit_cert_reqs_and_ca_certs_win(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    pki = workdir / "pki"
+    rc = _serve(workdir, "--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key"),
+                "--ssl-cert-reqs", "2", "--ssl-ca-certs", str(pki / "ca.pem"), config="plain.toml")
+    assert rc == 0
+    (kw,) = uvicorn_run
+    assert kw["ssl_cert_reqs"] == 2 and kw["ssl_ca_certs"] == str(pki / "ca.pem")
+
+
+def test_bad_config_is_one_line_exit_1(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "bad.toml").write_text("[[apis]]\nname = \"x\"\ncontext = \"/x\"\nfrobnicate = 1\n")
+    assert _serve(workdir, config="bad.toml") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "frobnicate" in err and "Traceback" not in err
+    assert _serve(workdir, config="missing.toml") == 1
+    assert uvicorn_run == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--http", "zttp"], ["--ws", "socketio"], ["--ssl-keyfile", "k.pem"]],
+)
+def test_bad_usage_exits_2(workdir: Path, uvicorn_run: list[dict[str, Any]], args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert _serve(workdir, *args) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and uvicorn_run == []
+
+
+def test_app_without_colon_exits_2(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    assert main(["serve", "example_app", "--config", str(workdir / "deployment.toml")]) == 2
+
+
+def test_failed_selftest_stops_serve(workdir: Path, uvicorn_run: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(run, "tls_protocols", lambda http, ws: (H11Protocol, None))
+    assert _serve(workdir) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not deliver scope['extensions']['tls']" in err
+    assert uvicorn_run == []
+
+
+def test_uvicorn_startup_failure_is_exit_1(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_run(app: str, **kwargs: Any) -> None:
+        raise SystemExit(3)
+
+    monkeypatch.setattr(run.uvicorn, "run", failing_run)
+    assert _serve(workdir) == 1
+
+
+def test_create_app_needs_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(APP_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=APP_ENV):
+        app_module.create_app()
+
+
+def test_config_is_loaded_once_per_process(workdir: Path) -> None:
+    first = app_module.config_for(workdir / "deployment.toml")
+    assert app_module.config_for(str(workdir / "deployment.toml")) is first
+    assert first.apis[0].security.mutual_ssl == "mandatory"
