@@ -1,0 +1,297 @@
+"""The truststore, the CRLs and the registered client certificates, loaded and kept current.
+
+Everything mutual SSL trusts comes from files: ``[mutual_ssl] truststore``
+(PEM or DER files, directories of them, PKCS#12 ``.p12``/``.pfx`` and Java
+``.jks`` keystores opened with ``truststore_password``), ``[mutual_ssl] crl``
+(PEM or DER) and each ``[[apis.certificates]]`` registration. `load_trust`
+reads them into one immutable `TrustMaterial`. `TrustReloader` checks the files
+every ``reload_interval`` seconds by the hash of their contents, rebuilds off
+the event loop when they change and swaps the new material in with one
+attribute assignment. A file that is missing or corrupt at start-up is fatal;
+on a reload the last good material keeps serving and the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import jks
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
+from asgi_apim.errors import TruststoreError
+
+logger = logging.getLogger("asgi_apim.certs.truststore")
+
+CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+PKCS12_SUFFIXES = (".p12", ".pfx")
+JKS_SUFFIXES = (".jks", ".jceks")
+_JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class RegisteredCertificate:
+    api: str
+    alias: str
+    tier: str
+    cert: x509.Certificate
+    sha256: bytes
+    is_ca: bool
+
+
+@dataclass(frozen=True)
+class TrustMaterial:
+    """One generation of what mutual SSL trusts. ``apis`` names every configured
+    API, including those with no registrations (they accept the truststore)."""
+
+    anchors: tuple[x509.Certificate, ...]
+    crls: tuple[x509.CertificateRevocationList, ...]
+    registrations: tuple[RegisteredCertificate, ...]
+    generation: int
+    digest: bytes
+    apis: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: str  # "truststore" | "crl" | "registration"
+    path: Path
+    data: bytes
+    registration: CertificateRegistration | None = None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TruststoreError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise TruststoreError(f"{path}: is a directory, a file was expected") from None
+    except OSError as exc:
+        raise TruststoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _directory(path: Path) -> list[Path]:
+    try:
+        children = sorted(path.iterdir())
+    except OSError as exc:
+        raise TruststoreError(f"{path}: cannot list the directory ({exc.strerror or exc})") from None
+    suffixes = CERTIFICATE_SUFFIXES + PKCS12_SUFFIXES + JKS_SUFFIXES
+    return [c for c in children if c.suffix.lower() in suffixes and not c.name.startswith(".") and c.is_file()]
+
+
+def _read_sources(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> tuple[list[_Source], bytes]:
+    """Every source file's contents, directories listed anew, and their digest."""
+    sources: list[_Source] = []
+    for entry in mutual_ssl.truststore:
+        files = _directory(entry) if entry.is_dir() else [entry]
+        sources.extend(_Source("truststore", f, _read(f)) for f in files)
+    sources.extend(_Source("crl", p, _read(p)) for p in mutual_ssl.crl)
+    for api in apis:
+        sources.extend(_Source("registration", r.certificate, _read(r.certificate), r) for r in api.certificates)
+    h = hashlib.sha256()
+    for s in sources:
+        for part in (s.kind.encode(), str(s.path).encode(), s.data):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+    return sources, h.digest()
+
+
+def _pem_or_der(path: Path, data: bytes) -> list[x509.Certificate]:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise TruststoreError(f"{path}: not a PEM or DER certificate file (or holds no certificate)") from None
+
+
+def _pkcs12(path: Path, data: bytes, password: str | None) -> list[x509.Certificate]:
+    try:
+        store = pkcs12.load_pkcs12(data, password.encode() if password is not None else None)
+    except (ValueError, TypeError):
+        hint = "wrong or missing truststore_password" if password is None else "wrong truststore_password"
+        raise TruststoreError(f"{path}: cannot open the PKCS#12 file ({hint}, or the file is corrupt)") from None
+    certs = [store.cert.certificate] if store.cert is not None else []
+    return certs + [c.certificate for c in store.additional_certs]
+
+
+def _jks(path: Path, data: bytes, password: str | None) -> list[x509.Certificate]:
+    try:
+        store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
+        ders = [e.cert for e in store.certs.values() if e.type == "X.509"]
+        ders += [der for e in store.private_keys.values() for kind, der in e.cert_chain if kind == "X.509"]
+        return [x509.load_der_x509_certificate(d) for d in ders]
+    except jks.util.KeystoreSignatureException:
+        raise TruststoreError(f"{path}: the keystore's integrity check failed (wrong truststore_password?)") from None
+    except Exception:  # pyjks reports a damaged file through many exception types
+        raise TruststoreError(f"{path}: not a readable JKS keystore") from None
+
+
+def _truststore_certificates(source: _Source, password: str | None) -> list[x509.Certificate]:
+    suffix = source.path.suffix.lower()
+    if suffix in PKCS12_SUFFIXES:
+        certs = _pkcs12(source.path, source.data, password)
+    elif suffix in JKS_SUFFIXES or source.data[:4] in _JKS_MAGIC:
+        certs = _jks(source.path, source.data, password)
+    else:
+        certs = _pem_or_der(source.path, source.data)
+    if not certs:
+        raise TruststoreError(f"{source.path}: holds no certificate")
+    return certs
+
+
+def _crls(path: Path, data: bytes) -> list[x509.CertificateRevocationList]:
+    try:
+        if b"-----BEGIN" in data:
+            blocks = _PEM_CRL.findall(data)
+            if not blocks:
+                raise ValueError
+            return [x509.load_pem_x509_crl(b) for b in blocks]
+        return [x509.load_der_x509_crl(data)]
+    except ValueError:
+        raise TruststoreError(f"{path}: not a PEM or DER certificate revocation list") from None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _registration(source: _Source) -> RegisteredCertificate:
+    reg = source.registration
+    assert reg is not None
+    cert = _pem_or_der(source.path, source.data)[0]
+    return RegisteredCertificate(
+        api=reg.api,
+        alias=reg.alias,
+        tier=reg.tier,
+        cert=cert,
+        sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
+        is_ca=_is_ca(cert),
+    )
+
+
+def _unique(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    return tuple(dict.fromkeys(certs))
+
+
+def _build(sources: list[_Source], digest: bytes, password: str | None, apis: tuple[str, ...], generation: int) -> TrustMaterial:
+    anchors: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
+    registrations: list[RegisteredCertificate] = []
+    for source in sources:
+        if source.kind == "truststore":
+            anchors.extend(_truststore_certificates(source, password))
+        elif source.kind == "crl":
+            crls.extend(_crls(source.path, source.data))
+        else:
+            registrations.append(_registration(source))
+    return TrustMaterial(_unique(anchors), tuple(crls), tuple(registrations), generation, digest, apis)
+
+
+def load_trust(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig], *, generation: int = 1) -> TrustMaterial:
+    """Read every source file and build the material (blocking: run it off the event loop)."""
+    sources, digest = _read_sources(mutual_ssl, apis)
+    names = tuple(api.name for api in apis)
+    return _build(sources, digest, mutual_ssl.truststore_password, names, generation)
+
+
+class TrustReloader:
+    """Holds the current `TrustMaterial` and replaces it when its files change.
+
+    ``current`` is read on every request; `check` (blocking) rebuilds and swaps
+    it; `run` calls `check` from a worker thread every ``reload_interval``
+    seconds and then tells the subscribers, on the event loop, about the swap.
+    """
+
+    def __init__(self, mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> None:
+        self.mutual_ssl = mutual_ssl
+        self.apis = tuple(apis)
+        self.interval = mutual_ssl.reload_interval
+        self._names = tuple(api.name for api in self.apis)
+        self._current = load_trust(mutual_ssl, self.apis)
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+        self._failed_digest: bytes | None = None
+        self._subscribers: list[Callable[[TrustMaterial], None]] = []
+        self._notified = self._current.generation
+
+    @property
+    def current(self) -> TrustMaterial:
+        return self._current
+
+    def subscribe(self, callback: Callable[[TrustMaterial], None]) -> None:
+        self._subscribers.append(callback)
+
+    def check(self) -> bool:
+        """Rebuild if any source changed; True when a new generation was swapped in."""
+        with self._lock:
+            current = self._current
+            try:
+                sources, digest = _read_sources(self.mutual_ssl, self.apis)
+                if digest == current.digest:
+                    self._recovered()
+                    return False
+                if digest == self._failed_digest:
+                    return False
+                try:
+                    material = _build(sources, digest, self.mutual_ssl.truststore_password, self._names, current.generation + 1)
+                except TruststoreError:
+                    self._failed_digest = digest
+                    raise
+            except TruststoreError as exc:
+                self._failed(str(exc))
+                return False
+            self._current = material
+            self._recovered()
+            logger.info(
+                "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",
+                material.generation, len(material.anchors), len(material.crls), len(material.registrations),
+            )
+            return True
+
+    def _failed(self, reason: str) -> None:
+        if reason != self._failure:
+            self._failure = reason
+            logger.warning("truststore reload failed, generation %d keeps serving: %s", self._current.generation, reason)
+
+    def _recovered(self) -> None:
+        self._failed_digest = None
+        if self._failure is not None:
+            self._failure = None
+            logger.info("truststore files readable again, generation %d serving", self._current.generation)
+
+    def notify(self) -> None:
+        """Tell the subscribers about a generation they have not seen (event loop thread)."""
+        material = self._current
+        if material.generation == self._notified:
+            return
+        self._notified = material.generation
+        for callback in list(self._subscribers):
+            try:
+                callback(material)
+            except Exception:
+                logger.exception("truststore subscriber %r failed", callback)
+
+    async def run(self) -> None:
+        """Check every ``reload_interval`` seconds until cancelled."""
+        while True:
+            await anyio.sleep(self.interval)
+            try:
+                await anyio.to_thread.run_sync(self.check)
+            except Exception:
+                logger.exception("truststore check failed")
+            self.notify()
