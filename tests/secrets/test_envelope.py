@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import cryptography_vectors
 import pytest
@@ -211,3 +212,28 @@ def test_arbitrary_text_never_decrypts_or_crashes(value: str) -> None:
         _RING.decrypt(value)
     with pytest.raises(CryptoError):
         _RING.decrypt(PREFIX + value)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "secrets.md"
+
+
+def test_the_documented_decryption_snippet_works() -> None:
+    text = DOCS.read_text()
+    snippet = re.search(r"### Decrypting in another program.*?```python\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
+    assert "asgi_apim" not in snippet
+    namespace: dict = {}
+    exec(compile(snippet, str(DOCS), "exec"), namespace)
+    value = Keyring(bytes.fromhex(KEY_HEX)).encrypt("from asgi-apim", b"ctx")
+    assert namespace["decrypt"](value, KEY_HEX, b"ctx") == "from asgi-apim"
+
+
+KEY_HEX = bytes(range(32)).hex()
+
+
+def test_the_documented_worked_example_is_what_we_produce() -> None:
+    key = DataKey(bytes.fromhex(KEY_HEX))
+    nonce = bytes.fromhex("000102030405060708090a0b")
+    sealed = key.seal(nonce, b"hunter2", f"{PREFIX}{key.kid}:".encode())
+    text = DOCS.read_text()
+    for shown in (key.kid, sealed.hex(), str(Envelope(key.kid, nonce, sealed))):
+        assert f"`{shown}`" in text
