@@ -1,0 +1,211 @@
+"""Counting: one call takes every limit of a request, all or nothing.
+
+A request is charged against several limits at once (its API's, its
+resource's, its caller's). `Engine.acquire` takes them together: when one is
+exhausted none is charged, and the answer carries what the headers need
+(remaining, seconds to reset) in the same call. Two engines:
+
+- `StrategyEngine`: `limits.aio.strategies` over any `limits` async storage;
+  with the in-process `LazyMemoryStorage` nothing awaits, so
+  test-all-then-hit-all is atomic;
+- `asgi_apim.throttling.redis_script.RedisScriptEngine`: one Lua script, one round
+  trip per request (one per limit on Redis Cluster, where a request's keys
+  live in different slots).
+
+`open_storage` turns a storage URI into a storage: ``memory://`` is our
+`LazyMemoryStorage`, ``async+memory://`` `limits`' own; Redis storages get
+short socket timeouts and a single immediate retry unless the URI says
+otherwise, so an absent Redis answers in milliseconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import ceil
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from limits import RateLimitItem
+from limits.aio.storage import Storage
+from limits.aio.strategies import STRATEGIES, RateLimiter
+from limits.errors import ConfigurationError, StorageError
+
+from asgi_apim.errors import ConfigError
+from asgi_apim.throttling.storage import LazyMemoryStorage
+
+logger = logging.getLogger("asgi_apim.throttling")
+
+REDIS_SOCKET_TIMEOUT = 0.5
+STORAGE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Limit:
+    """One limit of one level, resolved at start-up."""
+
+    level: str  # "api" | "resource" | "subscription"
+    tier: str
+    item: RateLimitItem
+    code: int
+    policy: str  # its name in the RateLimit headers
+    shared: str | None = None  # the identifier of a shared (API or resource) count; None: per caller
+    report: bool = False  # advertised on successful responses
+
+
+class Window(NamedTuple):
+    remaining: int
+    reset: int  # seconds from now
+
+
+class Verdict(NamedTuple):
+    failed: Limit | None
+    retry_after: int
+    windows: list[tuple[Limit, Window]]
+
+
+class Engine(Protocol):
+    remote: bool
+
+    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict: ...
+
+    async def aclose(self) -> None: ...
+
+
+def seconds(delta: float) -> int:
+    return max(0, ceil(delta))
+
+
+class StrategyEngine:
+    """`limits`' strategies over any async storage."""
+
+    def __init__(self, storage: Storage, strategy: str, *, timeout: float | None = None) -> None:
+        self.storage = storage
+        self.limiter: RateLimiter = STRATEGIES[strategy](storage)
+        self.remote = not isinstance(storage, LazyMemoryStorage)
+        self.timeout = timeout if self.remote else None
+
+    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
+        if self.timeout is None:
+            return await self._acquire(limits, ids, report)
+        async with asyncio.timeout(self.timeout):
+            return await self._acquire(limits, ids, report)
+
+    async def _acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
+        limiter = self.limiter
+        if len(limits) > 1:
+            for limit, ident in zip(limits, ids):
+                if not await limiter.test(limit.item, ident):
+                    return await self._refused(limit, ident)
+        for limit, ident in zip(limits, ids):
+            if not await limiter.hit(limit.item, ident):
+                return await self._refused(limit, ident)
+        windows: list[tuple[Limit, Window]] = []
+        if report:
+            for limit, ident in zip(limits, ids):
+                if limit.report:
+                    stats = await limiter.get_window_stats(limit.item, ident)
+                    windows.append((limit, Window(max(0, stats.remaining), seconds(stats.reset_time - time.time()))))
+        return Verdict(None, 0, windows)
+
+    async def _refused(self, limit: Limit, ident: str) -> Verdict:
+        stats = await self.limiter.get_window_stats(limit.item, ident)
+        return Verdict(limit, max(1, seconds(stats.reset_time - time.time())), [])
+
+    async def aclose(self) -> None:
+        return None
+
+
+def redact(uri: str) -> str:
+    """A storage URI without its user name and password, for messages."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def open_storage(uri: str) -> Storage:
+    """A `limits` async storage for ``uri``; `ConfigError` naming ``throttling.storage`` if it cannot be."""
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError("throttling.storage", f"{redact(uri)!r} is not a storage URI such as memory:// or redis://host:6379/0")
+    if scheme in ("memory", "lazymemory", "async+lazymemory"):
+        return LazyMemoryStorage()
+    name = scheme if scheme.startswith("async+") else f"async+{scheme}"
+    options: dict[str, object] = {}
+    if "redis" in name or "valkey" in name:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options = {
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        if "redis" in name:
+            options["implementation"] = "redispy"
+    from limits.storage import storage_from_string
+
+    try:
+        storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)  # type: ignore[arg-type]
+    except (ConfigurationError, ImportError, ValueError, TypeError) as exc:
+        raise ConfigError("throttling.storage", f"{redact(uri)}: {exc}") from None
+    if not isinstance(storage, Storage):
+        raise ConfigError("throttling.storage", f"{redact(uri)} is not an asynchronous storage")
+    return storage
+
+
+def build_engine(storage: str | Storage, strategy: str) -> Engine:
+    if strategy not in STRATEGIES:
+        raise ConfigError("throttling.strategy", f"must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
+    backend = open_storage(storage) if isinstance(storage, str) else storage
+    from asgi_apim.throttling.redis_script import RedisScriptEngine
+
+    if RedisScriptEngine.supports(backend):
+        return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)  # type: ignore[arg-type]
+    return StrategyEngine(backend, strategy, timeout=STORAGE_TIMEOUT)
+
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, OSError, TimeoutError, ConnectionError)
+
+
+class StorageGuard:
+    """Remembers that the storage is away, for ``retry_interval`` seconds, and says so in the log
+    at most once every ``log_interval`` seconds. Recovery is the first call that succeeds."""
+
+    def __init__(self, *, retry_interval: float = 0.5, log_interval: float = 10.0) -> None:
+        self.retry_interval = retry_interval
+        self.log_interval = log_interval
+        self.down_until = 0.0
+        self.down = False
+        self._logged = 0.0
+        self._suppressed = 0
+
+    def available(self) -> bool:
+        return not self.down or time.monotonic() >= self.down_until
+
+    def failed(self, exc: BaseException | None, *, fail_open: bool) -> None:
+        now = time.monotonic()
+        self.down = True
+        if exc is not None:
+            self.down_until = now + self.retry_interval
+        if now - self._logged >= self.log_interval:
+            what = "letting requests through" if fail_open else "answering 503"
+            reason = f"{type(exc).__name__}: {exc}"[:200] if exc is not None else "still away"
+            extra = f" ({self._suppressed} more since the last message)" if self._suppressed else ""
+            logger.warning("throttling storage unavailable, %s: %s%s", what, reason, extra)
+            self._logged = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    def recovered(self) -> None:
+        if self.down:
+            self.down = False
+            self._logged = 0.0
+            self._suppressed = 0
+            logger.warning("throttling storage is back")

@@ -1,0 +1,235 @@
+"""`ThrottlingMiddleware`: WSO2's tiers on `limits`, in memory or Redis.
+
+    app.add_middleware(ThrottlingMiddleware, tiers={"Gold": "5000/minute"}, storage="redis://127.0.0.1:6379/0")
+
+It runs after the security stage and reads only what that left in the scope:
+``scope["user"]`` (who is counted, at which tier: `asgi_apim.throttling.keys`)
+and ``scope["asgi_apim.route"]`` (the API and resource). Without a route the
+request is API-less and only the caller's tier applies. Three levels, checked
+together (all or nothing) and reported in WSO2's order:
+
+=============  ========================================  =======  ============================
+level          counts                                    code     WSO2 name
+=============  ========================================  =======  ============================
+API            all callers of the API, its ``tier``      900800   API level throttled out
+resource       all callers of the resource, its ``tier`` 900802   resource level throttled out
+subscription   one caller of one API, the caller's tier  900804   subscription level throttled
+  burst        a tier's shorter windows (``10/second``   900807   burst control limit exceeded
+               in ``"10/second;1000/hour"``)
+=============  ========================================  =======  ============================
+
+The first exhausted answers 429 ``application/problem+json`` with ``Retry-After``
+in seconds. An ``unlimited`` tier costs nothing: no storage call. When the
+storage is away, ``fail_open`` lets requests through (logged, at most once
+every ten seconds) or answers 503; the storage is retried after half a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from limits.aio.storage import Storage
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asgi_apim._keys import ROUTE
+from asgi_apim.certs.trust import TrustedProxies
+from asgi_apim.errors import ConfigError, StorageUnavailable, Throttled, reject
+from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, StorageGuard, build_engine
+from asgi_apim.throttling.headers import HeaderStyle, policy_name
+from asgi_apim.throttling.keys import CallerKeys
+from asgi_apim.throttling.tiers import Tier, parse_tiers
+
+if TYPE_CHECKING:
+    from asgi_apim.config import ApiConfig, Config, ResourceConfig
+
+logger = logging.getLogger("asgi_apim.throttling")
+
+API_CODE, RESOURCE_CODE, SUBSCRIPTION_CODE, BURST_CODE = 900800, 900802, 900804, 900807
+_LEVEL_TEXT = {"api": "the API's", "resource": "the resource's", "subscription": "your"}
+
+
+class _Plan:
+    """The limits of one (API, resource, caller tier), in checking order."""
+
+    __slots__ = ("api", "resource", "limits", "prefix", "report")
+
+    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str) -> None:
+        self.api = api
+        self.resource = resource
+        self.limits = limits
+        self.prefix = prefix
+        self.report = any(limit.report for limit in limits)
+
+    def ids(self, caller: str) -> list[str]:
+        prefix = self.prefix
+        return [limit.shared or prefix + caller for limit in self.limits]
+
+
+class ThrottlingMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tiers: Mapping[str, str],
+        storage: str | Storage = "memory://",
+        strategy: str = "moving-window",
+        fail_open: bool = True,
+        headers: str = "ratelimit",
+        trusted_proxies: Sequence[str] = ("127.0.0.1/32", "::1/128"),
+        default_tier: str = "Unauthenticated",
+    ) -> None:
+        self.app = app
+        self.tiers: dict[str, Tier] = parse_tiers(tiers)
+        if default_tier not in self.tiers:
+            raise ConfigError("throttling.tiers", f"the default tier {default_tier!r} is not defined")
+        try:
+            self.headers = HeaderStyle(headers)
+        except ValueError as exc:
+            raise ConfigError("throttling.headers", str(exc)) from None
+        self.default_tier = default_tier
+        self.fail_open = fail_open
+        self.engine: Engine = build_engine(storage, strategy)
+        self.guard = StorageGuard()
+        self.callers = CallerKeys(TrustedProxies(trusted_proxies), tiers=self.tiers, default_tier=default_tier)
+        self._plans: dict[tuple[int, int, str], _Plan] = {}
+
+    @classmethod
+    def from_config(cls, app: ASGIApp, config: Config) -> ThrottlingMiddleware:
+        t = config.throttling
+        return cls(
+            app,
+            tiers=t.tiers,
+            storage=t.storage,
+            strategy=t.strategy,
+            fail_open=t.fail_open,
+            headers=t.headers,
+            trusted_proxies=config.mutual_ssl.trusted_proxies,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                receive = self._lifespan(receive)
+            await self.app(scope, receive, send)
+            return
+        caller = self.callers(scope)
+        route = scope.get(ROUTE)
+        plan = self._plan(route.api, route.resource, caller.tier) if route is not None else self._plan(None, None, caller.tier)
+        if not plan.limits:
+            await self.app(scope, receive, send)
+            return
+        if not self.guard.available():
+            await self._storage_away(scope, receive, send, None)
+            return
+        report = self.headers.enabled and plan.report and scope["type"] == "http"
+        try:
+            verdict = await self.engine.acquire(plan.limits, plan.ids(caller.key), report)
+        except STORAGE_ERRORS as exc:
+            await self._storage_away(scope, receive, send, exc)
+            return
+        if self.guard.down:
+            self.guard.recovered()
+        if verdict.failed is not None:
+            await reject(scope, send, self._throttled(verdict.failed, verdict.retry_after))
+            return
+        if verdict.windows:
+            send = self._with_headers(send, self.headers.success(verdict.windows))
+        await self.app(scope, receive, send)
+
+    async def _storage_away(self, scope: Scope, receive: Receive, send: Send, exc: BaseException | None) -> None:
+        self.guard.failed(exc, fail_open=self.fail_open)
+        if self.fail_open:
+            await self.app(scope, receive, send)
+        else:
+            await reject(scope, send, StorageUnavailable("the rate-limit storage is unavailable; try again shortly"))
+
+    def _throttled(self, limit: Limit, retry_after: int) -> Throttled:
+        item = limit.item
+        window = f"{item.multiples} {item.GRANULARITY.name}" if item.multiples != 1 else item.GRANULARITY.name
+        exc = Throttled(
+            f"{_LEVEL_TEXT[limit.level]} limit of {item.amount} requests per {window} (tier {limit.tier}) is exhausted",
+            code=limit.code,
+            retry_after=retry_after,
+        )
+        exc.headers.update(self.headers.refused(limit, retry_after))
+        return exc
+
+    @staticmethod
+    def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        return wrapped
+
+    def _lifespan(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.aclose()
+            return message
+
+        return wrapped
+
+    async def aclose(self) -> None:
+        try:
+            await self.engine.aclose()
+        except Exception as exc:  # closing a connection that is already gone
+            logger.debug("closing the throttling storage: %s", exc)
+
+    # ------------------------------------------------------------------ plans
+
+    def _plan(self, api: ApiConfig | None, resource: ResourceConfig | None, tier: str) -> _Plan:
+        key = (id(api), id(resource), tier)
+        plan = self._plans.get(key)
+        if plan is None or plan.api is not api or plan.resource is not resource:
+            plan = self._build_plan(api, resource, tier)
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _tier(self, name: str | None, where: str) -> Tier:
+        tier = self.tiers.get(name or "")
+        if tier is None:
+            logger.error("%s names tier %r, which is not configured; applying %r", where, name, self.default_tier)
+            tier = self.tiers[self.default_tier]
+        return tier
+
+    def _build_plan(self, api: ApiConfig | None, resource: ResourceConfig | None, tier_name: str) -> _Plan:
+        name = api.name if api is not None else "-"
+        limits: list[Limit] = []
+        if api is not None:
+            tier = self._tier(api.tier, f"API {name}")
+            limits += self._limits("api", tier, API_CODE, f"api|{name}", f"api.{tier.name}")
+        if api is not None and resource is not None and resource.tier:
+            tier = self._tier(resource.tier, f"resource {resource.path} of API {name}")
+            methods = ",".join(resource.methods) or "*"
+            limits += self._limits("resource", tier, RESOURCE_CODE, f"res|{name}|{methods}|{resource.path}", f"resource.{tier.name}")
+        tier = self.tiers[tier_name]
+        limits += self._limits("subscription", tier, SUBSCRIPTION_CODE, None, tier.name)
+        return _Plan(api, resource, tuple(limits), f"sub|{name}|")
+
+    @staticmethod
+    def _limits(level: str, tier: Tier, code: int, shared: str | None, label: str) -> list[Limit]:
+        items = tier.limits
+        longest = items[-1] if items else None
+        out = []
+        for item in items:
+            is_burst = level == "subscription" and item is not longest
+            name = label if len(items) == 1 else f"{label}.{item.get_expiry()}s"
+            out.append(
+                Limit(
+                    level=level,
+                    tier=tier.name,
+                    item=item,
+                    code=BURST_CODE if is_burst else code,
+                    policy=policy_name(name),
+                    shared=shared,
+                    report=level == "subscription",
+                )
+            )
+        return out

@@ -1,0 +1,199 @@
+"""Every limit of a request in one Redis round trip.
+
+`limits`' Redis storage runs one script per limit to take a hit and another
+round trip to read what remains. `RedisScriptEngine` keeps its storage (the
+connection, the key prefix, the key layout of each strategy, so `limits`' own
+strategies read the same counts) but takes all of a request's limits in one
+Lua script: check every limit, and only if none is exhausted charge them all
+and return the remaining quota and reset time of the reported ones. Time is
+Redis's own (``TIME``), so every node of a cluster of gateways sees one clock.
+
+On Redis Cluster a request's keys live in different slots, so each limit is
+its own call (still one round trip per limit, hit and window together); a
+limit exhausted there leaves the limits before it charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from math import ceil
+from typing import Any
+
+from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
+from limits.errors import StorageError
+
+from asgi_apim.throttling.engine import Limit, Verdict, Window, seconds
+
+SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local strategy = ARGV[1]
+local n = (#ARGV - 1) / 3
+
+local function moving_window(key, cutoff, high)
+  local low, found = 0, -1
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('LINDEX', key, mid))
+    if value and value >= cutoff then
+      found = mid
+      low = mid + 1
+    else
+      high = mid - 1
+    end
+  end
+  if found < 0 then return 0, now end
+  return found + 1, tonumber(redis.call('LINDEX', key, found))
+end
+
+local function sliding_window(previous, current, ms)
+  local ttl = tonumber(redis.call('PTTL', current))
+  if ttl > 0 and ttl < ms then
+    redis.call('RENAME', current, previous)
+    redis.call('SET', current, 0, 'PX', ttl + ms)
+  end
+  local pc = tonumber(redis.call('GET', previous)) or 0
+  local pt = math.max(tonumber(redis.call('PTTL', previous)), 0)
+  local cc = tonumber(redis.call('GET', current)) or 0
+  local ct = math.max(tonumber(redis.call('PTTL', current)), 0)
+  return pc, pt, cc, ct
+end
+
+local function sliding_reset(pc, pt, cc, ct, ms)
+  local reset = nil
+  if pc > 0 then reset = pt % (ms / pc) end
+  if cc > 0 and (reset == nil or ct % ms < reset) then reset = ct % ms end
+  return math.ceil(reset or 0)
+end
+
+local seen = {}
+for i = 1, n do
+  local amount = tonumber(ARGV[3 * i - 1])
+  local expiry = tonumber(ARGV[3 * i])
+  if amount < 1 then return {i, expiry * 1000} end
+  if strategy == 'fixed-window' then
+    if (tonumber(redis.call('GET', KEYS[i])) or 0) >= amount then
+      local ttl = tonumber(redis.call('PTTL', KEYS[i]))
+      if ttl < 0 then ttl = expiry * 1000 end
+      return {i, ttl}
+    end
+  elseif strategy == 'moving-window' then
+    local entry = tonumber(redis.call('LINDEX', KEYS[i], amount - 1))
+    if entry and entry >= now - expiry then
+      return {i, math.ceil((entry + expiry - now) * 1000)}
+    end
+  else
+    local ms = expiry * 1000
+    local pc, pt, cc, ct = sliding_window(KEYS[2 * i - 1], KEYS[2 * i], ms)
+    if math.floor(pc * pt / ms) + cc + 1 > amount then
+      return {i, sliding_reset(pc, pt, cc, ct, ms)}
+    end
+    seen[i] = {pc, pt}
+  end
+end
+
+local out = {0}
+local stamp = string.format('%.6f', now)
+for i = 1, n do
+  local amount = tonumber(ARGV[3 * i - 1])
+  local expiry = tonumber(ARGV[3 * i])
+  local report = ARGV[3 * i + 1] == '1'
+  if strategy == 'fixed-window' then
+    local count = redis.call('INCRBY', KEYS[i], 1)
+    if count == 1 then redis.call('EXPIRE', KEYS[i], expiry) end
+    if report then
+      out[#out + 1] = amount - count
+      out[#out + 1] = redis.call('PTTL', KEYS[i])
+    end
+  elseif strategy == 'moving-window' then
+    redis.call('LPUSH', KEYS[i], stamp)
+    redis.call('LTRIM', KEYS[i], 0, amount - 1)
+    redis.call('EXPIRE', KEYS[i], expiry)
+    if report then
+      local count, oldest = moving_window(KEYS[i], now - expiry, amount - 1)
+      out[#out + 1] = amount - count
+      out[#out + 1] = math.ceil((oldest + expiry - now) * 1000)
+    end
+  else
+    local ms = expiry * 1000
+    local current = KEYS[2 * i]
+    local cc
+    if redis.call('EXISTS', current) == 1 then
+      cc = redis.call('INCRBY', current, 1)
+    else
+      cc = 1
+      redis.call('SET', current, 1, 'PX', ms * 2)
+    end
+    if report then
+      local pc, pt = seen[i][1], seen[i][2]
+      local ct = math.max(tonumber(redis.call('PTTL', current)), 0)
+      out[#out + 1] = amount - (math.floor(pc * pt / ms) + cc)
+      out[#out + 1] = sliding_reset(pc, pt, cc, ct, ms)
+    end
+  end
+end
+return out
+"""
+
+
+class RedisScriptEngine:
+    remote = True
+
+    @staticmethod
+    def supports(storage: Storage) -> bool:
+        return isinstance(storage, RedisStorage) and isinstance(storage.bridge, RedispyBridge)
+
+    def __init__(self, storage: RedisStorage, strategy: str, *, timeout: float = 1.0) -> None:
+        self.storage = storage
+        self.strategy = strategy
+        self.timeout = timeout
+        self.sliding = strategy == "sliding-window-counter"
+        self.per_limit = isinstance(storage, RedisClusterStorage)
+        self.prefixed = storage.bridge.prefixed_key
+        self.errors = storage.bridge.base_exceptions
+        self.script = storage.bridge.get_connection().register_script(SCRIPT)
+
+    def keys(self, limit: Limit, ident: str) -> list[str]:
+        """The Redis keys of one limit, exactly as `limits`' Redis storage names them."""
+        key = limit.item.key_for(ident)
+        if self.sliding:
+            return [self.prefixed(f"{{{key}}}/-1"), self.prefixed(f"{{{key}}}")]
+        return [self.prefixed(key)]
+
+    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if not self.per_limit:
+                    return await self._run(limits, ids, report)
+                windows = []
+                for limit, ident in zip(limits, ids):
+                    verdict = await self._run((limit,), (ident,), report)
+                    if verdict.failed is not None:
+                        return verdict
+                    windows.extend(verdict.windows)
+                return Verdict(None, 0, windows)
+        except self.errors as exc:
+            raise StorageError(exc) from exc
+
+    async def _run(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
+        keys: list[str] = []
+        args: list[Any] = [self.strategy]
+        for limit, ident in zip(limits, ids):
+            keys += self.keys(limit, ident)
+            args += (limit.item.amount, limit.item.get_expiry(), 1 if report and limit.report else 0)
+        result = await self.script(keys=keys, args=args)
+        failed = int(result[0])
+        if failed:
+            return Verdict(limits[failed - 1], max(1, ceil(int(result[1]) / 1000)), [])
+        windows = []
+        values = iter(result[1:])
+        for limit in limits:
+            if report and limit.report:
+                remaining, reset_ms = int(next(values)), int(next(values))
+                windows.append((limit, Window(max(0, remaining), seconds(reset_ms / 1000))))
+        return Verdict(None, 0, windows)
+
+    async def aclose(self) -> None:
+        await self.storage.bridge.get_connection().aclose()
