@@ -42,7 +42,6 @@ class Introspector:
         default_ttl: float = 60.0,
         negative_ttl: float = 10.0,
         timeout: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not km.introspection_url:
             raise ValueError("key manager has no introspection_url")
@@ -53,8 +52,7 @@ class Introspector:
         self.negative_ttl = negative_ttl
         self.timeout = timeout
         self._auth = httpx.BasicAuth(km.client_id, km.client_secret or "") if km.client_id else None
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = self._new_client()
         self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
 
     async def introspect(self, token: str, t: float) -> Verified | None:
@@ -70,9 +68,12 @@ class Introspector:
             self._cache.put(token, verified, verified.expires, t)
         return verified
 
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
     async def _ask(self, token: str) -> dict[str, Any]:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport, follow_redirects=False)
+            self._client = self._new_client()
         try:
             response = await self._client.post(
                 self.url,

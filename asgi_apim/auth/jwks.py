@@ -120,7 +120,7 @@ class JWKSource:
         self._prints: dict[str | None, str] = {}
         self._last_fetch = float("-inf")
         self._lock: asyncio.Lock | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = self._new_client() if url else None
         self._task: asyncio.Task[None] | None = None
         if file is not None:
             try:
@@ -149,8 +149,6 @@ class JWKSource:
         found = self.get(kid, alg)
         if found or self.url is None or self.knows(kid):
             return found
-        if time.monotonic() - self._last_fetch < self.min_refetch_interval:
-            return []
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -164,7 +162,7 @@ class JWKSource:
             return False
         self._last_fetch = time.monotonic()
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            self._client = self._new_client()
         try:
             response = await self._client.get(self.url, headers={"accept": "application/jwk-set+json, application/json"})
             response.raise_for_status()
@@ -176,6 +174,10 @@ class JWKSource:
             return False
         self._install(keys, prints)
         return True
+
+    def _new_client(self) -> httpx.AsyncClient:
+        # built at start-up: loading the CA bundle is too slow for the event loop
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
     def _install(self, keys: dict[str | None, dict[str, Any]], prints: dict[str | None, str]) -> None:
         if any(prints.get(kid) != fp for kid, fp in self._prints.items()):

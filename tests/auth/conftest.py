@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.auth.idp import IdP, running_idp
+
+
+@pytest.fixture
+def idp() -> Iterator[IdP]:
+    with running_idp() as state:
+        yield state
