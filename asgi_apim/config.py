@@ -618,11 +618,13 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key."""
-    from asgi_apim.secrets.keys import ensure_key, key_absent
+    from asgi_apim.secrets.keys import ensure_key, generate_key, key_absent
 
     path = Path(path).resolve()
     raw = read_toml(path)
     if key_absent(raw):
+        probe = {**raw, "encryption": {**raw.get("encryption", {}), "key": generate_key()}}
+        parse_config(probe, base=path.parent, path=path)  # a broken file is reported, never rewritten
         raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT
     return parse_config(raw, base=path.parent, path=path)
 

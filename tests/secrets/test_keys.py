@@ -255,3 +255,20 @@ def test_load_secrets_for_the_application(tmp_path: Path) -> None:
     assert secrets["truststore_pass"] == "changeit"
     assert "changeit" not in repr(secrets)
     assert load_secrets(load_config(path)) == secrets
+
+
+def test_a_broken_file_without_key_is_reported_not_rewritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = COMMENTED.replace('mutual_ssl = "disabled"', 'mutual_ssl = "sometimes"')
+    path = write(tmp_path, broken)
+    with caplog.at_level(logging.WARNING, logger="asgi_apim.secrets"), pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "apis[0].security.mutual_ssl"
+    assert path.read_text() == broken and "ALERT" not in caplog.text
+
+
+def test_ciphertexts_without_a_key_are_not_given_a_useless_new_key(tmp_path: Path) -> None:
+    text = f'[secrets]\na = "{seal("x")}"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="does not decrypt") as info:
+        load_config(path)
+    assert info.value.key == "secrets.a" and path.read_text() == text
