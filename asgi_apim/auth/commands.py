@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from asgi_apim.auth.apikey import DEFAULT_EXPIRES, issue_api_key
-from asgi_apim.config import load_config
-
 
 def _positive_int(value: str) -> int:
     try:
@@ -19,8 +16,12 @@ def _positive_int(value: str) -> int:
 
 
 def _issue(ns: argparse.Namespace) -> int:
+    from asgi_apim.auth.apikey import DEFAULT_EXPIRES, issue_api_key
+    from asgi_apim.config import load_config
+
     config = load_config(ns.config)
-    print(issue_api_key(config, ns.api, ns.tier, subject=ns.subject, expires=ns.expires, scopes=ns.scope))
+    expires = DEFAULT_EXPIRES if ns.expires is None else ns.expires
+    print(issue_api_key(config, ns.api, ns.tier, subject=ns.subject, expires=expires, scopes=ns.scope))
     return 0
 
 
@@ -32,6 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--api", required=True, help="name of the API the key opens")
     q.add_argument("--tier", required=True, help="throttling tier of the key")
     q.add_argument("--subject", default=None, help="who the key is for (default: apikey-<id>)")
-    q.add_argument("--expires", type=_positive_int, default=DEFAULT_EXPIRES, help=f"lifetime in seconds (default {DEFAULT_EXPIRES})")
+    q.add_argument("--expires", type=_positive_int, default=None, help="lifetime in seconds (default: one year)")
     q.add_argument("--scope", action="append", default=[], help="a scope the key carries (repeatable)")
     q.set_defaults(handler=_issue)
