@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,13 +31,14 @@ from typing import Any, Protocol
 import tomlkit
 from tomlkit.items import String, StringType
 
-from asgi_apim.config import _ENV, encryption_config, read_toml
+from asgi_apim.config import encryption_config, read_toml
 from asgi_apim.errors import ConfigError, CryptoError
 from asgi_apim.secrets._files import locked, replace, write_temp
 from asgi_apim.secrets.envelope import is_ciphertext
 from asgi_apim.secrets.keys import Keyring, parse_key
 
 Path_ = tuple[str | int, ...]
+_ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 STEPS = ("read", "decrypted", "prepared", "staged", "backed-up", "transitional", "owners-committed", "replaced")
 
@@ -181,6 +183,49 @@ def _backup_path(path: Path) -> Path:
     return candidate
 
 
+def _prepare(owners: Sequence[SecretOwner], rotation: Rotation) -> list[PreparedChange]:
+    prepared: list[PreparedChange] = []
+    try:
+        for owner in owners:
+            prepared.append(owner.prepare(rotation))
+    except BaseException:
+        for change in prepared:
+            change.abort()
+        raise
+    return prepared
+
+
+def _env_notices(raw: Mapping[str, Any]) -> list[str]:
+    notices = []
+    for p, value in _strings(raw):
+        if "$env{" in value and is_ciphertext(_ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)):
+            notices.append(f"{_dotted(p)} is a ciphertext taken from the environment: replace it with `asgi-apim encrypt` output under the new key")
+    return notices
+
+
+def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[PreparedChange]) -> Path:
+    """Backup, then (transitional file,) owners, final file: each a durable, atomic step."""
+    staged = [write_temp(path, data, like=path) for data in files]
+    try:
+        _checkpoint("staged")
+        backup = _backup_path(path)
+        replace(write_temp(backup, original, like=path), backup)
+        _checkpoint("backed-up")
+        if len(staged) > 1:
+            replace(staged.pop(0), path)
+        _checkpoint("transitional")
+        while prepared:
+            prepared[0].commit()
+            prepared.pop(0)
+        _checkpoint("owners-committed")
+        replace(staged.pop(0), path)
+        _checkpoint("replaced")
+    finally:
+        for temp in staged:
+            temp.unlink(missing_ok=True)
+    return backup
+
+
 def rotate_key(
     config_path: str | os.PathLike[str],
     new_key: str,
@@ -200,11 +245,8 @@ def rotate_key(
         encryption = encryption_config(raw)
         old = Keyring.from_config(encryption) if encryption.key is not None else None
         enc_raw = raw.get("encryption", {})
-        from_env = _ENV.search(enc_raw.get("key", "")) if isinstance(enc_raw.get("key"), str) else None
-        notices = []
-        for p, value in _strings(raw):
-            if "$env{" in value and is_ciphertext(_ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)):
-                notices.append(f"{_dotted(p)} is a ciphertext taken from the environment: replace it with `asgi-apim encrypt` output under the new key")
+        from_env = _ENV.search(enc_raw["key"]) if isinstance(enc_raw.get("key"), str) else None
+        notices = _env_notices(raw)
         _checkpoint("read")
 
         plain, failures = _open_all(raw, old)
@@ -214,48 +256,25 @@ def rotate_key(
         sealed = {p: new.encrypt(v) for p, v in plain.items()}
         _checkpoint("decrypted")
 
-        owners = default_owners(path, raw) if owners is None else list(owners)
-        prepared: list[PreparedChange] = []
-        try:
-            for owner in owners:
-                prepared.append(owner.prepare(Rotation(old, new, path)))
-        except BaseException:
-            for change in prepared:
-                change.abort()
-            raise
+        prepared = _prepare(default_owners(path, raw) if owners is None else owners, Rotation(old, new, path))
         _checkpoint("prepared")
-
-        text = original.decode("utf-8")
-        key = None if from_env else new_hex
-        previous = encryption.key.strip().lower() if encryption.key and not from_env else None
-        old_keys = list(enc_raw.get("old_keys", []))
-        extra = [previous] if previous and previous != new_hex and previous not in old_keys else []
-        final = _render(text, sealed, key, old_keys + (extra if keep_old_key else []))
-        _verify(final, raw, plain, new, key)
-        transitional = _render(text, sealed, key, old_keys + extra) if prepared and extra and not keep_old_key else None
-        staged = [write_temp(path, data, like=path) for data in (transitional, final) if data is not None]
         try:
-            _checkpoint("staged")
-            backup = _backup_path(path)
-            replace(write_temp(backup, original, like=path), backup)
-            _checkpoint("backed-up")
-            if transitional is not None:
-                replace(staged.pop(0), path)
-            _checkpoint("transitional")
-            while prepared:
-                prepared[0].commit()
-                prepared.pop(0)
-            _checkpoint("owners-committed")
-            replace(staged.pop(0), path)
-            _checkpoint("replaced")
+            key = None if from_env else new_hex
+            previous = encryption.key.strip().lower() if encryption.key and not from_env else None
+            old_keys = list(enc_raw.get("old_keys", []))
+            extra = [previous] if previous and previous != new_hex and previous not in old_keys else []
+            files = [_render(original.decode("utf-8"), sealed, key, old_keys + (extra if keep_old_key else []))]
+            if prepared and extra and not keep_old_key:
+                files.insert(0, _render(original.decode("utf-8"), sealed, key, old_keys + extra))
+            for data in files:
+                _verify(data, raw, plain, new, key)
+            backup = _commit(path, original, files, prepared)
         finally:
             for change in prepared:
                 change.abort()
-            for temp in staged:
-                temp.unlink(missing_ok=True)
     if from_env:
-        notices.insert(0, f"[encryption] key comes from $env{{{from_env.group(1)}}}: set {from_env.group(1)} to the new key before the next start")
-    if keep_old_key and from_env:
-        notices.append("the previous key came from the environment and was not written to old_keys")
+        name = from_env.group(1)
+        notices.insert(0, f"[encryption] key comes from $env{{{name}}}: set {name} to the new key before the next start")
+        if keep_old_key:
+            notices.append("the previous key came from the environment and was not written to old_keys")
     return RotationResult(values=len(sealed), backup=backup, notices=tuple(notices))
-
