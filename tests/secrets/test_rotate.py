@@ -317,3 +317,18 @@ def test_rotation_round_trips_any_secrets(secrets: dict[str, str]) -> None:
         after = load_config(conf).secrets
         assert dict(after) == before == secrets
         assert all(is_ciphertext(v) for v in tomllib.loads(conf.read_text())["secrets"].values())
+
+
+def test_owners_are_aborted_when_the_configuration_fails_to_verify(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = make_store(conf.parent)
+    original, store_before = conf.read_bytes(), owner.path.read_bytes()
+
+    def refuse(*args: object) -> None:
+        raise CryptoError("nothing changed: did not read back")
+
+    monkeypatch.setattr(rotate, "_verify", refuse)
+    with pytest.raises(CryptoError):
+        rotate_key(conf, NEW, owners=[owner])
+    assert owner.events == ["prepare", "abort"]
+    assert conf.read_bytes() == original and owner.path.read_bytes() == store_before
+    assert listing(conf.parent) == ["deployment.toml", "store.json"]
