@@ -173,6 +173,16 @@ class _Verifier:
             return None, _describe(exc)
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What one API trusts: its registered CAs, or (with no registrations) the
+    truststore, whose certificates map to None."""
+
+    members: Mapping[x509.Certificate, RegisteredCertificate | None]
+    verifier: _Verifier
+    truststore: bool = False
+
+
 class CertificateValidator:
     """Built once per `TrustMaterial`; `validate` is the per-request call."""
 
@@ -181,21 +191,23 @@ class CertificateValidator:
         self.generation = material.generation
         self.chain_validation = chain_validation
         self.cache_size = max(1, cache_size)
-        regs = material.registrations
         self._exact: dict[bytes, list[RegisteredCertificate]] = {}
-        self._by_ca: dict[x509.Certificate, list[RegisteredCertificate]] = {}
-        for reg in regs:
+        by_api: dict[str, dict[x509.Certificate, RegisteredCertificate]] = {}
+        for reg in material.registrations:
             self._exact.setdefault(reg.sha256, []).append(reg)
+            cas = by_api.setdefault(reg.api, {})
             if reg.is_ca:
-                self._by_ca.setdefault(reg.cert, []).append(reg)
-        self._registered_apis = frozenset(reg.api for reg in regs)
-        self._open_apis = tuple(api for api in material.apis if api not in self._registered_apis)
-        self._anchors = frozenset(material.anchors)
-        ca_certs = tuple(dict.fromkeys(reg.cert for reg in regs if reg.is_ca))
+                cas.setdefault(reg.cert, reg)
+        ca_certs = tuple(dict.fromkeys(c for cas in by_api.values() for c in cas))
+        anchors = frozenset(material.anchors)
         self._verifier = _Verifier(tuple(dict.fromkeys(material.anchors + ca_certs)))
-        self._truststore_verifier = _Verifier(material.anchors) if self._open_apis else None
         self._intermediates = [c for c in material.anchors if not _self_signed(c)]
-        self._registered_intermediates = [c for c in ca_certs if c not in self._anchors and not _self_signed(c)]
+        self._pool = self._intermediates + [c for c in ca_certs if c not in anchors and not _self_signed(c)]
+        truststore = _Scope(dict.fromkeys(material.anchors), _Verifier(material.anchors), truststore=True)
+        self._scopes: dict[str, _Scope | None] = {}
+        for api in material.apis:
+            cas = by_api.get(api)
+            self._scopes[api] = truststore if cas is None else (_Scope(cas, _Verifier(tuple(cas))) if cas else None)
         self._revocations = Revocations(material.crls, material.anchors + ca_certs)
         self._cache: OrderedDict[Hashable, tuple[CertificateVerdict, float]] = OrderedDict()
 
@@ -252,19 +264,25 @@ class CertificateValidator:
         elif exact and self._revocations.revoked_without_chain(leaf, presented):
             return _refused(leaf, spki, ders, REVOKED, not_after), _expiry(now, certs, ())
         reasons: dict[str, str] = {}
+        chains = [chain] if chain is not None else []
         if chain is not None:
-            for cert in chain[1:]:
-                for reg in self._by_ca.get(cert, ()):
-                    acceptances.setdefault(reg.api, Acceptance(reg.api, reg.alias, reg.tier, "ca"))
-            for api in self._registered_apis - acceptances.keys():
-                reasons[api] = f"{NOT_REGISTERED} for API {api!r}, nor issued by a CA registered for it"
-            if self._open_apis:
-                trusted, why = self._reaches_truststore(leaf, presented, chain, now)
-                for api in self._open_apis:
-                    if trusted:
-                        acceptances.setdefault(api, Acceptance(api, None, "Unlimited", "truststore"))
-                    elif api not in acceptances:
-                        reasons[api] = why
+            within: dict[int, tuple[list[x509.Certificate], RegisteredCertificate | None] | str | None] = {}
+            for api, scope in self._scopes.items():
+                if api in acceptances:
+                    continue
+                if scope is None:
+                    reasons[api] = f"{NOT_REGISTERED} for API {api!r}"
+                    continue
+                if id(scope) not in within:
+                    within[id(scope)] = self._within(scope, leaf, presented, chain, now)
+                outcome = within[id(scope)]
+                if outcome is None or isinstance(outcome, str):
+                    default = NOT_TRUSTED if scope.truststore else f"{NOT_REGISTERED} for API {api!r}, nor issued by a CA registered for it"
+                    reasons[api] = outcome or default
+                    continue
+                found, reg = outcome
+                chains.append(found)
+                acceptances[api] = Acceptance(api, None, "Unlimited", "truststore") if reg is None else Acceptance(api, reg.alias, reg.tier, "ca")
         else:
             for api in self.material.apis:
                 if api not in acceptances:
@@ -280,23 +298,26 @@ class CertificateValidator:
             reason=reason,
             api_reasons=MappingProxyType(reasons),
         )
-        return verdict, _expiry(now, certs, chain or ())
+        return verdict, _expiry(now, certs, [c for found in chains for c in found])
 
-    def _reaches_truststore(
-        self, leaf: x509.Certificate, presented: list[x509.Certificate], chain: list[x509.Certificate], now: float
-    ) -> tuple[bool, str]:
-        """Does the leaf validate against the truststore itself? The chain found
-        may end at a registered CA that is not in the truststore."""
-        if chain[-1] in self._anchors:
-            return True, ""
-        if self._truststore_verifier is None:
-            return False, NOT_TRUSTED
-        found, why = self._truststore_verifier.verify(leaf, presented + self._intermediates + self._registered_intermediates, now)
-        if found is None:
-            return False, why or NOT_TRUSTED
-        if self._revocations.revoked_in_chain(found) is not None:
-            return False, ISSUER_REVOKED
-        return True, ""
+    def _within(
+        self, scope: _Scope, leaf: x509.Certificate, presented: list[x509.Certificate], chain: list[x509.Certificate], now: float
+    ) -> tuple[list[x509.Certificate], RegisteredCertificate | None] | str | None:
+        """A validated chain from the leaf to one of ``scope``'s certificates and
+        the registration met on it, or why there is none. The chain already
+        found ends at the first trusted certificate on the way up, which may
+        belong to another API: then one is built for this scope."""
+        if not any(c in scope.members for c in chain):
+            found, _ = scope.verifier.verify(leaf, presented + self._pool, now)
+            if found is None:
+                return None
+            if self._revocations.revoked_in_chain(found) is not None:
+                return ISSUER_REVOKED
+            chain = found
+        for cert in chain:
+            if cert in scope.members:
+                return chain, scope.members[cert]
+        return None
 
 
 def _expiry(now: float, certs: Sequence[x509.Certificate], chain: Sequence[x509.Certificate]) -> float:

@@ -1,0 +1,352 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from asgi_apim.certs import validation
+from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca, make_crl, new_key
+from asgi_apim.certs.truststore import RegisteredCertificate, TrustMaterial, load_trust
+from asgi_apim.certs.validation import (
+    CertificateValidator,
+    load_pem_chain,
+)
+from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def custom(issuer: Issued | None, cn: str, *, key: object = None, not_before: dt.datetime | None = None,
+           not_after: dt.datetime | None = None, ca: bool = False) -> Issued:
+    """A certificate with chosen validity and key (pki's builders choose those themselves)."""
+    key = key or new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    signer = issuer.key if issuer else key
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - dt.timedelta(hours=1))
+        .not_valid_after(not_after or NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)  # type: ignore[attr-defined]
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)  # type: ignore[attr-defined]
+        .add_extension(x509.KeyUsage(
+            digital_signature=not ca, content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+    )
+    if not ca:
+        b = b.add_extension(x509.ExtendedKeyUsage([CLIENT_AUTH]), critical=False)
+    return Issued(b.sign(signer, hashes.SHA256()), key)  # type: ignore[arg-type]
+
+
+def reg(api: str, alias: str, issued: Issued, tier: str = "Gold") -> RegisteredCertificate:
+    cert = issued.cert
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    return RegisteredCertificate(api, alias, tier, cert, hashlib.sha256(issued.der()).digest(), is_ca)
+
+
+def material(anchors: Sequence[Issued] = (), *, registrations: Sequence[RegisteredCertificate] = (),
+             crls: Sequence[x509.CertificateRevocationList] = (), apis: Sequence[str] = ("open",)) -> TrustMaterial:
+    return TrustMaterial(tuple(a.cert for a in anchors), tuple(crls), tuple(registrations), 1, b"d", tuple(apis))
+
+
+def ders(*certs: Issued) -> tuple[bytes, ...]:
+    return tuple(c.der() for c in certs)
+
+
+@pytest.fixture(scope="module")
+def root() -> Issued:
+    return make_ca("root")
+
+
+@pytest.fixture(scope="module")
+def inter(root: Issued) -> Issued:
+    return make_ca("intermediate", issuer=root)
+
+
+@pytest.fixture(scope="module")
+def leaf(inter: Issued) -> Issued:
+    return issue_client(inter, "alice")
+
+
+def test_chain_through_an_intermediate_presented_by_the_client(root: Issued, inter: Issued, leaf: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    verdict = v.validate(ders(leaf, inter))
+    assert verdict.reason is None
+    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert verdict.subject == "CN=alice,O=asgi-apim dev"
+    assert verdict.sha256 == hashlib.sha256(leaf.der()).hexdigest()
+    assert verdict.leaf == leaf.cert
+    assert verdict.not_after == leaf.cert.not_valid_after_utc.timestamp()
+    refused = v.validate(ders(leaf))  # without its intermediate
+    assert refused.reason == "not issued by a trusted CA" and refused.acceptances == {}
+    assert refused.reason_for("open") == "not issued by a trusted CA"
+
+
+def test_intermediate_only_in_the_truststore(root: Issued, inter: Issued, leaf: Issued) -> None:
+    v = CertificateValidator(material([root, inter]))
+    assert v.validate(ders(leaf)).accepted_for("open") is not None
+    only_inter = CertificateValidator(material([inter]))  # any truststore certificate is an anchor
+    assert only_inter.validate(ders(leaf)).accepted_for("open") is not None
+
+
+@pytest.mark.parametrize("chain_validation", [True, False])
+def test_exact_self_signed(chain_validation: bool, root: Issued) -> None:
+    selfie = issue_client(None, "selfie")
+    v = CertificateValidator(material([root], registrations=[reg("pets", "me", selfie)], apis=("pets", "open")),
+                             chain_validation=chain_validation)
+    verdict = v.validate(ders(selfie))
+    assert verdict.reason is None
+    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "me", "Gold", "exact")
+    assert verdict.accepted_for("open") is None
+    assert verdict.reason_for("pets") == "accepted"
+    other = issue_client(None, "selfie")  # same name, another key: not the registered certificate
+    assert v.validate(ders(other)).acceptances == {}
+
+
+def test_ca_registration_and_exact_wins(root: Issued, inter: Issued, leaf: Issued) -> None:
+    regs = [reg("pets", "partner-ca", inter, "Silver"), reg("shop", "alice-exact", leaf, "Bronze"), reg("shop", "shop-ca", root, "Gold")]
+    v = CertificateValidator(material([], registrations=regs, apis=("pets", "shop")))
+    verdict = v.validate(ders(leaf))
+    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "ca")
+    assert verdict.accepted_for("shop") == validation.Acceptance("shop", "alice-exact", "Bronze", "exact")
+    sibling = issue_client(inter, "bob")
+    v2 = v.validate(ders(sibling))
+    assert v2.accepted_for("pets").how == "ca"  # type: ignore[union-attr]
+    assert v2.accepted_for("shop") == validation.Acceptance("shop", "shop-ca", "Gold", "ca")
+
+
+def test_per_api_acceptance(root: Issued) -> None:
+    a_leaf, b_leaf = issue_client(root, "a"), issue_client(root, "b")
+    v = CertificateValidator(material([root], registrations=[reg("a", "A", a_leaf), reg("b", "B", b_leaf)], apis=("a", "b", "open")))
+    verdict = v.validate(ders(a_leaf))
+    assert set(verdict.acceptances) == {"a", "open"}
+    assert verdict.reason is None
+    assert "certificate is not registered for API 'b'" in verdict.reason_for("b")
+
+
+def test_leaf_without_eku_or_server_only_is_refused(root: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    for cert in (issue_client(root, "no-eku", eku=None), issue_server(root)):
+        verdict = v.validate(ders(cert))
+        assert verdict.reason == "lacks the clientAuth extended key usage" and verdict.acceptances == {}
+    both = issue_client(root, "both", eku=[ExtendedKeyUsageOID.SERVER_AUTH, CLIENT_AUTH])
+    assert v.validate(ders(both)).accepted_for("open") is not None
+
+
+def test_san_is_optional(root: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    assert v.validate(ders(issue_client(root, "nosan", san=None))).accepted_for("open") is not None
+    assert v.validate(ders(issue_client(root, "san", san=["client.example"]))).accepted_for("open") is not None
+
+
+def test_expired_and_not_yet_valid_are_refused_even_when_registered(root: Issued) -> None:
+    expired = issue_client(root, "old", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    future = issue_client(root, "new", not_before=NOW + dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=10))
+    regs = [reg("pets", "old", expired), reg("pets", "new", future)]
+    for chain_validation in (True, False):
+        v = CertificateValidator(material([root], registrations=regs, apis=("pets",)), chain_validation=chain_validation)
+        assert v.validate(ders(expired)).reason == "expired"
+        assert v.validate(ders(future)).reason == "not yet valid"
+        assert v.validate(ders(expired)).acceptances == {} and v.validate(ders(future)).acceptances == {}
+
+
+def test_expired_intermediate_is_refused(root: Issued) -> None:
+    old = custom(root, "old intermediate", ca=True, not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1))
+    child = custom(old, "child", not_before=NOW - dt.timedelta(days=20))
+    verdict = CertificateValidator(material([root])).validate(ders(child, old))
+    assert verdict.acceptances == {} and verdict.reason is not None
+    assert verdict.reason in ("a CA certificate of its chain is expired or not yet valid", "not issued by a trusted CA")
+
+
+def test_revoked_leaf_and_intermediate(root: Issued, inter: Issued, leaf: Issued) -> None:
+    by_inter = make_crl(inter, [leaf.cert.serial_number])
+    by_root = make_crl(root, [inter.cert.serial_number])
+    v = CertificateValidator(material([root], crls=[by_inter]))
+    assert v.validate(ders(leaf, inter)).reason == "revoked"
+    sibling = issue_client(inter, "bob")
+    assert v.validate(ders(sibling, inter)).accepted_for("open") is not None
+    v2 = CertificateValidator(material([root], crls=[by_root]))
+    assert v2.validate(ders(sibling, inter)).reason == "an issuing CA certificate of its chain is revoked"
+    assert v2.validate(ders(sibling, inter)).acceptances == {}
+    assert v2.validate(ders(issue_client(root, "direct"))).accepted_for("open") is not None
+
+
+def test_crl_signed_by_the_wrong_key_is_ignored(root: Issued, inter: Issued, leaf: Issued) -> None:
+    impostor = make_ca("intermediate")  # the same name as the real intermediate, another key
+    assert impostor.cert.subject == inter.cert.subject
+    forged = make_crl(impostor, [leaf.cert.serial_number])
+    verdict = CertificateValidator(material([root], crls=[forged])).validate(ders(leaf, inter))
+    assert verdict.reason is None and verdict.accepted_for("open") is not None
+
+
+def test_exact_registration_revoked_by_its_issuers_crl(root: Issued) -> None:
+    partner = issue_client(root, "partner")
+    crl = make_crl(root, [partner.cert.serial_number])
+    for chain_validation in (True, False):
+        m = material([root], registrations=[reg("pets", "p", partner)], crls=[crl], apis=("pets",))
+        assert CertificateValidator(m, chain_validation=chain_validation).validate(ders(partner)).reason == "revoked"
+    selfie = issue_client(None, "selfie")
+    own = make_crl(selfie, [selfie.cert.serial_number])  # a self-signed certificate revoking itself
+    m = material([], registrations=[reg("pets", "me", selfie)], crls=[own], apis=("pets",))
+    assert CertificateValidator(m, chain_validation=False).validate(ders(selfie)).reason == "revoked"
+
+
+def test_unknown_ca_is_refused(root: Issued) -> None:
+    stranger = issue_client(make_ca("stranger"), "mallory")
+    verdict = CertificateValidator(material([root])).validate(ders(stranger))
+    assert verdict.reason == "not issued by a trusted CA" and verdict.acceptances == {}
+    assert CertificateValidator(material([])).validate(ders(stranger)).reason == "not issued by a trusted CA"
+
+
+def test_chain_validation_off_only_exact_passes(root: Issued, inter: Issued, leaf: Issued) -> None:
+    registered = issue_client(inter, "registered")
+    m = material([root], registrations=[reg("pets", "ca", inter), reg("pets", "r", registered)], apis=("pets", "open"))
+    v = CertificateValidator(m, chain_validation=False)
+    refused = v.validate(ders(leaf, inter))
+    assert refused.acceptances == {} and "not registered" in (refused.reason or "")
+    assert "chain validation is disabled" in refused.reason_for("pets")
+    assert v.validate(ders(registered, inter)).accepted_for("pets").how == "exact"  # type: ignore[union-attr]
+    assert CertificateValidator(m).validate(ders(leaf, inter)).accepted_for("pets").how == "ca"  # type: ignore[union-attr]
+
+
+def test_open_api_needs_the_truststore_not_just_a_registered_ca(root: Issued) -> None:
+    private_ca = make_ca("private")
+    member = issue_client(private_ca, "member")
+    v = CertificateValidator(material([root], registrations=[reg("pets", "private", private_ca)], apis=("pets", "open")))
+    verdict = v.validate(ders(member))
+    assert verdict.accepted_for("pets").how == "ca"  # type: ignore[union-attr]
+    assert verdict.accepted_for("open") is None and verdict.reason_for("open") == "not issued by a trusted CA"
+    sub_ca = make_ca("registered sub-CA", issuer=root)  # registered, and issued by the truststore's root
+    child = issue_client(sub_ca, "child")
+    v2 = CertificateValidator(material([root], registrations=[reg("pets", "sub", sub_ca)], apis=("pets", "open")))
+    accepted = v2.validate(ders(child))
+    assert accepted.accepted_for("pets").how == "ca" and accepted.accepted_for("open").how == "truststore"  # type: ignore[union-attr]
+
+
+def test_unparseable_input_gives_a_verdict(root: Issued, leaf: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    for chain in [(b"garbage",), (b"",), (leaf.der(), b"\x30\x00"), (leaf.der()[:-5],), ()]:
+        verdict = v.validate(chain)
+        assert verdict.acceptances == {} and verdict.leaf is None
+        assert verdict.reason in ("unparseable certificate", "no certificate presented")
+    assert v.validate((b"garbage",)).reason_for("open") == "unparseable certificate"
+
+
+def test_spki_hash_survives_renewal(root: Issued) -> None:
+    key = new_key()
+    first, renewed = custom(root, "client", key=key), custom(root, "client", key=key)
+    v = CertificateValidator(material([root]))
+    a, b = v.validate(ders(first)), v.validate(ders(renewed))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert a.spki_sha256 == b.spki_sha256 == hashlib.sha256(spki).hexdigest()
+    assert a.sha256 != b.sha256
+
+
+def test_loaded_from_files(tmp_path: Path, root: Issued, inter: Issued, leaf: Issued) -> None:
+    (tmp_path / "bundle.pem").write_bytes(root.cert_pem() + inter.cert_pem())
+    leaf.write(tmp_path / "alice.pem")
+    api = ApiConfig("pets", "/pets", certificates=(CertificateRegistration("alice", tmp_path / "alice.pem", "Gold", "pets"),))
+    m = load_trust(MutualSSLConfig(truststore=(tmp_path / "bundle.pem",)), [api, ApiConfig("open", "/open")])
+    verdict = CertificateValidator(m).validate(ders(leaf))
+    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "alice", "Gold", "exact")
+    assert verdict.accepted_for("open").how == "truststore"  # type: ignore[union-attr]
+    assert load_pem_chain((tmp_path / "bundle.pem").read_bytes()) == [root.cert, inter.cert]
+
+
+class CountingLoads:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = x509.load_der_x509_certificate
+
+        def counting(data: bytes) -> x509.Certificate:
+            self.calls += 1
+            return real(data)
+
+        monkeypatch.setattr(x509, "load_der_x509_certificate", counting)
+
+
+def test_cache_hit_does_not_parse(monkeypatch: pytest.MonkeyPatch, root: Issued, inter: Issued, leaf: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    loads = CountingLoads(monkeypatch)
+    first = v.validate(ders(leaf, inter), cache_key=b"raw header bytes")
+    assert loads.calls == 2
+    assert v.validate(ders(leaf, inter), cache_key=b"raw header bytes") is first
+    assert v.validate((b"ignored on a hit",), cache_key=b"raw header bytes") is first
+    assert loads.calls == 2
+    by_der = v.validate(ders(leaf, inter))
+    assert loads.calls == 4 and v.validate(ders(leaf, inter)) is by_der and loads.calls == 4
+    CertificateValidator(material([root])).validate(ders(leaf, inter), cache_key=b"raw header bytes")
+    assert loads.calls == 6  # a new generation's validator starts empty
+
+
+def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    certs = [issue_client(root, f"c{i}") for i in range(3)]
+    v = CertificateValidator(material([root]), cache_size=2)
+    loads = CountingLoads(monkeypatch)
+    for c in certs:
+        v.validate(ders(c))
+    v.validate(ders(certs[2]))
+    v.validate(ders(certs[1]))
+    assert loads.calls == 3
+    v.validate(ders(certs[0]))  # the least recently used was evicted
+    assert loads.calls == 4
+
+
+def test_cache_entry_expires_with_the_certificate_and_after_an_hour(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    start = time.time()
+    short = custom(root, "short", not_after=dt.datetime.fromtimestamp(start + 120, dt.timezone.utc))
+    long = issue_client(root, "long")
+    v = CertificateValidator(material([root]))
+    loads = CountingLoads(monkeypatch)
+    clock = [start]
+    monkeypatch.setattr(validation.time, "time", lambda: clock[0])
+    assert v.validate(ders(short)).accepted_for("open") is not None
+    assert v.validate(ders(long)).accepted_for("open") is not None
+    clock[0] = start + 110
+    v.validate(ders(short)), v.validate(ders(long))
+    assert loads.calls == 2
+    clock[0] = start + 121
+    assert v.validate(ders(short)).reason == "expired"
+    assert loads.calls == 3
+    v.validate(ders(long))
+    assert loads.calls == 3
+    clock[0] = start + 3601
+    assert v.validate(ders(long)).accepted_for("open") is not None
+    assert loads.calls == 4
+
+
+def test_not_yet_valid_intermediate_becomes_valid_when_the_verifier_is_rebuilt(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    start = time.time()
+    soon = custom(root, "soon", ca=True, not_before=dt.datetime.fromtimestamp(start + 30, dt.timezone.utc))
+    child = custom(soon, "child")
+    v = CertificateValidator(material([root]))
+    clock = [start]
+    monkeypatch.setattr(validation.time, "time", lambda: clock[0])
+    early = v.validate(ders(child, soon))
+    assert early.acceptances == {}
+    assert early.reason in ("a CA certificate of its chain is expired or not yet valid", "not issued by a trusted CA")
+    clock[0] = start + 61  # the refusal expired when the intermediate became valid, and the verifier's time moved on
+    assert v.validate(ders(child, soon)).accepted_for("open") is not None
+
+
+def test_a_leaf_in_the_truststore_is_trusted_itself_but_still_checked(root: Issued) -> None:
+    selfie, server = issue_client(None, "selfie"), issue_server(root)
+    v = CertificateValidator(material([selfie, server]))
+    assert v.validate(ders(selfie)).accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert v.validate(ders(server)).reason == "lacks the clientAuth extended key usage"
+    assert CertificateValidator(material([root])).validate(ders(root)).reason == "is a CA certificate, not a client certificate"
