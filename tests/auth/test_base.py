@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from asgi_apim.auth.apikey import ApiKeyAuthenticator
+from asgi_apim.auth.base import Authenticator, ExpiringCache, authorization, build_authenticators, schemes_in_use
+from asgi_apim.auth.basic import BasicAuthenticator
+from asgi_apim.auth.jwt import OAuth2Authenticator
+from asgi_apim.config import Config, parse_config
+from asgi_apim.errors import ConfigError
+from tests.auth.idp import rsa_key
+
+
+def files(tmp_path: Path) -> None:
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [rsa_key().jwk()]}))
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "sign.pem").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    (tmp_path / "users").write_text("ann:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+
+
+def config(tmp_path: Path, schemes: list[str], *, resource: list[str] | None = None, **sections: Any) -> Config:
+    api: dict[str, Any] = {"name": "pets", "context": "/pets", "security": {"application": schemes}}
+    if resource is not None:
+        api["resources"] = [{"path": "/pets/{id}", "security": {"application": resource}}]
+    raw: dict[str, Any] = {"apis": [api], **sections}
+    return parse_config(raw, base=tmp_path)
+
+
+FULL = {
+    "key_managers": [{"name": "idp", "issuer": "https://idp", "jwks_file": "jwks.json"}],
+    "api_keys": {"signing_key": "sign.pem"},
+    "basic_auth": {"users_file": "users", "tier": "Bronze"},
+}
+
+
+async def test_builds_one_authenticator_per_listed_scheme(tmp_path: Path) -> None:
+    files(tmp_path)
+    cfg = config(tmp_path, ["basic", "oauth2"], resource=["api_key"], **FULL)
+    assert schemes_in_use(cfg) == ["basic", "oauth2", "api_key"]
+    built = build_authenticators(cfg)
+    assert list(built) == ["basic", "oauth2", "api_key"]
+    assert isinstance(built["oauth2"], OAuth2Authenticator)
+    assert isinstance(built["api_key"], ApiKeyAuthenticator)
+    assert isinstance(built["basic"], BasicAuthenticator) and built["basic"].tier == "Bronze"
+    for scheme, auth in built.items():
+        assert isinstance(auth, Authenticator) and auth.scheme == scheme
+        await auth.start()
+        await auth.aclose()
+    assert {a.challenge.split()[0] for a in built.values()} == {"Bearer", "APIKey", "Basic"}
+
+
+def test_unlisted_schemes_are_not_built(tmp_path: Path) -> None:
+    files(tmp_path)
+    assert list(build_authenticators(config(tmp_path, ["basic"], **FULL))) == ["basic"]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "key"),
+    [("oauth2", "key_managers"), ("api_key", "api_keys.signing_key"), ("basic", "basic_auth.users_file")],
+)
+def test_listed_scheme_without_configuration(tmp_path: Path, scheme: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_authenticators(config(tmp_path, [scheme]))
+    assert info.value.key == key
+
+
+def test_expiring_cache() -> None:
+    cache: ExpiringCache[str, int] = ExpiringCache(16)
+    cache.put("a", 1, expires=110, now=100)
+    assert cache.get("a", 105) == 1
+    assert cache.get("a", 110) is None and len(cache) == 0
+    cache.put("old", 0, expires=99, now=100)
+    assert len(cache) == 0
+    for i in range(100):
+        cache.put(str(i), i, expires=1000, now=100)
+    assert len(cache) <= 16 and cache.get("99", 100) == 99
+    off: ExpiringCache[str, int] = ExpiringCache(0)
+    off.put("a", 1, expires=1000, now=0)
+    assert off.get("a", 1) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme", "expected"),
+    [
+        (b"Bearer abc", "bearer", "abc"),
+        (b"BEARER  abc ", "bearer", "abc"),
+        (b"Bearer", "bearer", ""),
+        (b"Basic abc", "bearer", None),
+        (None, "bearer", None),
+        (b"Basic YTpi", "basic", "YTpi"),
+    ],
+)
+def test_authorization_header(value: bytes | None, scheme: str, expected: str | None) -> None:
+    headers = [(b"accept", b"*/*")] + ([] if value is None else [(b"authorization", value)])
+    assert authorization({"headers": headers}, scheme) == expected
