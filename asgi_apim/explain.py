@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,18 @@ from asgi_apim.config import Config, load_config
 from asgi_apim.errors import CertificateHeaderError, ConfigError
 
 
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
+
+
 def _read_chain(path: str) -> tuple[bytes, ...]:
     data = Path(path).read_bytes()
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        return (data,)  # a DER file
-    ders = parse_certificate_header(text, "pem") if "-----BEGIN" in text else parse_certificate_header(text, "base64_der")
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        try:
+            return parse_certificate_header(data.decode("ascii"), "base64_der") if data[:1] != b"\x30" else (data,)
+        except UnicodeDecodeError:
+            return (data,)  # a DER file
+    blocks = [m.group(0).decode("ascii", "replace") for m in _PEM_BLOCK.finditer(data)]
+    ders = parse_certificate_header("\n".join(blocks), "pem")
     if not ders:
         raise CertificateHeaderError(f"{path} holds no certificate")
     return ders

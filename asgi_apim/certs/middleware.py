@@ -23,6 +23,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._keys import CERTIFICATE
+from asgi_apim.certs.formats import FORMATS
 from asgi_apim.certs.resolver import CertificateOutcome, CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
@@ -82,6 +83,8 @@ class MutualTLSMiddleware:
     ) -> None:
         self.app = app
         self.required = required
+        if header_format not in FORMATS:
+            raise ValueError(f"header_format must be one of {', '.join(FORMATS)}")
         if resolver is None:
             mutual_ssl = MutualSSLConfig(
                 certificate_header=certificate_header.lower(),
