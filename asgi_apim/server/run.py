@@ -11,9 +11,11 @@ trusts (see `asgi_apim.server.tls`). The app is built by the factory in
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -39,6 +41,13 @@ def _protocols(http: str, ws: str) -> tuple[type, type | None]:
         raise _usage(str(exc)) from None
     except ImportError as exc:
         raise APIMError(f"--http {http} / --ws {ws}: {exc}") from None
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with asgi-apim's loggers on its handler (in every worker)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["asgi_apim"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def serve(ns: argparse.Namespace) -> int:
@@ -80,6 +89,7 @@ def serve(ns: argparse.Namespace) -> int:
             forwarded_allow_ips=ns.forwarded_allow_ips,
             root_path=ns.root_path,
             log_level=ns.log_level,
+            log_config=log_config(ns.log_level),
             access_log=ns.access_log,
             lifespan=ns.lifespan,
         )
