@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import ceil
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem
 from limits.aio.storage import Storage
@@ -119,12 +119,19 @@ class StrategyEngine:
         return None
 
 
-def redact(uri: str) -> str:
-    """A storage URI without its user name and password, for messages."""
-    parts = urlsplit(uri)
+def redact(uri: str, text: str | None = None) -> str:
+    """``text`` (default: the URI itself) without the URI's user name and password."""
+    text = uri if text is None else text
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return text if text is not uri else "<storage URI>"
     if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+        return text
+    credentials = parts.netloc.rsplit("@", 1)[0]
+    for secret in {credentials, *credentials.split(":")} - {""}:
+        text = text.replace(secret, "***")
+    return text
 
 
 def open_storage(uri: str) -> Storage:
@@ -153,7 +160,7 @@ def open_storage(uri: str) -> Storage:
     try:
         storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)  # type: ignore[arg-type]
     except (ConfigurationError, ImportError, ValueError, TypeError) as exc:
-        raise ConfigError("throttling.storage", f"{redact(uri)}: {exc}") from None
+        raise ConfigError("throttling.storage", redact(uri, f"{uri}: {exc}")) from None
     if not isinstance(storage, Storage):
         raise ConfigError("throttling.storage", f"{redact(uri)} is not an asynchronous storage")
     return storage

@@ -64,7 +64,10 @@ end
 local function sliding_reset(pc, pt, cc, ct, ms)
   local reset = nil
   if pc > 0 then reset = pt % (ms / pc) end
-  if cc > 0 and (reset == nil or ct % ms < reset) then reset = ct % ms end
+  if cc > 0 then
+    local rotation = ct > ms and ct - ms or ct
+    if reset == nil or rotation < reset then reset = rotation end
+  end
   return math.ceil(reset or 0)
 end
 
