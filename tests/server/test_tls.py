@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,7 +9,10 @@ import pytest
 
 from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca
 from asgi_apim.config import ApiConfig, Config, ResourceConfig, SecurityConfig
-from asgi_apim.server.tls import LiveTrust, default_cert_reqs, server_certificate_pem
+from asgi_apim.server import app as app_module
+from asgi_apim.server import tls
+from asgi_apim.server.protocols import tls_info
+from asgi_apim.server.tls import LiveTrust, TrustContextFactory, default_cert_reqs, server_certificate_pem
 from tests.server.tlspair import client_context, handshake, server_context
 
 
@@ -105,3 +109,51 @@ def test_server_certificate_pem(tmp_path: Path, pki: dict[str, Issued]) -> None:
     path.write_bytes(b"not a certificate")
     assert server_certificate_pem(path) is None
     assert server_certificate_pem(tmp_path / "missing.pem") is None
+
+
+class _UvicornConfig:
+    """The fields of uvicorn's Config the factory reads."""
+
+    def __init__(self, certfile: Path, ca_certs: Path | None = None) -> None:
+        self.ssl_certfile = str(certfile)
+        self.ssl_ca_certs = str(ca_certs) if ca_certs else None
+
+
+def _factory_setup(tmp_path: Path, pki: dict[str, Issued], cert_reqs: ssl.VerifyMode) -> tuple[Path, Callable[[], ssl.SSLContext]]:
+    pki["ca"].write(tmp_path / "ca.pem")
+    pki["selfsigned"].write(tmp_path / "partner.pem")
+    (tmp_path / "deployment.toml").write_text(
+        f'[encryption]\nkey = "{"ab" * 32}"\n[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
+        '[[apis.certificates]]\nalias = "p"\ncertificate = "partner.pem"\n'
+    )
+
+    def default() -> ssl.SSLContext:
+        return server_context(tmp_path, pki["server"], cert_reqs=cert_reqs)
+
+    return tmp_path / "deployment.toml", default
+
+
+def test_factory_trusts_the_configuration(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tls, "live_trust", LiveTrust())
+    monkeypatch.setattr(app_module, "_configs", {})
+    config, default = _factory_setup(tmp_path, pki, ssl.CERT_OPTIONAL)
+    ctx = TrustContextFactory(str(config))(_UvicornConfig(tmp_path / "server.pem"), default)
+    assert ctx.verify_mode == ssl.CERT_OPTIONAL and ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert ctx.cert_store_stats()["x509_ca"] == 1 and ctx.cert_store_stats()["x509"] == 2  # the CA and the registered leaf
+    assert _accepts(ctx, tmp_path, pki, pki["selfsigned"]) and not _accepts(ctx, tmp_path, pki, pki["partner"])
+    server, _ = handshake(ctx, client_context(tmp_path, pki["ca"]))
+    assert tls_info(server)["server_cert"] == pki["server"].cert_pem().decode()
+    tls.live_trust.add([pki["other"].cert])
+    assert _accepts(ctx, tmp_path, pki, pki["partner"])  # registered with the live trust
+
+
+@pytest.mark.parametrize("cert_reqs, ca_certs", [(ssl.CERT_NONE, False), (ssl.CERT_OPTIONAL, True)])
+def test_factory_leaves_uvicorns_meaning_alone(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch,
+                                               cert_reqs: ssl.VerifyMode, ca_certs: bool) -> None:
+    monkeypatch.setattr(tls, "live_trust", LiveTrust())
+    config, default = _factory_setup(tmp_path, pki, cert_reqs)
+    uv = _UvicornConfig(tmp_path / "server.pem", tmp_path / "ca.pem" if ca_certs else None)
+    ctx = TrustContextFactory(str(config))(uv, default)
+    assert ctx.cert_store_stats()["x509"] == 0 and len(tls.live_trust) == 0
+    assert not ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
