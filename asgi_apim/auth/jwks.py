@@ -194,7 +194,10 @@ class JWKSource:
         while True:
             delay = self.refresh_interval if self._keys else min(self.refresh_interval, max(1.0, self.min_refetch_interval))
             await asyncio.sleep(delay)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the refresher must outlive any one bad answer
+                logger.exception("JWKS refresh for key manager %r failed", self.name)
 
     async def aclose(self) -> None:
         if self._task is not None:
