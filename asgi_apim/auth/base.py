@@ -140,6 +140,15 @@ def authorization(scope: Scope, scheme: str) -> str | None:
     return rest.strip()
 
 
+def audiences(aud: Any) -> tuple[str, ...]:
+    """The ``aud`` claim as a tuple (it may be one string or a list)."""
+    if isinstance(aud, str):
+        return (aud,)
+    if isinstance(aud, list):
+        return tuple(a for a in aud if isinstance(a, str))
+    return ()
+
+
 def invalid(detail: str, challenge: str) -> InvalidCredentials:
     return InvalidCredentials(detail, headers={"www-authenticate": challenge})
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from asgi_apim.auth.base import ExpiringCache, Verified
+from asgi_apim.auth.base import ExpiringCache, Verified, audiences
 from asgi_apim.config import KeyManagerConfig
 
 logger = logging.getLogger("asgi_apim.auth.introspection")
@@ -107,11 +107,8 @@ class Introspector:
         iss = answer.get("iss")
         if iss is not None and iss != km.issuer:
             return None
-        if km.audience and "aud" in answer:
-            aud = answer["aud"]
-            auds = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-            if not auds & set(km.audience):
-                return None
+        if km.audience and "aud" in answer and not set(km.audience).intersection(audiences(answer["aud"])):
+            return None
         subject = next((answer[k] for k in ("sub", "username", "client_id") if isinstance(answer.get(k), str) and answer[k]), None)
         if subject is None:
             return None

@@ -29,6 +29,7 @@ from asgi_apim.auth.base import (
     MAX_TOKEN_BYTES,
     ExpiringCache,
     Verified,
+    audiences,
     authorization,
     invalid,
     known_tiers,
@@ -193,11 +194,8 @@ class JWTIssuer:
             raise invalid("token signature is invalid", challenge)
         claims = jws.payload
         exp = check_times(claims, t, self.km.leeway, challenge)
-        if self.audience:
-            aud = claims.get("aud")
-            auds = {aud} if isinstance(aud, str) else set(a for a in aud if isinstance(a, str)) if isinstance(aud, list) else set()
-            if not auds & self.audience:
-                raise invalid("token audience is not accepted", challenge)
+        if self.audience and not self.audience.intersection(audiences(claims.get("aud"))):
+            raise invalid("token audience is not accepted", challenge)
         subject = next((claims[c] for c in ("sub", "client_id", "azp") if isinstance(claims.get(c), str) and claims[c]), None)
         if subject is None:
             raise invalid("token has no subject", challenge)
