@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +11,13 @@ from tests.throttling.redis_server import RedisServer
 
 
 class Clock:
-    """``time.time`` under the test's control (limits and our storage both read it)."""
+    """``time.time`` under the test's control (limits and our storage both read it).
 
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
+    It starts at the next whole minute of the real time, so certificates issued
+    for the test are valid and minute windows start aligned."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = start if start is not None else float(math.ceil(time.time() / 60) * 60)
 
     def __call__(self) -> float:
         return self.now
