@@ -40,6 +40,7 @@ import weakref
 from typing import Any
 
 from cryptography import x509
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._keys import PEER
 
@@ -111,16 +112,17 @@ def tls_info(ssl_object: Any) -> TLSInfo:
 
 
 class ConnectionApp:
-    """The app of one connection: records the peer and the TLS extension, then calls on."""
+    """The app of one connection: records the peer and the TLS extension, then calls on.
+    Each scope gets its own shallow copy of the TLS dict, so no request can alter the next one's."""
 
     __slots__ = ("app", "peer", "tls")
 
-    def __init__(self, app: Any, peer: tuple[str, int], tls: TLSInfo | None) -> None:
+    def __init__(self, app: ASGIApp, peer: tuple[str, int], tls: TLSInfo | None) -> None:
         self.app = app
         self.peer = peer
         self.tls = tls
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             scope[PEER] = self.peer
             if self.tls is not None:
@@ -132,7 +134,7 @@ class ConnectionApp:
 class TLSExtensionMixin:
     """Wraps ``self.app`` per connection in a `ConnectionApp`. Put it before the uvicorn base."""
 
-    app: Any
+    app: ASGIApp
     client: tuple[str, int] | None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

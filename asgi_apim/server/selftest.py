@@ -19,6 +19,7 @@ import ssl
 from typing import Any
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 from asgi_apim._keys import PEER
 from asgi_apim.errors import APIMError
@@ -120,7 +121,7 @@ def _request(websocket: bool) -> bytes:
 async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> dict[str, Any]:
     seen: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
-    async def probe(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def probe(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return
         if not seen.done():
@@ -133,7 +134,7 @@ async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> di
             await send({"type": "http.response.body", "body": b""})
 
     config = uvicorn.Config(
-        probe, http=http, ws=ws or "none", lifespan="off", log_config=None, log_level="critical",
+        probe, http=http, ws=ws or "none", lifespan="off", log_config=None, log_level=None,
         proxy_headers=True, forwarded_allow_ips=PEER_ADDR[0], access_log=False,
     )
     config.load()
