@@ -15,6 +15,7 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from asgi_apim.config import Config, load_config
+from asgi_apim.errors import APIMError
 
 APP_ENV = "ASGI_APIM_APP"
 CONFIG_ENV = "ASGI_APIM_CONFIG"
@@ -33,6 +34,16 @@ def config_for(path: str | os.PathLike[str]) -> Config:
     return config
 
 
+def import_app(target: str) -> ASGIApp:
+    """``MODULE:APP`` imported; one clear `APIMError` when it cannot be."""
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    try:
+        return import_from_string(target)
+    except (ImportFromStringError, ImportError) as exc:
+        raise APIMError(f"cannot import {target!r}: {exc}") from None
+
+
 def create_app() -> ASGIApp:
     """``protect(MODULE:APP, config)`` as named by the environment."""
     try:
@@ -42,8 +53,6 @@ def create_app() -> ASGIApp:
     app_dir = os.environ.get(APP_DIR_ENV)
     if app_dir is not None and app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    from uvicorn.importer import import_from_string
-
     from asgi_apim import protect
 
-    return protect(import_from_string(target), config=config_for(config_path))
+    return protect(import_app(target), config=config_for(config_path))

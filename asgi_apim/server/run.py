@@ -14,13 +14,14 @@ import argparse
 import copy
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from asgi_apim.errors import APIMError
-from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for
+from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for, create_app, import_app
 from asgi_apim.server.protocols import tls_protocols
 from asgi_apim.server.selftest import run_selftest
 from asgi_apim.server.tls import TrustContextFactory, default_cert_reqs
@@ -65,6 +66,12 @@ def serve(ns: argparse.Namespace) -> int:
 
     app_dir = str(Path(getattr(ns, "app_dir", None) or ".").resolve())
     os.environ.update({APP_ENV: ns.app, CONFIG_ENV: config_path, APP_DIR_ENV: app_dir})
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    if ns.workers and ns.workers > 1:
+        create_app()  # fail here, once, rather than in every worker
+    else:
+        import_app(ns.app)
     if tls:
         logger.info("TLS on; client certificates %s", ("not requested", "optional", "required")[cert_reqs])
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import ssl
 from typing import Any
@@ -176,4 +177,13 @@ async def check_protocols(http: type, ws: type | None) -> None:
 
 
 def run_selftest(http: type, ws: type | None) -> None:
-    asyncio.run(check_protocols(http, ws))
+    """`check_protocols` on a loop of its own, with uvicorn's loggers muted meanwhile."""
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")]
+    disabled = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        asyncio.run(check_protocols(http, ws))
+    finally:
+        for lg, was in zip(loggers, disabled):
+            lg.disabled = was

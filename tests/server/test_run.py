@@ -135,3 +135,19 @@ def test_config_is_loaded_once_per_process(workdir: Path) -> None:
     first = app_module.config_for(workdir / "deployment.toml")
     assert app_module.config_for(str(workdir / "deployment.toml")) is first
     assert first.apis[0].security.mutual_ssl == "mandatory"
+
+
+@pytest.mark.parametrize("target", ["no_such_module_xyz:app", "example_app.main:no_such_app"])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_unimportable_app_is_one_line_exit_1(workdir: Path, uvicorn_run: list[dict[str, Any]], target: str, workers: list[str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", target, "--config", str(workdir / "deployment.toml"), *workers]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot import {target!r}" in err and uvicorn_run == []
+
+
+def test_workers_build_the_stack_once_up_front(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "pki" / "ca.pem").unlink()  # the truststore the stack needs
+    assert _serve(workdir, "--workers", "2") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ca.pem" in err and uvicorn_run == []
