@@ -57,6 +57,8 @@ def serve(ns: argparse.Namespace) -> int:
         raise _usage(f"{ns.app!r}: expected MODULE:APP")
     if ns.ssl_keyfile and not ns.ssl_certfile:
         raise _usage("--ssl-keyfile needs --ssl-certfile")
+    if ns.log_level.lower() not in uvicorn.config.LOG_LEVELS:
+        raise _usage(f"--log-level {ns.log_level!r}: one of {', '.join(uvicorn.config.LOG_LEVELS)}")
     config_path = str(Path(ns.config).resolve())
     config = config_for(config_path)
     tls = bool(ns.ssl_certfile)
@@ -78,7 +80,6 @@ def serve(ns: argparse.Namespace) -> int:
         uvicorn.run(
             FACTORY,
             factory=True,
-            app_dir=app_dir,
             host=ns.host,
             port=ns.port,
             uds=ns.uds,
