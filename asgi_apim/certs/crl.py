@@ -5,6 +5,9 @@ A CRL counts for a certificate only when its issuer name is the certificate's
 issuer name AND its signature verifies under the issuer's public key; a CRL
 signed by any other key is ignored, so nobody can revoke (or un-revoke) a
 certificate with a CRL of their own making.
+
+Issuers are looked up by their DER: hashing a `x509.Certificate` or building its
+`x509.Name` costs more than the rest of the check, and the DER is at hand.
 """
 
 from __future__ import annotations
@@ -13,68 +16,75 @@ from collections.abc import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 _MEMO_SIZE = 4096
 
 
+
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:
-        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        return crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, UnsupportedAlgorithm):
         return False
 
 
 class Revocations:
-    """Built once per truststore generation from its CRLs and the CA certificates
-    it knows; signature checks against other issuers are memoised, bounded."""
+    """Built once per truststore generation from its CRLs and the CA
+    certificates it knows. The CRLs become one set of revoked serial numbers
+    per issuer, filed under the DER of the issuer whose key signed them; issuers met later
+    (intermediates a client presents) are matched once and memoised, bounded."""
 
     def __init__(self, crls: Sequence[x509.CertificateRevocationList], known: Iterable[x509.Certificate] = ()) -> None:
-        self._by_issuer: dict[x509.Name, list[tuple[int, x509.CertificateRevocationList]]] = {}
-        for index, crl in enumerate(crls):
-            self._by_issuer.setdefault(crl.issuer, []).append((index, crl))
-        self._memo: dict[tuple[int, x509.Certificate], bool] = {}
+        self._crls = tuple(crls)
+        self._serials = tuple(frozenset(revoked.serial_number for revoked in crl) for crl in self._crls)
+        self._by_issuer: dict[bytes, frozenset[int]] = {}
         self._known_signed: set[int] = set()
-        for cert in dict.fromkeys(known):
-            for index, crl in self._by_issuer.get(cert.subject, ()):
-                if self._check(index, crl, cert):
-                    self._known_signed.add(index)
+        if self._crls:
+            for cert in dict.fromkeys(known):
+                indexes = self._signed_indexes(cert)
+                self._known_signed.update(indexes)
+                self._by_issuer[cert.public_bytes(Encoding.DER)] = self._union(indexes)
+        self._known = len(self._by_issuer)
 
     def __bool__(self) -> bool:
-        return bool(self._by_issuer)
+        return bool(self._crls)
 
-    def _check(self, index: int, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-        key = (index, issuer)
-        ok = self._memo.get(key)
-        if ok is None:
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()
-            ok = self._memo[key] = _signed_by(crl, issuer)
-        return ok
+    def _signed_indexes(self, issuer: x509.Certificate) -> list[int]:
+        return [i for i, crl in enumerate(self._crls) if _signed_by(crl, issuer)]
 
-    def revoked_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-        """Is ``cert`` on a CRL that ``issuer`` signed?"""
-        for index, crl in self._by_issuer.get(cert.issuer, ()):
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None and self._check(index, crl, issuer):
-                return True
-        return False
+    def _union(self, indexes: Iterable[int]) -> frozenset[int]:
+        return frozenset().union(*(self._serials[i] for i in indexes))
 
-    def revoked_in_chain(self, chain: Sequence[x509.Certificate]) -> int | None:
+    def _revoked_by(self, issuer: x509.Certificate, issuer_der: bytes) -> frozenset[int]:
+        serials = self._by_issuer.get(issuer_der)
+        if serials is None:
+            if len(self._by_issuer) >= self._known + _MEMO_SIZE:
+                self._by_issuer = dict(list(self._by_issuer.items())[: self._known])
+            serials = self._by_issuer[issuer_der] = self._union(self._signed_indexes(issuer))
+        return serials
+
+    def revoked_in_chain(self, chain: Sequence[x509.Certificate], ders: Sequence[bytes]) -> int | None:
         """The position of the first revoked certificate of a validated chain
-        (leaf first, trust anchor last), or None."""
-        if not self._by_issuer:
+        (leaf first, trust anchor last; ``ders`` are their DERs), or None."""
+        if not self._crls:
             return None
         for position in range(len(chain) - 1):
-            if self.revoked_by(chain[position], chain[position + 1]):
+            revoked = self._revoked_by(chain[position + 1], ders[position + 1])
+            if revoked and chain[position].serial_number in revoked:
                 return position
         return None
 
     def revoked_without_chain(self, cert: x509.Certificate, candidates: Sequence[x509.Certificate] = ()) -> bool:
         """For a certificate accepted without a validated chain (an exact
-        registration): is it on a CRL signed by a known CA, by one of
-        ``candidates`` (the presented chain) or by the certificate itself?"""
-        for index, crl in self._by_issuer.get(cert.issuer, ()):
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is None:
+        registration): is it on a CRL of its issuer's name signed by a known
+        CA, by one of ``candidates`` (the presented chain) or by itself?"""
+        if not self._crls:
+            return False
+        serial, issuer = cert.serial_number, cert.issuer
+        for index, crl in enumerate(self._crls):
+            if serial not in self._serials[index] or crl.issuer != issuer:
                 continue
-            if index in self._known_signed or any(self._check(index, crl, c) for c in (cert, *candidates)):
+            if index in self._known_signed or any(_signed_by(crl, c) for c in (cert, *candidates)):
                 return True
         return False

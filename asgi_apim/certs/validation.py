@@ -28,7 +28,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -81,6 +83,7 @@ _EE_POLICY = (
     .require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_client_auth)
 )
 _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +94,31 @@ class Acceptance:
     how: str  # "exact" | "ca" | "truststore"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CertificateVerdict:
     """What validation found. ``reason`` is None when the certificate is
     trusted at all (a valid chain or an exact registration); ``acceptances``
-    says for which APIs; `reason_for` says why not for one API."""
+    says for which APIs; `reason_for` says why not for one API. ``subject``
+    (RFC 4514) and ``spki_sha256`` (the throttling key: a renewed certificate
+    with the same key keeps its count) are computed on first use."""
 
     leaf: x509.Certificate | None
-    subject: str
     sha256: str
-    spki_sha256: str
     not_after: float
     acceptances: Mapping[str, Acceptance]
     reason: str | None
     api_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    @cached_property
+    def subject(self) -> str:
+        return self.leaf.subject.rfc4514_string() if self.leaf is not None else ""
+
+    @cached_property
+    def spki_sha256(self) -> str:
+        if self.leaf is None:
+            return ""
+        spki = self.leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return hashlib.sha256(spki).hexdigest()
 
     def accepted_for(self, api: str) -> Acceptance | None:
         return self.acceptances.get(api)
@@ -142,10 +156,6 @@ def _describe(exc: VerificationError) -> str:
     return f"invalid certificate chain: {detail}"
 
 
-def _epoch(moment: dt.datetime) -> float:
-    return moment.timestamp()
-
-
 class _Verifier:
     """A client verifier over one store, rebuilt lazily so its time stays current."""
 
@@ -173,12 +183,31 @@ class _Verifier:
             return None, _describe(exc)
 
 
+class _Ders:
+    """The DER of each certificate a chain can hold: the truststore's and the
+    registrations' (known up front) and the presented ones (from the request)."""
+
+    __slots__ = ("known", "presented")
+
+    def __init__(self, known: dict[int, bytes], presented: dict[int, bytes]) -> None:
+        self.known = known
+        self.presented = presented
+
+    def der(self, cert: x509.Certificate) -> bytes:
+        key = id(cert)
+        der = self.known.get(key) or self.presented.get(key)
+        return der if der is not None else cert.public_bytes(Encoding.DER)
+
+    def of(self, chain: Sequence[x509.Certificate]) -> list[bytes]:
+        return [self.der(c) for c in chain]
+
+
 @dataclass(frozen=True)
 class _Scope:
-    """What one API trusts: its registered CAs, or (with no registrations) the
-    truststore, whose certificates map to None."""
+    """What one API trusts, by DER: its registered CAs, or (when it registers
+    nothing) the truststore, whose certificates map to None."""
 
-    members: Mapping[x509.Certificate, RegisteredCertificate | None]
+    members: Mapping[bytes, RegisteredCertificate | None]
     verifier: _Verifier
     truststore: bool = False
 
@@ -191,24 +220,32 @@ class CertificateValidator:
         self.generation = material.generation
         self.chain_validation = chain_validation
         self.cache_size = max(1, cache_size)
-        self._exact: dict[bytes, list[RegisteredCertificate]] = {}
-        by_api: dict[str, dict[x509.Certificate, RegisteredCertificate]] = {}
+        self._exact: dict[bytes, dict[str, Acceptance]] = {}
+        self._accept: dict[int, Acceptance] = {}
+        by_api: dict[str, dict[bytes, RegisteredCertificate]] = {}
+        ca_certs: dict[bytes, x509.Certificate] = {}
+        self._der: dict[int, bytes] = {id(c): c.public_bytes(Encoding.DER) for c in material.anchors}
         for reg in material.registrations:
-            self._exact.setdefault(reg.sha256, []).append(reg)
+            der = self._der[id(reg.cert)] = reg.cert.public_bytes(Encoding.DER)
+            self._exact.setdefault(reg.sha256, {}).setdefault(reg.api, Acceptance(reg.api, reg.alias, reg.tier, "exact"))
+            self._accept.setdefault(id(reg), Acceptance(reg.api, reg.alias, reg.tier, "ca"))
             cas = by_api.setdefault(reg.api, {})
             if reg.is_ca:
-                cas.setdefault(reg.cert, reg)
-        ca_certs = tuple(dict.fromkeys(c for cas in by_api.values() for c in cas))
-        anchors = frozenset(material.anchors)
-        self._verifier = _Verifier(tuple(dict.fromkeys(material.anchors + ca_certs)))
-        self._intermediates = [c for c in material.anchors if not _self_signed(c)]
-        self._pool = self._intermediates + [c for c in ca_certs if c not in anchors and not _self_signed(c)]
-        truststore = _Scope(dict.fromkeys(material.anchors), _Verifier(material.anchors), truststore=True)
+                cas.setdefault(der, reg)
+                ca_certs.setdefault(der, reg.cert)
+        anchors = {self._der[id(c)]: c for c in material.anchors}
+        self._verifier = _Verifier(tuple({**anchors, **ca_certs}.values()))
+        self._intermediates = [c for c in anchors.values() if not _self_signed(c)]
+        self._pool = self._intermediates + [c for d, c in ca_certs.items() if d not in anchors and not _self_signed(c)]
+        truststore = _Scope(dict.fromkeys(anchors), _Verifier(tuple(anchors.values())), truststore=True)
         self._scopes: dict[str, _Scope | None] = {}
         for api in material.apis:
             cas = by_api.get(api)
-            self._scopes[api] = truststore if cas is None else (_Scope(cas, _Verifier(tuple(cas))) if cas else None)
-        self._revocations = Revocations(material.crls, material.anchors + ca_certs)
+            ca_scope = _Scope(cas, _Verifier(tuple(ca_certs[d] for d in cas))) if cas else None
+            self._scopes[api] = truststore if cas is None else ca_scope
+        self._open = {api: Acceptance(api, None, "Unlimited", "truststore") for api in material.apis}
+        self._validity = {id(c): _validity(c) for c in (*anchors.values(), *ca_certs.values())}
+        self._revocations = Revocations(material.crls, (*anchors.values(), *ca_certs.values()))
         self._cache: OrderedDict[Hashable, tuple[CertificateVerdict, float]] = OrderedDict()
 
     def validate(self, ders: tuple[bytes, ...], cache_key: bytes | None = None) -> CertificateVerdict:
@@ -226,7 +263,7 @@ class CertificateValidator:
             verdict, expires = self._validate(tuple(ders), now)
         except Exception:  # never let a certificate turn into a 500
             logger.exception("certificate validation failed unexpectedly")
-            return _refused(None, b"", ders, "certificate could not be validated")
+            return _refused(None, ders, "certificate could not be validated")
         if expires > now:
             self._cache[key] = (verdict, expires)
             if len(self._cache) > self.cache_size:
@@ -235,34 +272,32 @@ class CertificateValidator:
 
     def _validate(self, ders: tuple[bytes, ...], now: float) -> tuple[CertificateVerdict, float]:
         if not ders:
-            return _refused(None, b"", ders, "no certificate presented"), now + CACHE_MAX_TTL
+            return _refused(None, ders, "no certificate presented"), now + CACHE_MAX_TTL
         try:
             certs = [x509.load_der_x509_certificate(d) for d in ders]
             leaf = certs[0]
-            spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-            not_before, not_after = _epoch(leaf.not_valid_before_utc), _epoch(leaf.not_valid_after_utc)
+            not_before, not_after = _validity(leaf)
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            return _refused(None, b"", ders, UNPARSEABLE), now + CACHE_MAX_TTL
+            return _refused(None, ders, UNPARSEABLE), now + CACHE_MAX_TTL
         if now < not_before:
-            return _refused(leaf, spki, ders, NOT_YET_VALID, not_after), min(not_before, now + CACHE_MAX_TTL)
+            return _refused(leaf, ders, NOT_YET_VALID, not_after), min(not_before, now + CACHE_MAX_TTL)
         if now > not_after:
-            return _refused(leaf, spki, ders, EXPIRED, not_after), now  # not cached: never outlive not_after
+            return _refused(leaf, ders, EXPIRED, not_after), now  # not cached: never outlive not_after
         presented = certs[1:]
+        known = _Ders(self._der, {id(c): d for c, d in zip(certs, ders)})
         sha256 = hashlib.sha256(ders[0]).digest()
-        exact = self._exact.get(sha256, ())
-        acceptances: dict[str, Acceptance] = {}
-        for reg in exact:
-            acceptances.setdefault(reg.api, Acceptance(reg.api, reg.alias, reg.tier, "exact"))
+        exact = self._exact.get(sha256)
+        acceptances: dict[str, Acceptance] = dict(exact) if exact else {}
         chain: list[x509.Certificate] | None = None
         chain_reason: str | None = None
         if self.chain_validation:
             chain, chain_reason = self._verifier.verify(leaf, presented + self._intermediates, now)
         if chain is not None:
-            revoked = self._revocations.revoked_in_chain(chain)
+            revoked = self._revocations.revoked_in_chain(chain, known.of(chain))
             if revoked is not None:
-                return _refused(leaf, spki, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after), _expiry(now, certs, chain)
+                return _refused(leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after), self._expiry(now, certs, chain)
         elif exact and self._revocations.revoked_without_chain(leaf, presented):
-            return _refused(leaf, spki, ders, REVOKED, not_after), _expiry(now, certs, ())
+            return _refused(leaf, ders, REVOKED, not_after), self._expiry(now, certs, ())
         reasons: dict[str, str] = {}
         chains = [chain] if chain is not None else []
         if chain is not None:
@@ -274,7 +309,7 @@ class CertificateValidator:
                     reasons[api] = f"{NOT_REGISTERED} for API {api!r}"
                     continue
                 if id(scope) not in within:
-                    within[id(scope)] = self._within(scope, leaf, presented, chain, now)
+                    within[id(scope)] = self._within(scope, leaf, presented, chain, known, now)
                 outcome = within[id(scope)]
                 if outcome is None or isinstance(outcome, str):
                     default = NOT_TRUSTED if scope.truststore else f"{NOT_REGISTERED} for API {api!r}, nor issued by a CA registered for it"
@@ -282,7 +317,7 @@ class CertificateValidator:
                     continue
                 found, reg = outcome
                 chains.append(found)
-                acceptances[api] = Acceptance(api, None, "Unlimited", "truststore") if reg is None else Acceptance(api, reg.alias, reg.tier, "ca")
+                acceptances[api] = self._open[api] if reg is None else self._accept[id(reg)]
         else:
             for api in self.material.apis:
                 if api not in acceptances:
@@ -290,56 +325,71 @@ class CertificateValidator:
         reason = None if (chain is not None or acceptances) else (chain_reason or f"{NOT_REGISTERED} (chain validation is disabled)")
         verdict = CertificateVerdict(
             leaf=leaf,
-            subject=leaf.subject.rfc4514_string(),
             sha256=sha256.hex(),
-            spki_sha256=hashlib.sha256(spki).hexdigest(),
             not_after=not_after,
             acceptances=MappingProxyType(acceptances),
             reason=reason,
-            api_reasons=MappingProxyType(reasons),
+            api_reasons=MappingProxyType(reasons) if reasons else _EMPTY,
         )
-        return verdict, _expiry(now, certs, [c for found in chains for c in found])
+        return verdict, self._expiry(now, certs, [c for found in chains for c in found])
+
+    def _expiry(self, now: float, certs: Sequence[x509.Certificate], chain: Sequence[x509.Certificate]) -> float:
+        """When a verdict must be recomputed: the first expiry in the chain, the
+        moment a not-yet-valid certificate becomes valid, and an hour at most."""
+        expires = now + CACHE_MAX_TTL
+        validity = self._validity
+        for cert in {id(c): c for c in (*certs, *chain)}.values():
+            not_before, not_after = validity.get(id(cert)) or _validity(cert)
+            expires = min(expires, not_after, not_before if not_before > now else expires)
+        return expires
 
     def _within(
-        self, scope: _Scope, leaf: x509.Certificate, presented: list[x509.Certificate], chain: list[x509.Certificate], now: float
+        self,
+        scope: _Scope,
+        leaf: x509.Certificate,
+        presented: list[x509.Certificate],
+        chain: list[x509.Certificate],
+        known: _Ders,
+        now: float,
     ) -> tuple[list[x509.Certificate], RegisteredCertificate | None] | str | None:
         """A validated chain from the leaf to one of ``scope``'s certificates and
         the registration met on it, or why there is none. The chain already
         found ends at the first trusted certificate on the way up, which may
         belong to another API: then one is built for this scope."""
-        if not any(c in scope.members for c in chain):
-            found, _ = scope.verifier.verify(leaf, presented + self._pool, now)
-            if found is None:
-                return None
-            if self._revocations.revoked_in_chain(found) is not None:
-                return ISSUER_REVOKED
-            chain = found
-        for cert in chain:
-            if cert in scope.members:
-                return chain, scope.members[cert]
-        return None
+        found_member, reg = _member(scope, chain, known)
+        if found_member:
+            return chain, reg
+        found, _ = scope.verifier.verify(leaf, presented + self._pool, now)
+        if found is None:
+            return None
+        if self._revocations.revoked_in_chain(found, known.of(found)) is not None:
+            return ISSUER_REVOKED
+        found_member, reg = _member(scope, found, known)
+        return (found, reg) if found_member else None
 
 
-def _expiry(now: float, certs: Sequence[x509.Certificate], chain: Sequence[x509.Certificate]) -> float:
-    """When a verdict must be recomputed: the first expiry in the chain, the
-    moment a not-yet-valid certificate becomes valid, and an hour at most."""
-    expires = now + CACHE_MAX_TTL
-    for cert in (*certs, *chain):
-        expires = min(expires, _epoch(cert.not_valid_after_utc))
-        not_before = _epoch(cert.not_valid_before_utc)
-        if not_before > now:
-            expires = min(expires, not_before)
-    return expires
+def _member(scope: _Scope, chain: list[x509.Certificate], known: _Ders) -> tuple[bool, RegisteredCertificate | None]:
+    """Is one of the scope's certificates in the chain, and its registration
+    (the one closest to the leaf; a chain ends at the first trusted certificate,
+    so that is usually its last one)."""
+    members = scope.members
+    for cert in (chain[-1], *chain[:-1]):
+        der = known.der(cert)
+        if der in members:
+            return True, members[der]
+    return False, None
 
 
-def _refused(leaf: x509.Certificate | None, spki: bytes, ders: Sequence[bytes], reason: str, not_after: float = 0.0) -> CertificateVerdict:
+def _validity(cert: x509.Certificate) -> tuple[float, float]:
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+
+
+def _refused(leaf: x509.Certificate | None, ders: Sequence[bytes], reason: str, not_after: float = 0.0) -> CertificateVerdict:
     first = ders[0] if ders and isinstance(ders[0], (bytes, bytearray)) else b""
     return CertificateVerdict(
         leaf=leaf,
-        subject=leaf.subject.rfc4514_string() if leaf is not None else "",
         sha256=hashlib.sha256(first).hexdigest() if first else "",
-        spki_sha256=hashlib.sha256(spki).hexdigest() if spki else "",
         not_after=not_after,
-        acceptances=MappingProxyType({}),
+        acceptances=_EMPTY,
         reason=reason,
     )
