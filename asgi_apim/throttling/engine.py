@@ -3,14 +3,17 @@
 A request is charged against several limits at once (its API's, its
 resource's, its caller's). `Engine.acquire` takes them together: when one is
 exhausted none is charged, and the answer carries what the headers need
-(remaining, seconds to reset) in the same call. Two engines:
+(remaining, seconds to reset) in the same call. Three engines:
 
-- `StrategyEngine`: `limits.aio.strategies` over any `limits` async storage;
-  with the in-process `LazyMemoryStorage` nothing awaits, so
-  test-all-then-hit-all is atomic;
-- `asgi_apim.throttling.redis_script.RedisScriptEngine`: one Lua script, one round
-  trip per request (one per limit on Redis Cluster, where a request's keys
-  live in different slots).
+- `MemoryEngine`: our `LazyMemoryStorage`, one synchronous call for all the
+  limits (nothing awaits, so it is atomic on the event loop);
+- `asgi_apim.throttling.redis_script.RedisScriptEngine`: one Lua script, one
+  round trip per request (one per limit on Redis Cluster, where a request's
+  keys live in different slots);
+- `StrategyEngine`: `limits.aio.strategies` over any other `limits` async
+  storage (``async+memory://``, memcached, MongoDB): test every limit, then hit.
+
+All three keep `limits`' key layout, so `limits`' own strategies read the same counts.
 
 `open_storage` turns a storage URI into a storage: ``memory://`` is our
 `LazyMemoryStorage`, ``async+memory://`` `limits`' own; Redis storages get
@@ -24,7 +27,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from math import ceil
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -43,28 +45,39 @@ REDIS_SOCKET_TIMEOUT = 0.5
 STORAGE_TIMEOUT = 1.0
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Limit:
     """One limit of one level, resolved at start-up."""
 
-    level: str  # "api" | "resource" | "subscription"
-    tier: str
-    item: RateLimitItem
-    code: int
-    policy: str  # its name in the RateLimit headers
-    shared: str | None = None  # the identifier of a shared (API or resource) count; None: per caller
-    report: bool = False  # advertised on successful responses
+    __slots__ = ("level", "tier", "item", "code", "policy", "shared", "report", "amount", "expiry", "_prefix", "_suffix")
 
+    def __init__(self, *, level: str, tier: str, item: RateLimitItem, code: int, policy: str,
+                 shared: str | None = None, report: bool = False) -> None:
+        self.level = level  # "api" | "resource" | "subscription"
+        self.tier = tier
+        self.item = item
+        self.code = code
+        self.policy = policy  # its name in the RateLimit headers
+        self.shared = shared  # the identifier of a shared (API or resource) count; None: per caller
+        self.report = report  # advertised on successful responses
+        self.amount = item.amount
+        self.expiry = item.get_expiry()
+        self._prefix, _, self._suffix = item.key_for("\x00").partition("\x00")
 
-class Window(NamedTuple):
-    remaining: int
-    reset: int  # seconds from now
+    def key(self, ident: str) -> str:
+        """``item.key_for(ident)`` without its per-call work: the storage key `limits` uses."""
+        return self._prefix + ident + self._suffix
+
+    def __repr__(self) -> str:
+        return f"Limit({self.level}, {self.tier}, {self.item})"
 
 
 class Verdict(NamedTuple):
-    failed: Limit | None
-    retry_after: int
-    windows: list[tuple[Limit, Window]]
+    failed: Limit | None  # the exhausted limit; None: every limit was charged
+    retry_after: int  # seconds, when refused
+    windows: Sequence[float]  # remaining, seconds to reset: for each reported limit, in order
+
+
+TAKEN = Verdict(None, 0, ())
 
 
 class Engine(Protocol):
@@ -75,18 +88,39 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
-def seconds(delta: float) -> int:
-    return max(0, ceil(delta))
+def refused(limit: Limit, retry_after: float) -> Verdict:
+    return Verdict(limit, max(1, ceil(retry_after)), ())
+
+
+class MemoryEngine:
+    """`LazyMemoryStorage`, every limit of a request in one synchronous call."""
+
+    remote = False
+
+    def __init__(self, storage: LazyMemoryStorage, strategy: str) -> None:
+        self.storage = storage
+        self.strategy = strategy
+
+    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
+        result = self.storage.acquire_all(
+            self.strategy, [(limit.key(ident), limit.amount, limit.expiry, report and limit.report) for limit, ident in zip(limits, ids)]
+        )
+        if result[0]:
+            return refused(limits[int(result[0]) - 1], result[1])
+        return Verdict(None, 0, result[1:]) if report else TAKEN
+
+    async def aclose(self) -> None:
+        return None
 
 
 class StrategyEngine:
-    """`limits`' strategies over any async storage."""
+    """`limits`' strategies over any async storage; a key is charged only if all pass the test."""
 
     def __init__(self, storage: Storage, strategy: str, *, timeout: float | None = None) -> None:
         self.storage = storage
         self.limiter: RateLimiter = STRATEGIES[strategy](storage)
-        self.remote = not isinstance(storage, LazyMemoryStorage)
-        self.timeout = timeout if self.remote else None
+        self.remote = True
+        self.timeout = timeout
 
     async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
         if self.timeout is None:
@@ -103,17 +137,18 @@ class StrategyEngine:
         for limit, ident in zip(limits, ids):
             if not await limiter.hit(limit.item, ident):
                 return await self._refused(limit, ident)
-        windows: list[tuple[Limit, Window]] = []
-        if report:
-            for limit, ident in zip(limits, ids):
-                if limit.report:
-                    stats = await limiter.get_window_stats(limit.item, ident)
-                    windows.append((limit, Window(max(0, stats.remaining), seconds(stats.reset_time - time.time()))))
+        if not report:
+            return TAKEN
+        windows: list[float] = []
+        for limit, ident in zip(limits, ids):
+            if limit.report:
+                stats = await limiter.get_window_stats(limit.item, ident)
+                windows += (stats.remaining, stats.reset_time - time.time())
         return Verdict(None, 0, windows)
 
     async def _refused(self, limit: Limit, ident: str) -> Verdict:
         stats = await self.limiter.get_window_stats(limit.item, ident)
-        return Verdict(limit, max(1, seconds(stats.reset_time - time.time())), [])
+        return refused(limit, stats.reset_time - time.time())
 
     async def aclose(self) -> None:
         return None
@@ -172,6 +207,8 @@ def build_engine(storage: str | Storage, strategy: str) -> Engine:
     backend = open_storage(storage) if isinstance(storage, str) else storage
     from asgi_apim.throttling.redis_script import RedisScriptEngine
 
+    if isinstance(backend, LazyMemoryStorage):
+        return MemoryEngine(backend, strategy)
     if RedisScriptEngine.supports(backend):
         return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)  # type: ignore[arg-type]
     return StrategyEngine(backend, strategy, timeout=STORAGE_TIMEOUT)

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from math import ceil
 
-from asgi_apim.throttling.engine import Limit, Window
+from asgi_apim.throttling.engine import Limit
 
 STYLES = ("ratelimit", "x-ratelimit", "none")
-_UNSAFE = re.compile(r'[^A-Za-z0-9 !#-\[\]-~]')  # sf-string: printable ASCII without " and \
+_UNSAFE = re.compile(r'[^A-Za-z0-9 !#-\[\]-~]')  # sf-string: printable ASCII but quote and backslash
+
+Headers = list[tuple[bytes, bytes]]
 
 
 def policy_name(label: str) -> str:
@@ -33,48 +36,54 @@ def policy_name(label: str) -> str:
 
 
 def policy_item(limit: Limit) -> str:
-    return f'"{limit.policy}";q={limit.item.amount};w={limit.item.get_expiry()}'
+    return f'"{limit.policy}";q={limit.amount};w={limit.expiry}'
 
 
-Headers = list[tuple[bytes, bytes]]
+class Advertiser:
+    """The success headers of one set of limits: what is static is rendered once, here."""
+
+    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts")
+
+    def __init__(self, style: str, limits: Sequence[Limit]) -> None:
+        self.ratelimit = style == "ratelimit"
+        self.limits = tuple(limits)
+        self.names = [f'"{limit.policy}"'.encode("ascii") for limit in limits]
+        self.policy = ", ".join(policy_item(limit) for limit in limits).encode("ascii")
+        self.amounts = [str(limit.amount).encode() for limit in limits]
+
+    def __call__(self, windows: Sequence[float]) -> Headers:
+        """``windows``: remaining and seconds to reset of each limit, in order."""
+        if self.ratelimit:
+            if len(self.names) == 1:
+                current = b"%s;r=%d;t=%d" % (self.names[0], max(0, windows[0]), max(0, ceil(windows[1])))
+            else:
+                current = b", ".join(
+                    b"%s;r=%d;t=%d" % (name, max(0, windows[2 * i]), max(0, ceil(windows[2 * i + 1])))
+                    for i, name in enumerate(self.names)
+                )
+            return [(b"ratelimit-policy", self.policy), (b"ratelimit", current)]
+        i = min(range(len(self.names)), key=lambda j: (windows[2 * j], -windows[2 * j + 1]))
+        return [
+            (b"x-ratelimit-limit", self.amounts[i]),
+            (b"x-ratelimit-remaining", b"%d" % max(0, windows[2 * i])),
+            (b"x-ratelimit-reset", b"%d" % max(0, ceil(windows[2 * i + 1]))),
+        ]
 
 
 class HeaderStyle:
-    """Renders `Window`s as header lines; built once per style."""
-
     def __init__(self, style: str) -> None:
         if style not in STYLES:
             raise ValueError(f"headers must be one of {', '.join(STYLES)} (got {style!r})")
         self.style = style
         self.enabled = style != "none"
-        self._policies: dict[tuple[Limit, ...], bytes] = {}
 
-    def success(self, windows: Sequence[tuple[Limit, Window]]) -> Headers:
-        if not windows:
-            return []
-        if self.style == "ratelimit":
-            key = tuple(limit for limit, _ in windows)
-            policy = self._policies.get(key)
-            if policy is None:
-                policy = ", ".join(policy_item(limit) for limit in key).encode("ascii")
-                if len(self._policies) < 1024:
-                    self._policies[key] = policy
-            current = ", ".join(f'"{limit.policy}";r={w.remaining};t={w.reset}' for limit, w in windows)
-            return [(b"ratelimit-policy", policy), (b"ratelimit", current.encode("ascii"))]
-        limit, window = min(windows, key=lambda lw: (lw[1].remaining, -lw[1].reset))
-        return [
-            (b"x-ratelimit-limit", str(limit.item.amount).encode()),
-            (b"x-ratelimit-remaining", str(window.remaining).encode()),
-            (b"x-ratelimit-reset", str(window.reset).encode()),
-        ]
+    def advertiser(self, limits: Sequence[Limit]) -> Advertiser | None:
+        """What successful responses carry for ``limits``; None when nothing is to be said."""
+        return Advertiser(self.style, limits) if self.enabled and limits else None
 
     def refused(self, limit: Limit, retry_after: int) -> dict[str, str]:
         if self.style == "ratelimit":
             return {"ratelimit-policy": policy_item(limit), "ratelimit": f'"{limit.policy}";r=0;t={retry_after}'}
         if self.style == "x-ratelimit":
-            return {
-                "x-ratelimit-limit": str(limit.item.amount),
-                "x-ratelimit-remaining": "0",
-                "x-ratelimit-reset": str(retry_after),
-            }
+            return {"x-ratelimit-limit": str(limit.amount), "x-ratelimit-remaining": "0", "x-ratelimit-reset": str(retry_after)}
         return {}

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Container
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from starlette.types import Scope
 
@@ -37,8 +37,7 @@ from asgi_apim.identity import Principal
 logger = logging.getLogger("asgi_apim.throttling")
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     key: str
     tier: str
 

@@ -37,7 +37,7 @@ from asgi_apim._keys import ROUTE
 from asgi_apim.certs.trust import TrustedProxies
 from asgi_apim.errors import ConfigError, StorageUnavailable, Throttled, reject
 from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, StorageGuard, build_engine
-from asgi_apim.throttling.headers import HeaderStyle, policy_name
+from asgi_apim.throttling.headers import Advertiser, HeaderStyle, policy_name
 from asgi_apim.throttling.keys import CallerKeys
 from asgi_apim.throttling.tiers import Tier, parse_tiers
 
@@ -51,16 +51,16 @@ _LEVEL_TEXT = {"api": "the API's", "resource": "the resource's", "subscription":
 
 
 class _Plan:
-    """The limits of one (API, resource, caller tier), in checking order."""
+    """The limits of one (API, resource, caller tier), in checking order, and their success headers."""
 
-    __slots__ = ("api", "resource", "limits", "prefix", "report")
+    __slots__ = ("api", "resource", "limits", "prefix", "advertiser")
 
-    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str) -> None:
+    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None) -> None:
         self.api = api
         self.resource = resource
         self.limits = limits
         self.prefix = prefix
-        self.report = any(limit.report for limit in limits)
+        self.advertiser = advertiser
 
     def ids(self, caller: str) -> list[str]:
         prefix = self.prefix
@@ -123,9 +123,9 @@ class ThrottlingMiddleware:
         if not self.guard.available():
             await self._storage_away(scope, receive, send, None)
             return
-        report = self.headers.enabled and plan.report and scope["type"] == "http"
+        advertiser = plan.advertiser if scope["type"] == "http" else None
         try:
-            verdict = await self.engine.acquire(plan.limits, plan.ids(caller.key), report)
+            verdict = await self.engine.acquire(plan.limits, plan.ids(caller.key), advertiser is not None)
         except STORAGE_ERRORS as exc:
             await self._storage_away(scope, receive, send, exc)
             return
@@ -134,8 +134,8 @@ class ThrottlingMiddleware:
         if verdict.failed is not None:
             await reject(scope, send, self._throttled(verdict.failed, verdict.retry_after))
             return
-        if verdict.windows:
-            send = self._with_headers(send, self.headers.success(verdict.windows))
+        if advertiser is not None:
+            send = self._with_headers(send, advertiser(verdict.windows))
         await self.app(scope, receive, send)
 
     async def _storage_away(self, scope: Scope, receive: Receive, send: Send, exc: BaseException | None) -> None:
@@ -211,7 +211,8 @@ class ThrottlingMiddleware:
             limits += self._limits("resource", tier, RESOURCE_CODE, f"res|{name}|{methods}|{resource.path}", f"resource.{tier.name}")
         tier = self.tiers[tier_name]
         limits += self._limits("subscription", tier, SUBSCRIPTION_CODE, None, tier.name)
-        return _Plan(api, resource, tuple(limits), f"sub|{name}|")
+        advertiser = self.headers.advertiser([limit for limit in limits if limit.report])
+        return _Plan(api, resource, tuple(limits), f"sub|{name}|", advertiser)
 
     @staticmethod
     def _limits(level: str, tier: Tier, code: int, shared: str | None, label: str) -> list[Limit]:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from math import ceil
 from typing import Any
 
 from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
 
-from asgi_apim.throttling.engine import Limit, Verdict, Window, seconds
+from asgi_apim.throttling.engine import TAKEN, Limit, Verdict, refused
 
 SCRIPT = """
 local clock = redis.call('TIME')
@@ -160,7 +159,7 @@ class RedisScriptEngine:
 
     def keys(self, limit: Limit, ident: str) -> list[str]:
         """The Redis keys of one limit, exactly as `limits`' Redis storage names them."""
-        key = limit.item.key_for(ident)
+        key = limit.key(ident)
         if self.sliding:
             return [self.prefixed(f"{{{key}}}/-1"), self.prefixed(f"{{{key}}}")]
         return [self.prefixed(key)]
@@ -170,13 +169,13 @@ class RedisScriptEngine:
             async with asyncio.timeout(self.timeout):
                 if not self.per_limit:
                     return await self._run(limits, ids, report)
-                windows = []
+                windows: list[float] = []
                 for limit, ident in zip(limits, ids):
                     verdict = await self._run((limit,), (ident,), report)
                     if verdict.failed is not None:
                         return verdict
-                    windows.extend(verdict.windows)
-                return Verdict(None, 0, windows)
+                    windows += verdict.windows
+                return Verdict(None, 0, windows) if report else TAKEN
         except self.errors as exc:
             raise StorageError(exc) from exc
 
@@ -185,18 +184,13 @@ class RedisScriptEngine:
         args: list[Any] = [self.strategy]
         for limit, ident in zip(limits, ids):
             keys += self.keys(limit, ident)
-            args += (limit.item.amount, limit.item.get_expiry(), 1 if report and limit.report else 0)
+            args += (limit.amount, limit.expiry, 1 if report and limit.report else 0)
         result = await self.script(keys=keys, args=args)
-        failed = int(result[0])
-        if failed:
-            return Verdict(limits[failed - 1], max(1, ceil(int(result[1]) / 1000)), [])
-        windows = []
-        values = iter(result[1:])
-        for limit in limits:
-            if report and limit.report:
-                remaining, reset_ms = int(next(values)), int(next(values))
-                windows.append((limit, Window(max(0, remaining), seconds(reset_ms / 1000))))
-        return Verdict(None, 0, windows)
+        if int(result[0]):
+            return refused(limits[int(result[0]) - 1], int(result[1]) / 1000)
+        if not report:
+            return TAKEN
+        return Verdict(None, 0, [int(v) / 1000 if i % 2 else int(v) for i, v in enumerate(result[1:])])
 
     async def aclose(self) -> None:
         await self.storage.bridge.get_connection().aclose()

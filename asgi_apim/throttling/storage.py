@@ -23,7 +23,8 @@ import heapq
 import itertools
 import time
 from bisect import bisect_left
-from math import ceil, floor
+from collections.abc import Sequence
+from math import ceil, floor, inf
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
 
@@ -131,7 +132,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
                 self._file(key, entry, entry.deadline)
 
     def _entry(self, key: str, kind: type[_Entry], now: float) -> _Entry:
-        self._sweep(now)
         entry = self._entries.get(key)
         if entry is None or type(entry) is not kind:
             entry = kind()
@@ -139,15 +139,90 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             self._file(key, entry, now + GRAIN)
         return entry
 
-    # ------------------------------------------------------------ fixed window
+    # ---------------------------------------------------- every limit at once
 
-    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+    def acquire_all(self, strategy: str, requests: Sequence[tuple[str, int, int, bool]]) -> list[float]:
+        """Take one hit on every ``(key, limit, expiry, report)``, or on none of them.
+
+        Returns ``[0, remaining, reset, ...]`` (seconds; for the reported ones) when all
+        were taken, ``[i, retry_after]`` when the i-th (from 1) is exhausted. The key
+        layout and the arithmetic are those of the `limits` strategy of that name.
+        """
         now = time.time()
+        self._sweep(now)
+        check, take = _OPERATIONS[strategy]
+        for i, (key, limit, expiry, _) in enumerate(requests, 1):
+            retry = check(self, key, limit, expiry, now)
+            if retry is not None:
+                return [i, retry]
+        out: list[float] = [0]
+        for key, limit, expiry, report in requests:
+            remaining, reset = take(self, key, limit, expiry, now)
+            if report:
+                out += (remaining, reset)
+        return out
+
+    def _counter(self, key: str, expiry: int, now: float) -> _Counter:
         entry = self._entry(key, _Counter, now)
         assert isinstance(entry, _Counter)
         if entry.deadline <= now:
             entry.count = 0
             entry.deadline = now + expiry
+        return entry
+
+    def _fixed_check(self, key: str, limit: int, expiry: int, now: float) -> float | None:
+        entry = self._entries.get(key)
+        if isinstance(entry, _Counter) and entry.deadline > now:
+            return entry.deadline - now if entry.count >= limit else None
+        return None if limit >= 1 else float(expiry)
+
+    def _fixed_take(self, key: str, limit: int, expiry: int, now: float) -> tuple[int, float]:
+        entry = self._counter(key, expiry, now)
+        entry.count += 1
+        return limit - entry.count, entry.deadline - now
+
+    def _moving_check(self, key: str, limit: int, expiry: int, now: float) -> float | None:
+        if limit < 1:
+            return float(expiry)
+        entry = self._entries.get(key)
+        if isinstance(entry, _Events) and entry.prune(now - expiry) >= limit:
+            return entry.times[len(entry.times) - limit] + expiry - now
+        return None
+
+    def _moving_take(self, key: str, limit: int, expiry: int, now: float) -> tuple[int, float]:
+        entry = self._entry(key, _Events, now)
+        assert isinstance(entry, _Events)
+        count = entry.prune(now - expiry) + 1
+        entry.times.append(now)
+        entry.deadline = now + expiry
+        return limit - count, entry.times[entry.start] + expiry - now
+
+    def _sliding_check(self, key: str, limit: int, expiry: int, now: float) -> float | None:
+        if limit < 1:
+            return float(expiry)
+        entry = self._entries.get(key)
+        if not isinstance(entry, _Sliding):
+            return None
+        previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)
+        if floor(previous * previous_ttl / expiry + current) >= limit:
+            return _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)
+        return None
+
+    def _sliding_take(self, key: str, limit: int, expiry: int, now: float) -> tuple[int, float]:
+        entry = self._entry(key, _Sliding, now)
+        assert isinstance(entry, _Sliding)
+        previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)
+        entry.current = current = current + 1
+        entry.deadline = (entry.window + 2) * expiry
+        weighted = floor(previous * previous_ttl / expiry + current)
+        return limit - weighted, _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)
+
+    # ------------------------------------------------------------ fixed window
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        self._sweep(now)
+        entry = self._counter(key, expiry, now)
         entry.count += amount
         return entry.count
 
@@ -181,14 +256,12 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if amount > limit:
             return False
         now = time.time()
+        self._sweep(now)
         entry = self._entry(key, _Events, now)
         assert isinstance(entry, _Events)
         if entry.prune(now - expiry) + amount > limit:
             return False
-        if amount == 1:
-            entry.times.append(now)
-        else:
-            entry.times.extend(itertools.repeat(now, amount))
+        entry.times.extend(itertools.repeat(now, amount))
         entry.deadline = now + expiry
         return True
 
@@ -217,6 +290,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if amount > limit:
             return False
         now = time.time()
+        self._sweep(now)
         entry = self._entry(key, _Sliding, now)
         assert isinstance(entry, _Sliding)
         previous, previous_ttl, current, _ = self._window(entry, expiry, now)
@@ -235,3 +309,18 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     async def clear_sliding_window(self, key: str, expiry: int) -> None:
         self._entries.pop(key, None)
+
+
+def _sliding_reset(previous: int, previous_ttl: float, current: int, current_ttl: float, expiry: int) -> float:
+    """Seconds until the weighted count next drops: the previous window's next hit fading, or the rotation."""
+    reset = previous_ttl % (expiry / previous) if previous else inf
+    if current:
+        reset = min(reset, current_ttl - expiry if current_ttl > expiry else current_ttl)
+    return 0.0 if reset == inf else reset
+
+
+_OPERATIONS = {
+    "fixed-window": (LazyMemoryStorage._fixed_check, LazyMemoryStorage._fixed_take),
+    "moving-window": (LazyMemoryStorage._moving_check, LazyMemoryStorage._moving_take),
+    "sliding-window-counter": (LazyMemoryStorage._sliding_check, LazyMemoryStorage._sliding_take),
+}

@@ -193,17 +193,11 @@ class ExplodingStorage(LazyMemoryStorage):
     calls = 0
     broken = True
 
-    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+    def acquire_all(self, strategy: str, requests: Any) -> list[float]:
         type(self).calls += 1
         if self.broken:
             raise StorageError(ConnectionError("storage away"))
-        return await super().acquire_entry(key, limit, expiry, amount)
-
-    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        type(self).calls += 1
-        if self.broken:
-            raise StorageError(ConnectionError("storage away"))
-        return await super().get_moving_window(key, limit, expiry)
+        return super().acquire_all(strategy, requests)
 
 
 async def test_unlimited_costs_no_storage_call() -> None:

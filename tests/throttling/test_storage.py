@@ -141,3 +141,34 @@ async def test_per_call_cost_is_flat_in_the_number_of_keys(strategy: str, clock:
     assert backlog_many < backlog_few * 2, f"{strategy}: {backlog_few * 1e6:.2f} µs reclaiming 5k, {backlog_many * 1e6:.2f} reclaiming 100k"
     assert 0 < 100_000 - len(many_storage) <= 5 * 200 * SWEEP_BATCH
     assert len(few_storage) > 0
+
+
+@pytest.mark.parametrize("strategy", ALL)
+async def test_one_call_engine_agrees_with_limits(strategy: str, clock: Clock) -> None:
+    """MemoryEngine (every limit of a request in one call) against limits' strategies on
+    limits' own storage: same admissions, same remaining, same reset, all-or-nothing."""
+    from asgi_apim.throttling.engine import Limit, MemoryEngine
+
+    rng = random.Random(f"{strategy}-engine")
+    engine = MemoryEngine(LazyMemoryStorage(), strategy)
+    reference = STRATEGIES[strategy](MemoryStorage())
+    items = [RateLimitItemPerSecond(5, 10), RateLimitItemPerSecond(3, 2)]
+    limits = [Limit(level="api", tier=f"T{i}", item=item, code=900800, policy=f"p{i}", report=True) for i, item in enumerate(items)]
+    for step in range(400):
+        clock.advance(rng.choice([0, 0, 0.05, 0.3, 1.1, 4.0]))
+        keys = [rng.choice(["a", "b"]), rng.choice(["a", "b"])]
+        expected_ok = all([await reference.test(item, key) for item, key in zip(items, keys)])
+        verdict = await engine.acquire(limits, keys, True)
+        assert (verdict.failed is None) == expected_ok, step
+        if expected_ok:
+            for item, key in zip(items, keys):
+                assert await reference.hit(item, key)
+            for i, (item, key) in enumerate(zip(items, keys)):
+                stats = await reference.get_window_stats(item, key)
+                assert verdict.windows[2 * i] == stats.remaining, (step, i)
+                assert verdict.windows[2 * i + 1] == pytest.approx(stats.reset_time - clock.now, abs=1e-6), (step, i)
+        else:
+            passes = [await reference.test(item, key) for item, key in zip(items, keys)]
+            failed = passes.index(False)
+            assert verdict.failed is limits[failed]
+            assert verdict.retry_after >= 1
