@@ -19,6 +19,8 @@ from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import Config, load_config
 from asgi_apim.routing import Router
+from asgi_apim.server.tls import live_trust
+from asgi_apim.throttling import ThrottlingMiddleware
 
 
 def _uses_mutual_ssl(config: Config) -> bool:
@@ -27,14 +29,6 @@ def _uses_mutual_ssl(config: Config) -> bool:
         for api in config.apis
         for sec in [api.security, *(r.security for r in api.resources if r.security)]
     )
-
-
-def _throttled(app: ASGIApp, config: Config) -> ASGIApp:
-    try:
-        from asgi_apim.throttling import ThrottlingMiddleware
-    except ImportError:  # the throttling package is optional until it lands
-        return app
-    return ThrottlingMiddleware.from_config(app, config)
 
 
 def _authenticators(config: Config) -> dict[str, Any]:
@@ -62,17 +56,12 @@ def protect(app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.
     if _uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
         trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
         background.add(trust.run)
-        try:
-            from asgi_apim.server.tls import live_trust
-        except ImportError:
-            pass
-        else:
-            trust.subscribe(live_trust.update)
+        trust.subscribe(live_trust.update)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
     authenticators = _authenticators(cfg)
     for auth in authenticators.values():
         background.add(auth.start)
-    stack = _throttled(app, cfg)
+    stack = ThrottlingMiddleware.from_config(app, cfg)
     return APISecurityMiddleware(
         stack,
         router=Router.from_config(cfg),
