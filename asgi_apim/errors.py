@@ -17,7 +17,7 @@ Every error a caller can catch has a place in this tree::
         │   └── ScopeMismatch .............. 403  900910
         ├── NotFound ....................... 404  900906  no API owns the path
         ├── Throttled ...................... 429  900800-series, with Retry-After
-        ├── StorageUnavailable ............. 503  900807  throttling storage away (fail closed)
+        ├── StorageUnavailable ............. 503  900899  throttling storage away (fail closed; no WSO2 code)
         └── BackendError ................... 502  101503  gateway mode: backend unreachable
 
 `problem_response` renders any `RequestError` as an RFC 9457 problem document with
@@ -123,7 +123,7 @@ class Throttled(RequestError):
 
 class StorageUnavailable(RequestError):
     status = 503
-    code = 900807
+    code = 900899  # WSO2 has no code for this; 900807 is its burst limit
     title = "Throttling Unavailable"
 
 
