@@ -3,7 +3,8 @@
 Follows Starlette's `AuthenticationMiddleware` convention: ``scope["user"]`` is
 a `BaseUser` and ``scope["auth"]`` an `AuthCredentials` carrying the scopes, so
 ``request.user.is_authenticated``, ``request.auth.scopes`` and
-``starlette.authentication.requires`` work unchanged.
+``starlette.authentication.requires`` work unchanged: an authenticated caller's
+``request.auth.scopes`` are ``"authenticated"`` followed by its token's scopes.
 """
 
 from __future__ import annotations
@@ -86,4 +87,5 @@ def set_identity(scope: dict, principal: Principal | None) -> None:
         scope["auth"] = NO_CREDENTIALS
     else:
         scope["user"] = principal
-        scope["auth"] = AuthCredentials(list(principal.scopes))
+        # "authenticated" first, as Starlette's own examples do, so @requires("authenticated") works
+        scope["auth"] = AuthCredentials(["authenticated", *principal.scopes])

@@ -162,8 +162,10 @@ class APISecurityMiddleware:
         if api is None:
             raise NotFound(f"no API is published at {scope['path']}")
         security: SecurityConfig = route.resource.security if route.resource and route.resource.security else api.security
-        trace(f"api {api.name}: mutual_ssl={security.mutual_ssl}, application={'/'.join(security.application) or '-'}"
-              f" ({'mandatory' if security.application_mandatory else 'optional'})")
+        explain = trace is not _no_trace  # the trace's words are only built when someone reads them
+        if explain:
+            trace(f"api {api.name}: mutual_ssl={security.mutual_ssl}, application={'/'.join(security.application) or '-'}"
+                  f" ({'mandatory' if security.application_mandatory else 'optional'})")
         cert_principal: Principal | None = None
         cert_failure: RequestError | None = None
         if security.mutual_ssl != "disabled":
@@ -171,8 +173,9 @@ class APISecurityMiddleware:
             cert_principal = certificate_principal(outcome, api.name)
             if cert_principal is None:
                 cert_failure = certificate_error(outcome, api.name)
-                trace(f"mutual_ssl: {cert_failure.detail}")
-            else:
+                if explain:
+                    trace(f"mutual_ssl: {cert_failure.detail}")
+            elif explain:
                 trace(f"mutual_ssl: accepted {cert_principal.subject} alias={cert_principal.alias} tier={cert_principal.tier}")
         if security.mutual_ssl == "mandatory":
             if cert_failure is not None:
@@ -187,7 +190,8 @@ class APISecurityMiddleware:
         self._check_scopes(route, principal, trace)
         if cert_principal is not None:
             principal = _combine(cert_principal, principal)
-        trace(f"decided by {principal.method}")
+        if explain:
+            trace(f"decided by {principal.method}")
         return principal
 
     async def _application(
@@ -201,18 +205,21 @@ class APISecurityMiddleware:
             challenges.append(auth.challenge)
             credential = auth.credential(scope)
             if credential is None:
-                trace(f"{scheme}: no credential")
+                if trace is not _no_trace:
+                    trace(f"{scheme}: no credential")
                 continue
             presented = True
             try:
                 principal = await auth.authenticate(credential, api, scope)
             except AuthenticationError as exc:
-                trace(f"{scheme}: {exc.detail}")
+                if trace is not _no_trace:
+                    trace(f"{scheme}: {exc.detail}")
                 last = exc
                 if "www-authenticate" in exc.headers:
                     challenges[-1] = exc.headers["www-authenticate"]
                 continue
-            trace(f"{scheme}: accepted {principal.subject}")
+            if trace is not _no_trace:
+                trace(f"{scheme}: accepted {principal.subject}")
             return principal
         headers = {"www-authenticate": ", ".join(challenges)} if challenges else {}
         if presented:
@@ -227,9 +234,11 @@ class APISecurityMiddleware:
         if resource is None or not resource.scopes:
             return
         if not set(resource.scopes).intersection(principal.scopes):
-            trace(f"scopes: needs one of {' '.join(resource.scopes)}")
+            if trace is not _no_trace:
+                trace(f"scopes: needs one of {' '.join(resource.scopes)}")
             raise ScopeMismatch(f"this resource requires one of the scopes: {' '.join(resource.scopes)}")
-        trace("scopes: satisfied")
+        if trace is not _no_trace:
+            trace("scopes: satisfied")
 
 
 def _combine(cert: Principal, app: Principal) -> Principal:

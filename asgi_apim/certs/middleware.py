@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_apim._keys import CERTIFICATE
+from asgi_apim._lifecycle import BackgroundTasks
 from asgi_apim.certs.formats import FORMATS
 from asgi_apim.certs.resolver import CertificateOutcome, CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
@@ -34,24 +36,31 @@ STANDALONE_API = "default"
 _CHALLENGE = {"www-authenticate": 'Mutual realm="asgi-apim"'}
 
 
+_NO_CLAIMS = MappingProxyType({})  # shared by every request of a cached verdict: read-only
+
+
 def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | None:
     """The caller as mutual SSL knows it, if the certificate is accepted for ``api``."""
     verdict = outcome.verdict
     if verdict is None:
         return None
-    accepted = verdict.acceptances.get(api)
-    if accepted is None:
-        return None
-    return Principal(
-        method="mutual_ssl",
-        subject=verdict.subject,
-        api=api,
-        tier=accepted.tier,
-        alias=accepted.alias,
-        methods=("mutual_ssl",),
-        certificate=verdict.leaf,
-        throttle_key=f"cert:{verdict.spki_sha256}",
-    )
+    principal = verdict.principals.get(api)
+    if principal is None:
+        accepted = verdict.acceptances.get(api)
+        if accepted is None:
+            return None
+        principal = verdict.principals[api] = Principal(
+            method="mutual_ssl",
+            subject=verdict.subject,
+            api=api,
+            tier=accepted.tier,
+            alias=accepted.alias,
+            methods=("mutual_ssl",),
+            certificate=verdict.leaf,
+            claims=_NO_CLAIMS,  # type: ignore[arg-type]
+            throttle_key=f"cert:{verdict.spki_sha256}",
+        )
+    return principal
 
 
 def certificate_error(outcome: CertificateOutcome, api: str) -> RequestError:
@@ -103,11 +112,16 @@ class MutualTLSMiddleware:
             api = ApiConfig(name=STANDALONE_API, context="/", certificates=regs)
             resolver = CertificateResolver(TrustReloader(mutual_ssl, (api,)), mutual_ssl)
         self.resolver = resolver
+        self.background = BackgroundTasks(resolver.trust.run)  # truststore and CRL reloads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
+        if not self.background.started:
+            self.background.ensure_started()
         outcome = self.resolver.resolve(scope)
         scope[CERTIFICATE] = outcome
         if self.required:
@@ -117,3 +131,14 @@ class MutualTLSMiddleware:
                 return
             set_identity(scope, principal)
         await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.background.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.background.stop()
+            return message
+
+        return wrapped

@@ -108,6 +108,8 @@ class CertificateVerdict:
     acceptances: Mapping[str, Acceptance]
     reason: str | None
     api_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    # the Principal built for each API, shared by every request of this (cached) verdict
+    principals: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def subject(self) -> str:

@@ -26,6 +26,7 @@ class FakeVerdict:
     leaf: Any = None
     spki_sha256: str = "ab" * 32
     reason: str | None = None
+    principals: dict[str, Any] = field(default_factory=dict)
 
     def reason_for(self, api: str) -> str:
         return f"certificate is not registered for API {api!r}"
@@ -184,7 +185,7 @@ async def test_starlette_conventions() -> None:
     cfg = parse_config({"apis": [{"name": "pets", "context": "/pets", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}]}, base=Path("/"))
     app = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
     r = await call(app, "GET", "/pets/write", [("x-token", "good:pets:write")])
-    assert r.status == 200 and r.json() == {"user": "alice", "scopes": ["pets:write"], "auth": True}
+    assert r.status == 200 and r.json() == {"user": "alice", "scopes": ["authenticated", "pets:write"], "auth": True}
     r = await call(app, "GET", "/pets/write", [("x-token", "good:pets:read")])
     assert r.status == 403
 
