@@ -96,7 +96,7 @@ def _number(payload: Mapping[str, Any], name: str, challenge: str) -> int | floa
     value = payload.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e15 < value < 1e15:  # huge ints overflow floats
         raise invalid(f'the "{name}" claim must be a number', challenge)
     return value
 
