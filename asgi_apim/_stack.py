@@ -47,10 +47,24 @@ def _share_secrets(app: Any, config: Config) -> None:
         state.apim_config = config
 
 
+def _document(app: Any, config: Config) -> None:
+    """A FastAPI app's OpenAPI document (and so ``/docs``) shows how each API is secured."""
+    try:
+        from fastapi import FastAPI
+    except ImportError:  # FastAPI is optional
+        return
+    if isinstance(app, FastAPI) and not getattr(app, "_asgi_apim_openapi", False):
+        from asgi_apim.auth.fastapi import install_openapi
+
+        install_openapi(app, config)
+        app._asgi_apim_openapi = True  # type: ignore[attr-defined]
+
+
 def protect(app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.toml", *, explain: bool = False) -> ASGIApp:
     """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says."""
     cfg = config if isinstance(config, Config) else load_config(config)
     _share_secrets(app, cfg)
+    _document(app, cfg)
     background = BackgroundTasks()
     resolver = None
     if _uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:

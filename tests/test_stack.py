@@ -1,0 +1,122 @@
+"""`protect()`: the whole stack from a configuration file around the example app, in-process."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from asgi_apim import protect
+from asgi_apim.certs.pki import Issued, issue_client, make_ca
+from asgi_apim.secrets.envelope import DataKey
+from tests.asgi import call
+
+KEY = os.urandom(32).hex()
+CONFIG = """
+public_paths = ["/health", "/docs", "/openapi.json"]
+
+[encryption]
+key = "{key}"
+
+[secrets]
+greeting = "{greeting}"
+
+[mutual_ssl]
+truststore = ["ca.pem"]
+
+[throttling.tiers]
+Tiny = "2/minute"
+
+[[apis]]
+name = "pets"
+context = "/pets"
+
+[apis.security]
+mutual_ssl = "mandatory"
+
+[[apis.certificates]]
+alias = "dev-clients"
+certificate = "ca.pem"
+tier = "Tiny"
+
+[[apis.resources]]
+path = "/pets/{{id}}"
+methods = ["DELETE"]
+scopes = ["pets:write"]
+"""
+
+
+class Setup:
+    def __init__(self, tmp: Path) -> None:
+        self.ca = make_ca("stack CA")
+        self.client = issue_client(self.ca, "stack client")
+        self.ca.write(tmp / "ca.pem")
+        self.config = tmp / "deployment.toml"
+        self.config.write_text(CONFIG.format(key=KEY, greeting=DataKey(bytes.fromhex(KEY)).encrypt("hello")))
+
+    def header(self, issued: Issued | None = None) -> list[tuple[str, str]]:
+        return [("X-WSO2-CLIENT-CERTIFICATE", quote((issued or self.client).cert_pem().decode(), safe=""))]
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    return Setup(tmp_path)
+
+
+def example_app() -> Any:
+    import example_app.main
+
+    return importlib.reload(example_app.main).app  # a fresh FastAPI app (and pets) for each test
+
+
+async def test_whoami_as_the_contract_says(setup: Setup) -> None:
+    app = protect(example_app(), setup.config)
+    result = await call(app, "GET", "/pets/whoami", setup.header())
+    assert result.status == 200
+    body = result.json()
+    assert {k: body[k] for k in ("authenticated", "method", "subject", "alias", "tier", "scopes", "api")} == {
+        "authenticated": True, "method": "mutual_ssl", "subject": "CN=stack client,O=asgi-apim dev",
+        "alias": "dev-clients", "tier": "Tiny", "scopes": [], "api": "pets",
+    }
+
+
+async def test_public_unknown_and_missing(setup: Setup) -> None:
+    app = protect(example_app(), setup.config)
+    assert (await call(app, "GET", "/health")).status == 200
+    unknown = await call(app, "GET", "/elsewhere", setup.header())
+    assert (unknown.status, unknown.json()["code"]) == (404, 900906)
+    missing = await call(app, "GET", "/pets")
+    assert (missing.status, missing.json()["code"]) == (401, 900902) and "www-authenticate" in missing.headers
+
+
+async def test_mutual_ssl_only_ignores_resource_scopes_and_tier_throttles(setup: Setup) -> None:
+    app = protect(example_app(), setup.config)
+    deleted = await call(app, "DELETE", "/pets/1", setup.header())
+    assert deleted.status == 204
+    second = await call(app, "GET", "/pets", setup.header())
+    assert second.status == 200 and second.headers["ratelimit"].startswith('"Tiny";r=0;')
+    third = await call(app, "GET", "/pets", setup.header())
+    assert (third.status, third.json()["code"]) == (429, 900804) and int(third.headers["retry-after"]) >= 1
+    other = issue_client(setup.ca, "another client")  # its own count
+    assert (await call(app, "GET", "/pets", setup.header(other))).status == 200
+
+
+async def test_secrets_reach_the_app_decrypted(setup: Setup) -> None:
+    inner = example_app()
+    protect(inner, setup.config)
+    assert inner.state.secrets["greeting"] == "hello"
+    assert "hello" not in repr(inner.state.secrets) and "hello" not in repr(inner.state.apim_config)
+
+
+async def test_fastapi_openapi_shows_how_each_api_is_secured(setup: Setup) -> None:
+    app = protect(example_app(), setup.config)
+    result = await call(app, "GET", "/openapi.json")
+    assert result.status == 200
+    document = result.json()
+    assert document["components"]["securitySchemes"]["mutualTLS"]["type"] == "mutualTLS"
+    assert {"mutualTLS": []} in document["paths"]["/pets/whoami"]["get"]["security"]
+    assert "security" not in document["paths"]["/health"]["get"]
