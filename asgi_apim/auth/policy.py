@@ -179,7 +179,7 @@ class APISecurityMiddleware:
                 trace(f"mutual_ssl: accepted {cert_principal.subject} alias={cert_principal.alias} tier={cert_principal.tier}")
         if security.mutual_ssl == "mandatory":
             if cert_failure is not None:
-                raise cert_failure
+                raise self._with_challenges(cert_failure, security)
             if not security.application_mandatory:
                 trace("decided by mutual_ssl")
                 return cert_principal  # type: ignore[return-value]
@@ -228,6 +228,16 @@ class APISecurityMiddleware:
             if isinstance(cert_failure, InvalidCredentials):
                 raise InvalidCredentials(f"{cert_failure.detail}, and no application credential was presented", headers=headers)
         raise MissingCredentials("no credentials were presented", headers=headers)
+
+    def _with_challenges(self, failure: RequestError, security: SecurityConfig) -> RequestError:
+        """A certificate failure on an API that also demands an application credential
+        challenges for that too (one challenge per scheme the API needs)."""
+        if failure.status != 401 or not security.application_mandatory or not security.application:
+            return failure
+        challenges = [failure.headers.get("www-authenticate", "")]
+        challenges += [self.authenticators[s].challenge for s in security.application if s in self.authenticators]
+        headers = {**failure.headers, "www-authenticate": ", ".join(c for c in challenges if c)}
+        return type(failure)(failure.detail, headers=headers)
 
     def _check_scopes(self, route: Route, principal: Principal, trace: Any) -> None:
         resource = route.resource

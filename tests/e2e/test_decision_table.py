@@ -272,6 +272,7 @@ def _check(status: int, headers: Any, body: dict[str, Any], expect: Expect, worl
     www = headers["www-authenticate"]
     if expect.challenge == MUTUAL:
         assert www.startswith("Mutual ") and REALM in www, www
+        assert ("Bearer realm=" in www) == (api == "m-t"), www  # the token it also needs is challenged for too
     else:
         assert www.startswith(f"Bearer {REALM}"), www
         assert ('error="invalid_token"' in www) == (expect.challenge == BEARER_INVALID), www
