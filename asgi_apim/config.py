@@ -32,6 +32,7 @@ HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
 MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
 APPLICATION_SCHEMES = ("oauth2", "api_key", "basic")
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
+_PATH_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::(?:str|path|int|float|uuid))?\}")  # Starlette's templates
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -393,6 +394,8 @@ def _api(t: _Table) -> ApiConfig:
         path = r.str("path", required=True)
         if not path.startswith("/"):
             raise ConfigError(f"{r.key}.path", "must start with /")
+        if set("{}") & set(_PATH_PARAM.sub("", path)):
+            raise ConfigError(f"{r.key}.path", f"{path!r} is not a path template such as /pets/{{id}} or /pets/{{id:int}}")
         resources.append(
             ResourceConfig(
                 path=path,
