@@ -173,6 +173,9 @@ class ApiConfig:
     certificates: tuple[CertificateRegistration, ...] = ()
     resources: tuple[ResourceConfig, ...] = ()
     backend_security: BackendSecurityConfig | None = None
+    # None: only registered certificates (exact, or issued by a registered CA) pass, as in WSO2;
+    # a tier name: any certificate the truststore validates also passes, at that tier
+    truststore_tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +377,7 @@ def _api(t: _Table) -> ApiConfig:
     if backend is not None and not re.match(r"^https?://[^/]+", backend):
         raise ConfigError(f"{t.key}.backend", "must be an http:// or https:// URL")
     tier = t.str("tier", "Unlimited", required=True)
+    truststore_tier = t.str("truststore_tier")
     security = _security(t.table("security"))
     certificates = []
     for c in t.tables("certificates"):
@@ -430,6 +434,7 @@ def _api(t: _Table) -> ApiConfig:
         certificates=tuple(certificates),
         resources=tuple(resources),
         backend_security=backend_security,
+        truststore_tier=truststore_tier,
     )
 
 
@@ -524,6 +529,7 @@ def _check_tiers(cfg: Config) -> None:
         refs = [(f"{where}.tier", api.tier)]
         refs += [(f"{where}.certificates[{c.alias}].tier", c.tier) for c in api.certificates]
         refs += [(f"{where}.resources[{r.path}].tier", r.tier) for r in api.resources if r.tier]
+        refs += [(f"{where}.truststore_tier", api.truststore_tier)] if api.truststore_tier else []
         for key, tier in refs:
             if tier not in known:
                 raise ConfigError(key, f"unknown tier {tier!r} (known: {', '.join(sorted(known))})")
