@@ -8,12 +8,20 @@ For each algorithm it times, per token check:
   asgi-apim cached      the same with the cache on (the steady state of a busy client)
   get_unverified_header PyJWT's header parse alone, which asgi-apim never calls
 Target: uncached within 1.1x of pyjwt.decode.
+
+Then, through the whole stack (`protect()` from a configuration: routing,
+application security, throttling with an unlimited API tier and a
+subscriber tier in memory) round-robin against a bare Starlette endpoint in
+the same run (bench/harness.py): a request with a cached RS256 bearer token.
+Target: <= 1.2x bare.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 import tempfile
 import time
 import timeit
@@ -25,8 +33,16 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Variant, measure, scope_factory, table  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from asgi_apim import protect  # noqa: E402
 from asgi_apim.auth.jwt import JWTIssuer, OAuth2Authenticator
-from asgi_apim.config import ApiConfig, KeyManagerConfig
+from asgi_apim.config import ApiConfig, KeyManagerConfig  # noqa: E402
 
 ISSUER = "https://idp.example"
 API = ApiConfig(name="pets", context="/pets")
@@ -86,6 +102,54 @@ def bench(alg: str, seconds: float, workdir: Path) -> list[tuple[str, float]]:
     )
 
 
+STACK_CONFIG = """
+[encryption]
+key = "{key}"
+
+[[key_managers]]
+name = "idp"
+issuer = "{issuer}"
+audience = "pets"
+jwks_file = "jwks.json"
+algorithms = ["RS256"]
+default_tier = "Big"
+
+[throttling.tiers]
+Big = "100000000/minute"  # never exhausted in a run: every request does the whole counting work
+
+[[apis]]
+name = "pets"
+context = "/pets"
+
+[apis.security]
+application = ["oauth2"]
+"""
+
+
+async def hello(request: Any) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def whole_stack(workdir: Path) -> str:
+    import os
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwk["kid"] = "k1"
+    (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (workdir / "deployment.toml").write_text(STACK_CONFIG.format(key=os.urandom(32).hex(), issuer=ISSUER))
+    claims = {"iss": ISSUER, "sub": "alice", "aud": "pets", "azp": "app", "scope": "pets:read", "exp": int(time.time()) + 3600}
+    token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
+    bare = Starlette(routes=[Route("/bare", hello)])
+    stack = protect(Starlette(routes=[Route("/pets/whoami", hello)]), workdir / "deployment.toml")
+    bearer = [(b"authorization", f"Bearer {token}".encode())]
+    results = asyncio.run(measure([
+        Variant("bare endpoint", bare, scope_factory("GET", "/bare")),
+        Variant("cached JWT through the whole stack", stack, scope_factory("GET", "/pets/whoami", bearer)),
+    ], n=3000, rounds=7))
+    return table(results, "bare endpoint", {"cached JWT through the whole stack": "≤ 1.2×"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="time budget per measurement")
@@ -97,6 +161,8 @@ def main() -> None:
             base = rows[0][1]
             for name, seconds in rows:
                 print(f"{alg:<6} {name:<22} {seconds * 1e6:>9.2f} {seconds / base:>8.2f}x")
+        print()
+        print(whole_stack(Path(tmp)))
 
 
 if __name__ == "__main__":
