@@ -43,6 +43,18 @@ class Principal(BaseUser):
         return True
 
     @property
+    def credentials(self) -> AuthCredentials:
+        """``scope["auth"]``: "authenticated" first, as Starlette's own examples do (so
+        ``@requires("authenticated")`` works), then the scopes. Built once per principal
+        (a cached principal serves many requests), its ``scopes`` a tuple that none of them can change."""
+        credentials = self.__dict__.get("_credentials")
+        if credentials is None:
+            credentials = AuthCredentials()
+            credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]
+            object.__setattr__(self, "_credentials", credentials)
+        return credentials
+
+    @property
     def display_name(self) -> str:
         return self.subject
 
@@ -87,5 +99,4 @@ def set_identity(scope: dict, principal: Principal | None) -> None:
         scope["auth"] = NO_CREDENTIALS
     else:
         scope["user"] = principal
-        # "authenticated" first, as Starlette's own examples do, so @requires("authenticated") works
-        scope["auth"] = AuthCredentials(["authenticated", *principal.scopes])
+        scope["auth"] = principal.credentials

@@ -120,16 +120,20 @@ async def test_a_cached_verdict_gives_the_same_principal(pki: PKI) -> None:
     seen: list[Any] = []
 
     async def capture(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(scope["user"])
+        seen.append((scope["user"], scope["auth"]))
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     mw = MutualTLSMiddleware(capture, truststore=[pki.tmp / "ca.pem"], certificates=[("partners", pki.tmp / "ca.pem", "Gold")])
     for _ in range(3):
         assert (await call(mw, "GET", "/", header_for(pki.partner))).status == 204
-    assert seen[0] is seen[1] is seen[2]
+    (user, auth), *others = seen
+    assert all(u is user and a is auth for u, a in others)
     with pytest.raises(TypeError):
-        seen[0].claims["injected"] = True  # shared between requests: read-only
+        user.claims["injected"] = True  # shared between requests: read-only
+    assert auth.scopes == ("authenticated",)
+    with pytest.raises(AttributeError):
+        auth.scopes.append("admin")  # type: ignore[attr-defined]
 
 
 async def test_truststore_and_crl_reload_in_the_background(pki: PKI) -> None:
