@@ -29,6 +29,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _positive_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days") from None
+    if days <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of days (got {days})")
+    return days
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="deployment.toml")
     p.add_argument("--host", default="127.0.0.1")
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pki_sub = p.add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
     q = pki_sub.add_parser("init", help="write ca, server and client certificates and keys to DIR")
     q.add_argument("dir")
-    q.add_argument("--days", type=int, default=365)
+    q.add_argument("--days", type=_positive_days, default=365, help="validity of every certificate (default: 365)")
     q.set_defaults(handler=_pki_init)
 
     p = sub.add_parser("check", help="would this certificate (or request) be accepted, and why")
@@ -147,4 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # `python -m asgi_apim.cli`: run the imported module, so that its UsageError is the one other modules raise
+    from asgi_apim.cli import main as _main
+
+    raise SystemExit(_main())

@@ -24,10 +24,11 @@ from asgi_apim.certs.formats import parse_certificate_header
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator
 from asgi_apim.config import Config, load_config
-from asgi_apim.errors import CertificateHeaderError, ConfigError
-
+from asgi_apim.cli import UsageError
+from asgi_apim.errors import CertificateHeaderError
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP header name
 
 
 def _read_chain(path: str) -> tuple[bytes, ...]:
@@ -67,19 +68,30 @@ def check_certificate(config: Config, cert_path: str) -> tuple[bool, list[str]]:
     return accepted, lines
 
 
-async def explain_request(config: Config, request: str, headers: list[str], cert: str | None, peer: str) -> tuple[int, list[str]]:
-    from asgi_apim._stack import protect
-
+def parse_request(request: str, headers: list[str]) -> tuple[str, str, str, list[tuple[bytes, bytes]]]:
+    """``'GET /pets/1?x=1'`` and ``['Name: value']`` -> method, path, query, raw headers; `UsageError` if malformed."""
     method, _, target = request.strip().partition(" ")
-    if not method or not target.startswith("/"):
-        raise ConfigError("--request", "must look like 'GET /pets/1'")
+    target = target.strip()
+    if not method or not target.startswith("/") or " " in target:
+        raise UsageError(f"--request {request!r} must look like 'GET /pets/1'")
     path, _, query = target.partition("?")
     raw_headers = []
     for h in headers:
         name, sep, value = h.partition(":")
-        if not sep:
-            raise ConfigError("--header", f"{h!r} must look like 'Name: value'")
-        raw_headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+        name = name.strip()
+        if not sep or not _TOKEN.fullmatch(name):
+            raise UsageError(f"--header {h!r} must look like 'Name: value'")
+        try:
+            raw_headers.append((name.lower().encode("latin-1"), value.strip().encode("latin-1")))
+        except UnicodeEncodeError:
+            raise UsageError(f"--header {h!r} must be latin-1 text") from None
+    return method.upper(), path, query, raw_headers
+
+
+async def explain_request(config: Config, request: str, headers: list[str], cert: str | None, peer: str) -> tuple[int, list[str]]:
+    from asgi_apim._stack import protect
+
+    method, path, query, raw_headers = parse_request(request, headers)
     reached: dict[str, Any] = {}
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -88,7 +100,7 @@ async def explain_request(config: Config, request: str, headers: list[str], cert
         await send({"type": "http.response.body", "body": b""})
 
     scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method.upper(),
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "https" if cert else "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
         "root_path": "", "headers": raw_headers, "client": (peer, 50000), "server": ("127.0.0.1", 443), "state": {},
     }
@@ -123,15 +135,17 @@ def _split_pem(text: str) -> list[str]:
 
 
 def check_command(ns: argparse.Namespace) -> int:
+    if ns.request is not None:
+        parse_request(ns.request, ns.header)  # bad usage is reported before the configuration is read
+    elif not ns.cert:
+        raise UsageError("check needs CERT.pem or --request")
+    elif ns.header:
+        raise UsageError("--header only applies to --request")
     config = load_config(ns.config)
-    if ns.request:
+    if ns.request is not None:
         status, lines = asyncio.run(explain_request(config, ns.request, ns.header, ns.cert_opt or ns.cert, ns.peer))
         print("\n".join(lines))
         return 0 if status < 400 else 1
-    if not ns.cert:
-        from asgi_apim.cli import UsageError
-
-        raise UsageError("check needs CERT.pem or --request")
     accepted, lines = check_certificate(config, ns.cert)
     print("\n".join(lines))
     return 0 if accepted else 1

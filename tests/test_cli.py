@@ -90,3 +90,36 @@ def test_check_request_explains_each_step(tmp_path: Path) -> None:
     assert r.returncode == 1 and "401" in r.stdout and "900902" in r.stdout
     r = run("check", "--config", str(cfg), "--request", "GET /nowhere")
     assert r.returncode == 1 and "404" in r.stdout
+
+
+def test_malformed_request_or_header_for_check_is_bad_usage(tmp_path: Path) -> None:
+    cfg, _, _ = write_config(tmp_path)
+    for args, where in (
+        (("--request", "BAD"), "--request"),
+        (("--request", "GET pets"), "--request"),
+        (("--request", "GET /pets/1", "--header", "nocolon"), "--header"),
+        (("--request", "GET /pets/1", "--header", ": empty-name"), "--header"),
+        ((str(tmp_path / "partner.pem"), "--header", "X-A: b"), "--header"),
+        ((), "CERT.pem or --request"),
+    ):
+        r = run("check", "--config", str(cfg), *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stdout == ""
+        assert r.stderr.count("\n") == 1 and where in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_usage_is_reported_before_the_configuration_is_read(tmp_path: Path) -> None:
+    r = run("check", "--config", str(tmp_path / "missing.toml"), "--request", "BAD")
+    assert r.returncode == 2 and "--request" in r.stderr
+
+
+def test_pki_init_refuses_a_non_positive_lifetime(tmp_path: Path) -> None:
+    for days in ("-5", "0", "ten"):
+        r = run("pki", "init", str(tmp_path / "pki"), "--days", days)
+        assert r.returncode == 2, r.stderr
+        assert "--days" in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "pki").exists()
+    r = run("pki", "init", str(tmp_path / "pki"), "--days", "2")
+    assert r.returncode == 0, r.stderr
+    server = x509.load_pem_x509_certificate((tmp_path / "pki" / "server.pem").read_bytes())
+    assert (server.not_valid_after_utc - server.not_valid_before_utc).days in (1, 2)
