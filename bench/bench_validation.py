@@ -48,7 +48,7 @@ def run(key_kind: str, n: int, rounds: int) -> list[tuple[str, float]]:
     inter = make_ca("bench intermediate", issuer=root, key_kind=key_kind)
     leaf = issue_client(inter, "bench client", san=["client.example"], key_kind=key_kind)
     ders = (leaf.der(), inter.der())
-    material = TrustMaterial((root.cert,), (make_crl(root, [1]), make_crl(inter, [2])), (), 1, b"", ("open",))
+    material = TrustMaterial((root.cert,), (make_crl(root, [1]), make_crl(inter, [2])), (), 1, b"", ("open",), {"open": "Unlimited"})
     validator = CertificateValidator(material, cache_size=10_000)
     verifier = PolicyBuilder().store(Store([root.cert])).time(dt.datetime.now(dt.timezone.utc)).build_client_verifier()
 

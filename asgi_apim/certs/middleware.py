@@ -7,6 +7,11 @@
         trusted_proxies=["127.0.0.1/32"],
     )
 
+With ``certificates``, only they (exact, or issued by a registered CA) pass,
+plus any certificate the truststore validates if ``truststore_tier`` names the
+tier to give it; without ``certificates``, the truststore decides (at
+``truststore_tier``, "Unlimited" by default).
+
 It resolves and validates the client certificate (from the TLS connection or a
 trusted proxy's header), leaves the outcome in ``scope["asgi_apim.certificate"]``
 and, with ``required=True`` (the default), answers 401 unless the certificate
@@ -88,6 +93,7 @@ class MutualTLSMiddleware:
         enable_certificate_chain_validation: bool = True,
         reload_interval: float = 10.0,
         required: bool = True,
+        truststore_tier: str | None = None,
         resolver: CertificateResolver | None = None,
     ) -> None:
         self.app = app
@@ -109,7 +115,9 @@ class MutualTLSMiddleware:
             regs = tuple(
                 CertificateRegistration(alias=a, certificate=Path(p), tier=t, api=STANDALONE_API) for a, p, t in certificates
             )
-            api = ApiConfig(name=STANDALONE_API, context="/", certificates=regs)
+            if not regs and truststore_tier is None:
+                truststore_tier = "Unlimited"  # nothing registered: the truststore is the whole policy
+            api = ApiConfig(name=STANDALONE_API, context="/", certificates=regs, truststore_tier=truststore_tier)
             resolver = CertificateResolver(TrustReloader(mutual_ssl, (api,)), mutual_ssl)
         self.resolver = resolver
         self.background = BackgroundTasks(resolver.trust.run)  # truststore and CRL reloads

@@ -17,8 +17,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -52,7 +52,9 @@ class RegisteredCertificate:
 @dataclass(frozen=True)
 class TrustMaterial:
     """One generation of what mutual SSL trusts. ``apis`` names every configured
-    API, including those with no registrations (they accept the truststore)."""
+    API, including those with no registrations (they accept no certificate);
+    ``truststore_tiers`` maps the APIs that set ``truststore_tier`` to it (any
+    certificate the truststore validates passes for them, at that tier)."""
 
     anchors: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
@@ -60,6 +62,7 @@ class TrustMaterial:
     generation: int
     digest: bytes
     apis: tuple[str, ...] = ()
+    truststore_tiers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,9 @@ def _unique(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
     return tuple(dict.fromkeys(certs))
 
 
-def _build(sources: list[_Source], digest: bytes, password: str | None, apis: tuple[str, ...], generation: int) -> TrustMaterial:
+def _build(
+    sources: list[_Source], digest: bytes, password: str | None, apis: Sequence[ApiConfig], generation: int
+) -> TrustMaterial:
     anchors: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
     registrations: list[RegisteredCertificate] = []
@@ -199,14 +204,22 @@ def _build(sources: list[_Source], digest: bytes, password: str | None, apis: tu
             crls.extend(_crls(source.path, source.data))
         else:
             registrations.append(_registration(source))
-    return TrustMaterial(_unique(anchors), tuple(crls), tuple(registrations), generation, digest, apis)
+    names = tuple(api.name for api in apis)
+    tiers = {api.name: api.truststore_tier for api in apis if api.truststore_tier is not None}
+    return TrustMaterial(_unique(anchors), tuple(crls), tuple(registrations), generation, digest, names, tiers)
 
 
 def load_trust(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig], *, generation: int = 1) -> TrustMaterial:
     """Read every source file and build the material (blocking: run it off the event loop)."""
     sources, digest = _read_sources(mutual_ssl, apis)
-    names = tuple(api.name for api in apis)
-    return _build(sources, digest, mutual_ssl.truststore_password, names, generation)
+    return _build(sources, digest, mutual_ssl.truststore_password, apis, generation)
+
+
+def warn_closed_apis(apis: Iterable[ApiConfig]) -> None:
+    """Log each API that asks for mutual SSL but can accept no certificate."""
+    for api in apis:
+        if api.security.mutual_ssl != "disabled" and not api.certificates and api.truststore_tier is None:
+            logger.warning("API %r accepts no client certificate: register certificates or set truststore_tier", api.name)
 
 
 class TrustReloader:
@@ -221,8 +234,8 @@ class TrustReloader:
         self.mutual_ssl = mutual_ssl
         self.apis = tuple(apis)
         self.interval = mutual_ssl.reload_interval
-        self._names = tuple(api.name for api in self.apis)
         self._current = load_trust(mutual_ssl, self.apis)
+        warn_closed_apis(self.apis)
         self._lock = threading.Lock()
         self._failure: str | None = None
         self._failed_digest: bytes | None = None
@@ -248,7 +261,7 @@ class TrustReloader:
                 if digest == self._failed_digest:
                     return False
                 try:
-                    material = _build(sources, digest, self.mutual_ssl.truststore_password, self._names, current.generation + 1)
+                    material = _build(sources, digest, self.mutual_ssl.truststore_password, self.apis, current.generation + 1)
                 except TruststoreError:
                     self._failed_digest = digest
                     raise

@@ -5,9 +5,11 @@ Per API, a certificate passes when (1) the SHA-256 of its DER equals a
 certificate registered for that API ("exact"), or, with chain validation on,
 when pyca/cryptography's `x509.verification` builds a chain from it to the
 truststore or a registered CA and (2) a CA registered for the API is in that
-chain ("ca"), or (3) the API registers nothing and the chain reaches the
-truststore ("truststore"). Exact wins over CA. Expired, not yet valid and
-revoked certificates never pass.
+chain ("ca"), or (3) the API sets ``truststore_tier`` and the chain reaches
+the truststore ("truststore", at that tier). Exact wins over CA, CA over
+truststore; an API that registers nothing and sets no ``truststore_tier``
+accepts no certificate. Expired, not yet valid and revoked certificates never
+pass.
 
 Traps of cryptography's client verifier that are handled here: a leaf without
 an EKU extension is accepted by default (clientAuth is required through the
@@ -206,8 +208,8 @@ class _Ders:
 
 @dataclass(frozen=True)
 class _Scope:
-    """What one API trusts, by DER: its registered CAs, or (when it registers
-    nothing) the truststore, whose certificates map to None."""
+    """One way an API trusts, by DER: its registered CAs, or the truststore
+    (for an API with ``truststore_tier``), whose certificates map to None."""
 
     members: Mapping[bytes, RegisteredCertificate | None]
     verifier: _Verifier
@@ -240,12 +242,16 @@ class CertificateValidator:
         self._intermediates = [c for c in anchors.values() if not _self_signed(c)]
         self._pool = self._intermediates + [c for d, c in ca_certs.items() if d not in anchors and not _self_signed(c)]
         truststore = _Scope(dict.fromkeys(anchors), _Verifier(tuple(anchors.values())), truststore=True)
-        self._scopes: dict[str, _Scope | None] = {}
+        tiers = material.truststore_tiers
+        self._scopes: dict[str, tuple[_Scope, ...]] = {}  # tried in order: registered CAs, then the truststore
+        self._open: dict[str, Acceptance] = {}
         for api in material.apis:
             cas = by_api.get(api)
-            ca_scope = _Scope(cas, _Verifier(tuple(ca_certs[d] for d in cas))) if cas else None
-            self._scopes[api] = truststore if cas is None else ca_scope
-        self._open = {api: Acceptance(api, None, "Unlimited", "truststore") for api in material.apis}
+            scopes = [_Scope(cas, _Verifier(tuple(ca_certs[d] for d in cas)))] if cas else []
+            if api in tiers:
+                scopes.append(truststore)
+                self._open[api] = Acceptance(api, None, tiers[api], "truststore")
+            self._scopes[api] = tuple(scopes)
         self._validity = {id(c): _validity(c) for c in (*anchors.values(), *ca_certs.values())}
         self._revocations = Revocations(material.crls, (*anchors.values(), *ca_certs.values()))
         self._cache: OrderedDict[Hashable, tuple[CertificateVerdict, float]] = OrderedDict()
@@ -304,22 +310,22 @@ class CertificateValidator:
         chains = [chain] if chain is not None else []
         if chain is not None:
             within: dict[int, tuple[list[x509.Certificate], RegisteredCertificate | None] | str | None] = {}
-            for api, scope in self._scopes.items():
+            for api, scopes in self._scopes.items():
                 if api in acceptances:
                     continue
-                if scope is None:
-                    reasons[api] = f"{NOT_REGISTERED} for API {api!r}"
-                    continue
-                if id(scope) not in within:
-                    within[id(scope)] = self._within(scope, leaf, presented, chain, known, now)
-                outcome = within[id(scope)]
-                if outcome is None or isinstance(outcome, str):
-                    default = NOT_TRUSTED if scope.truststore else f"{NOT_REGISTERED} for API {api!r}, nor issued by a CA registered for it"
-                    reasons[api] = outcome or default
-                    continue
-                found, reg = outcome
-                chains.append(found)
-                acceptances[api] = self._open[api] if reg is None else self._accept[id(reg)]
+                why: str | None = None
+                for scope in scopes:
+                    if id(scope) not in within:
+                        within[id(scope)] = self._within(scope, leaf, presented, chain, known, now)
+                    outcome = within[id(scope)]
+                    if outcome is not None and not isinstance(outcome, str):
+                        found, reg = outcome
+                        chains.append(found)
+                        acceptances[api] = self._open[api] if reg is None else self._accept[id(reg)]
+                        break
+                    why = why or outcome
+                else:
+                    reasons[api] = why or _unregistered(api, scopes)
         else:
             for api in self.material.apis:
                 if api not in acceptances:
@@ -380,6 +386,15 @@ def _member(scope: _Scope, chain: list[x509.Certificate], known: _Ders) -> tuple
         if der in members:
             return True, members[der]
     return False, None
+
+
+def _unregistered(api: str, scopes: Sequence[_Scope]) -> str:
+    if not scopes:
+        return f"{NOT_REGISTERED} for API {api!r}"
+    if len(scopes) == 1 and scopes[0].truststore:
+        return NOT_TRUSTED
+    extra = " or by the truststore" if scopes[-1].truststore else ""
+    return f"{NOT_REGISTERED} for API {api!r}, nor issued by a CA registered for it{extra}"
 
 
 def _validity(cert: x509.Certificate) -> tuple[float, float]:

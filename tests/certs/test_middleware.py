@@ -108,6 +108,23 @@ async def test_chain_validation_off_accepts_only_exact_registrations(pki: PKI) -
     assert (await call(app, "GET", "/whoami", header_for(pki.pinned))).status == 200
 
 
+async def test_with_certificates_only_they_pass_unless_truststore_tier_is_given(pki: PKI) -> None:
+    pki.other_ca.write(pki.tmp / "other-ca.pem")
+    options: dict[str, Any] = {"truststore": [pki.tmp / "ca.pem", pki.tmp / "other-ca.pem"],
+                               "certificates": [("partners", pki.tmp / "ca.pem", "Gold")]}
+    closed = app_with(pki, **options)
+    assert (await call(closed, "GET", "/whoami", header_for(pki.partner))).json()["alias"] == "partners"
+    refused = await call(closed, "GET", "/whoami", header_for(pki.stranger))  # validated by the truststore only
+    assert (refused.status, refused.json()["code"]) == (401, 900901)
+    assert "not registered" in refused.json()["detail"]
+    tiered = app_with(pki, truststore_tier="Bronze", **options)
+    opened = await call(tiered, "GET", "/whoami", header_for(pki.stranger))
+    assert (opened.status, opened.json()["alias"], opened.json()["tier"]) == (200, None, "Bronze")
+    assert (await call(tiered, "GET", "/whoami", header_for(pki.partner))).json()["tier"] == "Gold"  # CA first
+    only_truststore = app_with(pki, certificates=[], truststore_tier="Silver", truststore=options["truststore"])
+    assert (await call(only_truststore, "GET", "/whoami", header_for(pki.stranger))).json()["tier"] == "Silver"
+
+
 async def test_not_required_only_records_the_outcome(pki: PKI) -> None:
     app = app_with(pki, required=False)
     absent = await call(app, "GET", "/outcome")

@@ -148,6 +148,36 @@ def test_registrations(tmp_path: Path, ca: Issued) -> None:
     assert material.apis == ("pets", "open")
 
 
+def test_apis_that_can_accept_no_certificate_are_logged_once_and_tiers_survive_reloads(
+    tmp_path: Path, ca: Issued, other: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asgi_apim.config import SecurityConfig
+
+    path = tmp_path / "ca.pem"
+    path.write_bytes(ca.cert_pem())
+    mandatory, optional = SecurityConfig(mutual_ssl="mandatory"), SecurityConfig(mutual_ssl="optional")
+    reg = CertificateRegistration("ca", path, "Gold", "registered")
+    apis = [
+        ApiConfig("closed", "/closed", security=mandatory),
+        ApiConfig("half-closed", "/half", security=optional),
+        ApiConfig("tiered", "/tiered", security=mandatory, truststore_tier="Bronze"),
+        ApiConfig("registered", "/registered", security=mandatory, certificates=(reg,)),
+        ApiConfig("no-mtls", "/plain"),
+    ]
+    caplog.set_level(logging.WARNING, "asgi_apim.certs.truststore")
+    reloader = TrustReloader(mssl(path), apis)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "API 'closed' accepts no client certificate: register certificates or set truststore_tier",
+        "API 'half-closed' accepts no client certificate: register certificates or set truststore_tier",
+    ]
+    assert reloader.current.truststore_tiers == {"tiered": "Bronze"}
+    path.write_bytes(ca.cert_pem() + other.cert_pem())
+    assert reloader.check() is True
+    assert reloader.current.truststore_tiers == {"tiered": "Bronze"} and reloader.current.generation == 2
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2  # not again on reload
+
+
 def test_check_reloads_on_change_and_increments_generation(tmp_path: Path, ca: Issued, other: Issued) -> None:
     path = tmp_path / "ca.pem"
     path.write_bytes(ca.cert_pem())

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -59,9 +59,14 @@ def reg(api: str, alias: str, issued: Issued, tier: str = "Gold") -> RegisteredC
     return RegisteredCertificate(api, alias, tier, cert, hashlib.sha256(issued.der()).digest(), is_ca)
 
 
+OPEN = {"open": "Unlimited"}  # the API named "open" accepts what the truststore validates
+
+
 def material(anchors: Sequence[Issued] = (), *, registrations: Sequence[RegisteredCertificate] = (),
-             crls: Sequence[x509.CertificateRevocationList] = (), apis: Sequence[str] = ("open",)) -> TrustMaterial:
-    return TrustMaterial(tuple(a.cert for a in anchors), tuple(crls), tuple(registrations), 1, b"d", tuple(apis))
+             crls: Sequence[x509.CertificateRevocationList] = (), apis: Sequence[str] = ("open",),
+             tiers: Mapping[str, str] = OPEN) -> TrustMaterial:
+    tiers = {api: tier for api, tier in tiers.items() if api in apis}
+    return TrustMaterial(tuple(a.cert for a in anchors), tuple(crls), tuple(registrations), 1, b"d", tuple(apis), tiers)
 
 
 def ders(*certs: Issued) -> tuple[bytes, ...]:
@@ -137,6 +142,40 @@ def test_per_api_acceptance(root: Issued) -> None:
     assert set(verdict.acceptances) == {"a", "open"}
     assert verdict.reason is None
     assert "certificate is not registered for API 'b'" in verdict.reason_for("b")
+
+
+def test_api_without_registrations_or_truststore_tier_accepts_nothing(root: Issued, inter: Issued, leaf: Issued) -> None:
+    v = CertificateValidator(material([root], apis=("closed", "open")))
+    verdict = v.validate(ders(leaf, inter))
+    assert verdict.reason is None  # the chain itself is trusted ...
+    assert set(verdict.acceptances) == {"open"}  # ... but only an API that opts in accepts it
+    assert verdict.reason_for("closed") == "certificate is not registered for API 'closed'"
+    assert CertificateValidator(material([root], apis=("closed",))).validate(ders(leaf, inter)).acceptances == {}
+    selfie = issue_client(None, "selfie")  # in the truststore itself: still not registered
+    assert CertificateValidator(material([selfie], apis=("closed",))).validate(ders(selfie)).acceptances == {}
+
+
+def test_truststore_tier_after_exact_and_ca_registrations(root: Issued, inter: Issued, leaf: Issued) -> None:
+    other = make_ca("other root")
+    by_other, by_root = issue_client(other, "by other"), issue_client(root, "by root")
+    regs = [reg("pets", "inter", inter, "Silver"), reg("pets", "pinned", by_root, "Gold")]
+    tiers = {"pets": "Bronze"}
+    v = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers=tiers))
+    assert v.validate(ders(by_root)).accepted_for("pets") == validation.Acceptance("pets", "pinned", "Gold", "exact")
+    assert v.validate(ders(leaf, inter)).accepted_for("pets") == validation.Acceptance("pets", "inter", "Silver", "ca")
+    assert v.validate(ders(by_other)).accepted_for("pets") == validation.Acceptance("pets", None, "Bronze", "truststore")
+    closed = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers={}))
+    assert closed.validate(ders(leaf, inter)).accepted_for("pets").how == "ca"  # type: ignore[union-attr]
+    refused = closed.validate(ders(by_other))
+    assert refused.acceptances == {}
+    assert refused.reason_for("pets") == "certificate is not registered for API 'pets', nor issued by a CA registered for it"
+    private = make_ca("private")  # registered for pets, not in the truststore: its leaves pass as "ca" only
+    m = material([root], registrations=[reg("pets", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"})
+    member = CertificateValidator(m).validate(ders(issue_client(private, "member")))
+    assert member.accepted_for("pets").how == "ca" and member.accepted_for("shop") is None  # type: ignore[union-attr]
+    stranger = issue_client(private, "x")
+    m2 = material([root], registrations=[reg("shop", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"})
+    assert CertificateValidator(m2).validate(ders(stranger)).reason_for("pets") == "not issued by a trusted CA"
 
 
 def test_leaf_without_eku_or_server_only_is_refused(root: Issued) -> None:
@@ -261,10 +300,14 @@ def test_loaded_from_files(tmp_path: Path, root: Issued, inter: Issued, leaf: Is
     (tmp_path / "bundle.pem").write_bytes(root.cert_pem() + inter.cert_pem())
     leaf.write(tmp_path / "alice.pem")
     api = ApiConfig("pets", "/pets", certificates=(CertificateRegistration("alice", tmp_path / "alice.pem", "Gold", "pets"),))
-    m = load_trust(MutualSSLConfig(truststore=(tmp_path / "bundle.pem",)), [api, ApiConfig("open", "/open")])
+    apis = [api, ApiConfig("open", "/open", truststore_tier="Bronze"), ApiConfig("closed", "/closed")]
+    m = load_trust(MutualSSLConfig(truststore=(tmp_path / "bundle.pem",)), apis)
+    assert m.apis == ("pets", "open", "closed") and m.truststore_tiers == {"open": "Bronze"}
     verdict = CertificateValidator(m).validate(ders(leaf))
     assert verdict.accepted_for("pets") == validation.Acceptance("pets", "alice", "Gold", "exact")
-    assert verdict.accepted_for("open").how == "truststore"  # type: ignore[union-attr]
+    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Bronze", "truststore")
+    assert verdict.accepted_for("closed") is None
+    assert verdict.reason_for("closed") == "certificate is not registered for API 'closed'"
     assert load_pem_chain((tmp_path / "bundle.pem").read_bytes()) == [root.cert, inter.cert]
 
 

@@ -34,7 +34,7 @@ reload_interval = 0.2
 [[apis]]
 name = "pets"
 context = "/pets"
-
+{truststore_tier}
 [apis.security]
 mutual_ssl = "mandatory"
 {certificates}"""
@@ -48,9 +48,10 @@ tier = "Gold"
 
 
 class Setup:
-    """The PKI, a partner CA nobody trusts yet, and two configurations: the API
-    with a registration (``config``) and without (``open_config``: any
-    certificate the truststore validates)."""
+    """The PKI, a partner CA nobody trusts yet, and three configurations: the API
+    with a registration (``config``), without one but with ``truststore_tier``
+    (``open_config``: any certificate the truststore validates) and with neither
+    (``closed_config``: no certificate passes)."""
 
     def __init__(self, tmp: Path, pki: PKI) -> None:
         self.tmp = tmp
@@ -62,9 +63,12 @@ class Setup:
         (tmp / "crl.pem").write_bytes(make_crl(pki.ca).public_bytes(Encoding.PEM))
         key = os.urandom(32).hex()
         self.config = tmp / "deployment.toml"
-        self.config.write_text(CONFIG.format(key=key, certificates=REGISTRATIONS.format(ca=pki.path("ca.pem"))))
+        registrations = REGISTRATIONS.format(ca=pki.path("ca.pem"))
+        self.config.write_text(CONFIG.format(key=key, certificates=registrations, truststore_tier=""))
         self.open_config = tmp / "open.toml"
-        self.open_config.write_text(CONFIG.format(key=key, certificates=""))
+        self.open_config.write_text(CONFIG.format(key=key, certificates="", truststore_tier='truststore_tier = "Unlimited"'))
+        self.closed_config = tmp / "closed.toml"
+        self.closed_config.write_text(CONFIG.format(key=key, certificates="", truststore_tier=""))
 
     def write_client(self, name: str, issued: Issued) -> None:
         issued.write(self.pki.path(f"{name}.pem"), self.pki.path(f"{name}.key"))
@@ -149,6 +153,15 @@ def test_new_ca_in_the_truststore_is_trusted_by_handshake_and_app(serve: Callabl
     body = _get(served, ctx).json()
     assert body["method"] == "mutual_ssl" and body["subject"] == setup.client_b.cert.subject.rfc4514_string()
     assert served.log().count("TLS handshake now trusts 1 new certificate(s)") == 2  # at start-up, then ca_b
+
+
+def test_api_without_registrations_or_truststore_tier_refuses_every_certificate(serve: Callable[..., Served], setup: Setup) -> None:
+    served = serve("example_app.main:app", setup.closed_config, tls_pki=setup.pki)
+    refused = _get(served, setup.pki.client_context("client"))  # the handshake trusts it; the API does not
+    assert refused.status_code == 401 and refused.json()["code"] == 900901, refused.text
+    assert refused.json()["detail"] == "certificate is not registered for API 'pets'"
+    assert "API 'pets' accepts no client certificate" in served.log()
+    assert _get(served, setup.pki.client_context(None), "/health").json() == {"status": "ok"}
 
 
 def test_crl_written_under_the_running_server_revokes(pets: Served, shared: Setup) -> None:
