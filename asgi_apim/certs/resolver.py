@@ -6,7 +6,7 @@ from the proxy's header (``[mutual_ssl] certificate_header``), which is read
 only when the socket peer is a trusted proxy. Either way the DER chain goes to
 the same `CertificateValidator`; verdicts are cached by the raw header bytes or
 the PEM chain, bounded, dropped with each new truststore generation, and never
-kept past the certificate's expiry.
+kept past the first expiry in the validated chain (`CertificateVerdict.valid_until`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class CertificateResolver:
         verdict = validator.validate(ders)
         outcome = CertificateOutcome(source, verdict=verdict)
         ttl = _MAX_TTL if verdict.acceptances else _REJECT_TTL
-        self._store(key, outcome, min(now + ttl, verdict.not_after or now))
+        self._store(key, outcome, min(now + ttl, verdict.valid_until))
         return outcome
 
     def _store(self, key: Any, outcome: CertificateOutcome, expires: float) -> None:

@@ -102,7 +102,10 @@ class CertificateVerdict:
     trusted at all (a valid chain or an exact registration); ``acceptances``
     says for which APIs; `reason_for` says why not for one API. ``subject``
     (RFC 4514) and ``spki_sha256`` (the throttling key: a renewed certificate
-    with the same key keeps its count) are computed on first use."""
+    with the same key keeps its count) are computed on first use.
+    ``valid_until`` (epoch seconds) is when the verdict must be recomputed: the
+    first expiry in the chains it rests on, the moment a not-yet-valid
+    certificate becomes valid, an hour at most; 0 for a verdict not to keep."""
 
     leaf: x509.Certificate | None
     sha256: str
@@ -110,6 +113,7 @@ class CertificateVerdict:
     acceptances: Mapping[str, Acceptance]
     reason: str | None
     api_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    valid_until: float = 0.0
     # the Principal built for each API, shared by every request of this (cached) verdict
     principals: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -187,23 +191,47 @@ class _Verifier:
             return None, _describe(exc)
 
 
-class _Ders:
-    """The DER of each certificate a chain can hold: the truststore's and the
-    registrations' (known up front) and the presented ones (from the request)."""
+class _Known:
+    """The DER and validity period of each certificate a chain can hold: the
+    truststore's and the registrations' (known up front) and the presented
+    ones (from the request, computed at most once)."""
 
-    __slots__ = ("known", "presented")
+    __slots__ = ("ders", "times", "presented", "presented_times")
 
-    def __init__(self, known: dict[int, bytes], presented: dict[int, bytes]) -> None:
-        self.known = known
+    def __init__(self, ders: dict[int, bytes], times: dict[int, tuple[float, float]], presented: dict[int, bytes]) -> None:
+        self.ders = ders
+        self.times = times
         self.presented = presented
+        self.presented_times: dict[int, tuple[float, float]] = {}
 
     def der(self, cert: x509.Certificate) -> bytes:
         key = id(cert)
-        der = self.known.get(key) or self.presented.get(key)
+        der = self.ders.get(key) or self.presented.get(key)
         return der if der is not None else cert.public_bytes(Encoding.DER)
 
     def of(self, chain: Sequence[x509.Certificate]) -> list[bytes]:
         return [self.der(c) for c in chain]
+
+    def validity(self, cert: x509.Certificate) -> tuple[float, float]:
+        key = id(cert)
+        times = self.times.get(key) or self.presented_times.get(key)
+        if times is None:
+            times = self.presented_times[key] = _validity(cert)
+        return times
+
+    def expiry(self, now: float, certs: Sequence[x509.Certificate]) -> float:
+        """When a verdict on ``certs`` must be recomputed: the first expiry, the
+        moment a not-yet-valid one becomes valid, and an hour at most."""
+        expires = now + CACHE_MAX_TTL
+        for cert in certs:
+            not_before, not_after = self.validity(cert)
+            expires = min(expires, not_after, not_before if not_before > now else expires)
+        return expires
+
+    def outlived(self, chain: Sequence[x509.Certificate], now: float) -> bool:
+        """Has a certificate of a chain the verifier accepted expired since
+        the verifier's time (fixed when it was built, up to a minute ago)?"""
+        return any(self.validity(c)[1] < now for c in chain)
 
 
 @dataclass(frozen=True)
@@ -268,31 +296,32 @@ class CertificateValidator:
                 return hit[0]
             self._cache.pop(key, None)
         try:
-            verdict, expires = self._validate(tuple(ders), now)
+            verdict = self._validate(tuple(ders), now)
         except Exception:  # never let a certificate turn into a 500
             logger.exception("certificate validation failed unexpectedly")
             return _refused(None, ders, "certificate could not be validated")
-        if expires > now:
-            self._cache[key] = (verdict, expires)
+        if verdict.valid_until > now:
+            self._cache[key] = (verdict, verdict.valid_until)
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return verdict
 
-    def _validate(self, ders: tuple[bytes, ...], now: float) -> tuple[CertificateVerdict, float]:
+    def _validate(self, ders: tuple[bytes, ...], now: float) -> CertificateVerdict:
         if not ders:
-            return _refused(None, ders, "no certificate presented"), now + CACHE_MAX_TTL
+            return _refused(None, ders, "no certificate presented", valid_until=now + CACHE_MAX_TTL)
         try:
             certs = [x509.load_der_x509_certificate(d) for d in ders]
             leaf = certs[0]
             not_before, not_after = _validity(leaf)
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            return _refused(None, ders, UNPARSEABLE), now + CACHE_MAX_TTL
+            return _refused(None, ders, UNPARSEABLE, valid_until=now + CACHE_MAX_TTL)
         if now < not_before:
-            return _refused(leaf, ders, NOT_YET_VALID, not_after), min(not_before, now + CACHE_MAX_TTL)
+            return _refused(leaf, ders, NOT_YET_VALID, not_after, min(not_before, now + CACHE_MAX_TTL))
         if now > not_after:
-            return _refused(leaf, ders, EXPIRED, not_after), now  # not cached: never outlive not_after
+            return _refused(leaf, ders, EXPIRED, not_after, now)  # not kept: never outlive not_after
         presented = certs[1:]
-        known = _Ders(self._der, {id(c): d for c, d in zip(certs, ders)})
+        known = _Known(self._der, self._validity, {id(c): d for c, d in zip(certs, ders)})
+        known.presented_times[id(leaf)] = (not_before, not_after)
         sha256 = hashlib.sha256(ders[0]).digest()
         exact = self._exact.get(sha256)
         acceptances: dict[str, Acceptance] = dict(exact) if exact else {}
@@ -300,12 +329,15 @@ class CertificateValidator:
         chain_reason: str | None = None
         if self.chain_validation:
             chain, chain_reason = self._verifier.verify(leaf, presented + self._intermediates, now)
+            if chain is not None and known.outlived(chain, now):
+                chain, chain_reason = None, CHAIN_TIME
         if chain is not None:
             revoked = self._revocations.revoked_in_chain(chain, known.of(chain))
             if revoked is not None:
-                return _refused(leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after), self._expiry(now, certs, chain)
+                reason = REVOKED if revoked == 0 else ISSUER_REVOKED
+                return _refused(leaf, ders, reason, not_after, known.expiry(now, [*certs, *chain]))
         elif exact and self._revocations.revoked_without_chain(leaf, presented):
-            return _refused(leaf, ders, REVOKED, not_after), self._expiry(now, certs, ())
+            return _refused(leaf, ders, REVOKED, not_after, known.expiry(now, certs))
         reasons: dict[str, str] = {}
         chains = [chain] if chain is not None else []
         if chain is not None:
@@ -338,18 +370,9 @@ class CertificateValidator:
             acceptances=MappingProxyType(acceptances),
             reason=reason,
             api_reasons=MappingProxyType(reasons) if reasons else _EMPTY,
+            valid_until=known.expiry(now, [*certs, *(c for found in chains for c in found)]),
         )
-        return verdict, self._expiry(now, certs, [c for found in chains for c in found])
-
-    def _expiry(self, now: float, certs: Sequence[x509.Certificate], chain: Sequence[x509.Certificate]) -> float:
-        """When a verdict must be recomputed: the first expiry in the chain, the
-        moment a not-yet-valid certificate becomes valid, and an hour at most."""
-        expires = now + CACHE_MAX_TTL
-        validity = self._validity
-        for cert in {id(c): c for c in (*certs, *chain)}.values():
-            not_before, not_after = validity.get(id(cert)) or _validity(cert)
-            expires = min(expires, not_after, not_before if not_before > now else expires)
-        return expires
+        return verdict
 
     def _within(
         self,
@@ -357,7 +380,7 @@ class CertificateValidator:
         leaf: x509.Certificate,
         presented: list[x509.Certificate],
         chain: list[x509.Certificate],
-        known: _Ders,
+        known: _Known,
         now: float,
     ) -> tuple[list[x509.Certificate], RegisteredCertificate | None] | str | None:
         """A validated chain from the leaf to one of ``scope``'s certificates and
@@ -370,13 +393,15 @@ class CertificateValidator:
         found, _ = scope.verifier.verify(leaf, presented + self._pool, now)
         if found is None:
             return None
+        if known.outlived(found, now):
+            return CHAIN_TIME
         if self._revocations.revoked_in_chain(found, known.of(found)) is not None:
             return ISSUER_REVOKED
         found_member, reg = _member(scope, found, known)
         return (found, reg) if found_member else None
 
 
-def _member(scope: _Scope, chain: list[x509.Certificate], known: _Ders) -> tuple[bool, RegisteredCertificate | None]:
+def _member(scope: _Scope, chain: list[x509.Certificate], known: _Known) -> tuple[bool, RegisteredCertificate | None]:
     """Is one of the scope's certificates in the chain, and its registration
     (the one closest to the leaf; a chain ends at the first trusted certificate,
     so that is usually its last one)."""
@@ -401,7 +426,9 @@ def _validity(cert: x509.Certificate) -> tuple[float, float]:
     return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
 
 
-def _refused(leaf: x509.Certificate | None, ders: Sequence[bytes], reason: str, not_after: float = 0.0) -> CertificateVerdict:
+def _refused(
+    leaf: x509.Certificate | None, ders: Sequence[bytes], reason: str, not_after: float = 0.0, valid_until: float = 0.0
+) -> CertificateVerdict:
     first = ders[0] if ders and isinstance(ders[0], (bytes, bytearray)) else b""
     return CertificateVerdict(
         leaf=leaf,
@@ -409,4 +436,5 @@ def _refused(leaf: x509.Certificate | None, ders: Sequence[bytes], reason: str, 
         not_after=not_after,
         acceptances=_EMPTY,
         reason=reason,
+        valid_until=valid_until,
     )

@@ -117,6 +117,36 @@ def test_cache_entries_never_outlive_the_certificate(tmp_path: Path, pki: dict[s
     assert expires <= soon.timestamp() + 1
 
 
+def test_cached_verdict_ends_when_a_presented_intermediate_expires(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+    import time
+
+    from asgi_apim.certs import validation
+    from tests.certs.test_validation import custom
+
+    r = build(tmp_path)
+    start = time.time()
+    inter = custom(pki["ca"], "short-lived intermediate", ca=True, not_after=dt.datetime.fromtimestamp(start + 5, dt.timezone.utc))
+    leaf = custom(inter, "long-lived leaf")  # valid for 30 days
+    inter_end = inter.cert.not_valid_after_utc.timestamp()
+    clock = [start]
+    monkeypatch.setattr(validation.time, "time", lambda: clock[0])  # the one time module: the resolver's clock too
+    h = [(HDR, quote((leaf.cert_pem() + inter.cert_pem()).decode(), safe=""))]
+    first = r.resolve(make_scope("GET", "/pets", h))
+    assert first.verdict.acceptances["pets"].how == "ca"
+    assert first.verdict.valid_until == inter_end < leaf.cert.not_valid_after_utc.timestamp()
+    (_, expires), = r._cache.values()
+    assert expires == inter_end
+    clock[0] = inter_end - 1
+    assert r.resolve(make_scope("GET", "/pets", h)) is first
+    clock[0] = inter_end + 1  # the verifier, built at start, still has the intermediate's validity
+    after = r.resolve(make_scope("GET", "/pets", h))
+    assert after is not first and after.verdict.acceptances == {}
+    assert after.verdict.reason == "a CA certificate of its chain is expired or not yet valid"
+
+
 def test_new_truststore_generation_drops_the_cache(tmp_path: Path, pki: dict[str, Issued]) -> None:
     r = build(tmp_path)
     scope = lambda: make_scope("GET", "/pets", [(HDR, header(pki["client"]))])  # noqa: E731

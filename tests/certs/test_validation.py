@@ -373,6 +373,19 @@ def test_cache_entry_expires_with_the_certificate_and_after_an_hour(monkeypatch:
     assert loads.calls == 4
 
 
+def test_valid_until_is_the_first_expiry_of_the_chain_it_rests_on(root: Issued, inter: Issued, leaf: Issued) -> None:
+    ending = custom(None, "anchor ending soon", ca=True, not_after=NOW + dt.timedelta(minutes=10))
+    child = custom(ending, "child")
+    v = CertificateValidator(material([ending, root]))
+    verdict = v.validate(ders(child))
+    assert verdict.accepted_for("open") is not None
+    assert verdict.valid_until == ending.cert.not_valid_after_utc.timestamp() < child.cert.not_valid_after_utc.timestamp()
+    refused = v.validate(ders(issue_client(make_ca("stranger"), "x")))
+    assert time.time() + 3500 < refused.valid_until <= time.time() + validation.CACHE_MAX_TTL
+    expired = custom(root, "expired", not_before=NOW - dt.timedelta(days=2), not_after=NOW - dt.timedelta(days=1))
+    assert v.validate(ders(expired)).valid_until <= time.time()  # never kept
+
+
 def test_not_yet_valid_intermediate_becomes_valid_when_the_verifier_is_rebuilt(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
     start = time.time()
     soon = custom(root, "soon", ca=True, not_before=dt.datetime.fromtimestamp(start + 30, dt.timezone.utc))
