@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from asgi_apim.errors import APIMError
 
@@ -23,10 +24,36 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"asgi-apim: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+    """Usage errors as one line on stderr, naming the (sub-)command, exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubCommands)
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+
+class _SubCommands(argparse._SubParsersAction):
+    """Every sub-command accepts ``--debug`` too, and reports its own unrecognized arguments."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        return parser
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        extras = vars(namespace).pop(argparse._UNRECOGNIZED_ARGS_ATTR, None)
+        if extras:
+            self._name_parser_map[values[0]].error(f"unrecognized arguments: {' '.join(extras)}")
 
 
 def _positive_days(value: str) -> int:
@@ -145,15 +172,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(ns.handler(ns) or 0)
     except UsageError as exc:
-        print(f"asgi-apim: error: {exc}", file=sys.stderr)
+        print(f"asgi-apim: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     except (APIMError, OSError, ValueError) as exc:
         if ns.debug:
             raise
-        print(f"asgi-apim: error: {exc}", file=sys.stderr)
+        print(f"asgi-apim: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except Exception as exc:
+        if ns.debug:
+            raise
+        print(f"asgi-apim: error: {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "failed"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,10 +2,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from asgi_apim.certs.pki import issue_client, make_ca
+from asgi_apim.cli import main
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,11 +35,65 @@ def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
     assert ok.returncode == 0
 
 
-def test_usage_errors_exit_2_with_one_line() -> None:
-    r = run("serve")
-    assert r.returncode == 2
-    r = run("frobnicate")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+@pytest.mark.parametrize(
+    ("args", "prog", "says"),
+    [
+        ((), "asgi-apim", "required: command"),
+        (("frobnicate",), "asgi-apim", "invalid choice: 'frobnicate'"),
+        (("--bogus", "keygen"), "asgi-apim", "unrecognized arguments: --bogus"),
+        (("serve",), "asgi-apim serve", "required: app, --config"),
+        (("serve", "m:app", "--config", "d.toml", "--ssl-cert-reqs", "7"), "asgi-apim serve", "--ssl-cert-reqs: invalid choice"),
+        (("check",), "asgi-apim check", "required: --config"),
+        (("keygen", "--bogus"), "asgi-apim keygen", "unrecognized arguments: --bogus"),
+        (("encrypt",), "asgi-apim encrypt", "required: --config"),
+        (("decrypt", "--config"), "asgi-apim decrypt", "--config: expected one argument"),
+        (("rotate-key", "--config", "d.toml"), "asgi-apim rotate-key", "required: --new-key"),
+        (("apikey",), "asgi-apim apikey", "required: apikey_command"),
+        (("apikey", "issue", "--config", "d.toml"), "asgi-apim apikey issue", "required: --api, --tier"),
+        (("apikey", "issue", "--config", "d.toml", "--api", "a", "--tier", "Gold", "--expires", "-1"), "asgi-apim apikey issue", "--expires"),
+        (("pki", "init"), "asgi-apim pki init", "required: dir"),
+        (("pki", "init", "d", "--bogus"), "asgi-apim pki init", "unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], prog: str, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"{prog}: error: ") and says in err
+    assert err.rstrip().endswith(f"(see {prog} --help)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_usage_error_is_one_line_from_the_installed_command_too() -> None:
+    r = run("apikey", "issue", "--bogus")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "asgi-apim apikey issue: error: the following arguments are required: --config, --api, --tier (see asgi-apim apikey issue --help)\n"
+
+
+def test_debug_is_accepted_before_and_after_the_command(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.toml")
+    quiet = run("check", "--config", missing, "x.pem")
+    assert quiet.returncode == 1 and quiet.stderr.count("\n") == 1 and "missing.toml not found" in quiet.stderr
+    for args in (("--debug", "check", "--config", missing, "x.pem"), ("check", "--config", missing, "x.pem", "--debug")):
+        r = run(*args)
+        assert r.returncode == 1
+        assert "Traceback" in r.stderr and "ConfigError" in r.stderr
+    for args in (("--debug", "keygen"), ("keygen", "--debug")):
+        r = run(*args)
+        assert r.returncode == 0 and len(r.stdout.strip()) == 64, r.stderr
+    r = run("pki", "init", str(tmp_path / "pki"), "--debug", "--days", "1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_help_still_prints_usage_and_exits_0() -> None:
+    r = run("keygen", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: asgi-apim keygen") and "--debug" in r.stdout
 
 
 def test_config_errors_exit_1_with_one_line(tmp_path: Path) -> None:
