@@ -11,6 +11,7 @@ value stops loading with one `ConfigError` that names the key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -307,8 +308,12 @@ class _Table:
 
     def number(self, name: str, default: float, *, minimum: float = 0) -> float:
         value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(self._k(name), f"must be a number >= {minimum}")
+        if not math.isfinite(value):
+            raise ConfigError(self._k(name), f"must be a finite number >= {minimum} (got {value})")
+        if value < minimum:
+            raise ConfigError(self._k(name), f"must be a number >= {minimum} (got {value})")
         return float(value)
 
     def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:

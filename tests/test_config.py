@@ -173,3 +173,32 @@ def test_duplicate_names_and_contexts(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[[apis]]\nname='a'\ncontext='/a'\n[[apis]]\nname='a'\ncontext='/b'"))
     with pytest.raises(ConfigError, match="share a context"):
         load_config(write(tmp_path, "[[apis]]\nname='a'\ncontext='/a'\n[[apis]]\nname='b'\ncontext='/a/'"))
+
+
+KM = "[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\n"
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[mutual_ssl]\nreload_interval = {v}", "mutual_ssl.reload_interval"),
+        (KM + "leeway = {v}", "key_managers[0].leeway"),
+        (KM + "jwks_refresh_interval = {v}", "key_managers[0].jwks_refresh_interval"),
+        (KM + "jwks_min_refetch_interval = {v}", "key_managers[0].jwks_min_refetch_interval"),
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "+inf"])
+def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="finite") as info:
+        load_config(write(tmp_path, text.format(v=value)))
+    assert info.value.key == key, str(info.value)
+
+
+def test_finite_numbers_still_load(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = 2.5\n" + KM + "leeway = 0\njwks_refresh_interval = 1e3"))
+    assert cfg.mutual_ssl.reload_interval == 2.5
+    assert cfg.key_managers[0].leeway == 0.0 and cfg.key_managers[0].jwks_refresh_interval == 1000.0
+    with pytest.raises(ConfigError, match=r"^mutual_ssl.reload_interval: must be a finite number"):
+        load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = -inf"))
+    with pytest.raises(ConfigError, match=r"^mutual_ssl.reload_interval: must be a number >= 0.1 \(got 0.01\)"):
+        load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = 0.01"))
