@@ -469,11 +469,14 @@ def _mutual_ssl(t: _Table) -> MutualSSLConfig:
 
 
 def _throttling(t: _Table) -> ThrottlingConfig:
+    from asgi_apim.throttling.tiers import parse_tiers  # lazily: tiers imports DEFAULT_TIERS from here
+
     tiers_t = t.table("tiers")
     tiers = dict(DEFAULT_TIERS)
     for name in list(tiers_t.raw):
         tiers[name] = tiers_t.str(name, required=True)
     tiers_t.done()
+    parse_tiers(tiers, defaults=False)  # a limit that does not parse stops loading, naming throttling.tiers.NAME
     storage = t.str("storage", "memory://", required=True)
     if "://" not in storage:
         raise ConfigError(f"{t.key}.storage", "must be a limits storage URI such as memory:// or redis://host:6379/0")

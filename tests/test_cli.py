@@ -105,6 +105,15 @@ def test_config_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "mutual_ssl.header_format" in r.stderr
 
 
+def test_check_refuses_a_tier_that_does_not_parse(tmp_path: Path) -> None:
+    cfg, _, _ = write_config(tmp_path)
+    cfg.write_text(cfg.read_text() + '[throttling.tiers]\nGold = "5000/fortnight"\n')
+    r = run("check", "--config", str(cfg), str(tmp_path / "partner.pem"))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("asgi-apim: error: throttling.tiers.Gold: '5000/fortnight'"), r.stderr
+
+
 def write_config(tmp_path: Path) -> tuple[Path, object, object]:
     ca = make_ca("Partner CA")
     other = make_ca("Other CA")

@@ -202,3 +202,15 @@ def test_finite_numbers_still_load(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = -inf"))
     with pytest.raises(ConfigError, match=r"^mutual_ssl.reload_interval: must be a number >= 0.1 \(got 0.01\)"):
         load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = 0.01"))
+
+
+@pytest.mark.parametrize("limit", ["5000/fortnight", "lots", "5000 per", "  "])
+def test_tier_limits_are_parsed_when_loading(tmp_path: Path, limit: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[throttling.tiers]\nGold = {limit!r}\n"))
+    assert info.value.key == "throttling.tiers.Gold", str(info.value)
+
+
+def test_redefined_and_new_tiers_that_parse_load(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[throttling.tiers]\nGold = '10/second;1000/hour'\nFree = 'Unlimited'\n"))
+    assert cfg.throttling.tiers["Gold"] == "10/second;1000/hour" and cfg.throttling.tiers["Free"] == "Unlimited"
