@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import ceil
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -66,6 +66,10 @@ class Limit:
     def key(self, ident: str) -> str:
         """``item.key_for(ident)`` without its per-call work: the storage key `limits` uses."""
         return self._prefix + ident + self._suffix
+
+    def around(self, prefix: str) -> tuple[str, str]:
+        """``(head, tail)``: the key of ``prefix + caller`` is ``head + caller + tail``."""
+        return self._prefix + prefix, self._suffix
 
     def __repr__(self) -> str:
         return f"Limit({self.level}, {self.tier}, {self.item})"
@@ -108,6 +112,25 @@ class MemoryEngine:
         if result[0]:
             return refused(limits[int(result[0]) - 1], result[1])
         return Verdict(None, 0, result[1:]) if report else TAKEN
+
+    def bind(self, limits: Sequence[Limit], prefix: str) -> Callable[[str], list[float]]:
+        """The synchronous charge of one plan: ``take(caller)`` is `acquire` of ``limits`` with the ids
+        ``limit.shared or prefix + caller``, its answer `LazyMemoryStorage.acquire_all`'s list.
+        Everything but the caller's part of each key is worked out here, once."""
+        storage, strategy = self.storage, self.strategy
+        if len(limits) == 1:
+            limit = limits[0]
+            one, amount, expiry = storage.charger(strategy), limit.amount, limit.expiry
+            if limit.shared is not None:
+                shared_key = limit.key(limit.shared)
+                return lambda caller: one(shared_key, amount, expiry)
+            head, tail = limit.around(prefix)
+            return lambda caller: one(head + caller + tail, amount, expiry)
+        static = [(limit.key(limit.shared) if limit.shared is not None else None, *limit.around(prefix),
+                   limit.amount, limit.expiry, limit.report) for limit in limits]
+        return lambda caller: storage.acquire_all(
+            strategy, [(key or head + caller + tail, amount, expiry, report) for key, head, tail, amount, expiry, report in static]
+        )
 
     async def aclose(self) -> None:
         return None

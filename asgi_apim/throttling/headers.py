@@ -42,31 +42,33 @@ def policy_item(limit: Limit) -> str:
 class Advertiser:
     """The success headers of one set of limits: what is static is rendered once, here."""
 
-    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts")
+    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts", "_single")
 
     def __init__(self, style: str, limits: Sequence[Limit]) -> None:
         self.ratelimit = style == "ratelimit"
         self.limits = tuple(limits)
-        self.names = [f'"{limit.policy}"'.encode("ascii") for limit in limits]
-        self.policy = ", ".join(policy_item(limit) for limit in limits).encode("ascii")
+        self.names = [f'"{limit.policy}"' for limit in limits]
+        self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
+        self._single = self.names[0] if self.ratelimit and len(limits) == 1 else None
 
-    def __call__(self, windows: Sequence[float]) -> Headers:
-        """``windows``: remaining and seconds to reset of each limit, in order."""
+    def __call__(self, result: Sequence[float]) -> Headers:
+        """``result``: a charge's answer, ``[0, remaining, seconds to reset, ...]`` for each limit, in order."""
+        name = self._single
+        if name is not None:
+            remaining, reset = result[1], result[2]
+            current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
+            return [self.policy, (b"ratelimit", current.encode())]
         if self.ratelimit:
-            if len(self.names) == 1:
-                current = b"%s;r=%d;t=%d" % (self.names[0], max(0, windows[0]), max(0, ceil(windows[1])))
-            else:
-                current = b", ".join(
-                    b"%s;r=%d;t=%d" % (name, max(0, windows[2 * i]), max(0, ceil(windows[2 * i + 1])))
-                    for i, name in enumerate(self.names)
-                )
-            return [(b"ratelimit-policy", self.policy), (b"ratelimit", current)]
-        i = min(range(len(self.names)), key=lambda j: (windows[2 * j], -windows[2 * j + 1]))
+            current = ", ".join(
+                f"{name};r={max(0, int(result[i]))};t={max(0, ceil(result[i + 1]))}" for name, i in zip(self.names, range(1, len(result), 2))
+            )
+            return [self.policy, (b"ratelimit", current.encode())]
+        i = min(range(len(self.names)), key=lambda j: (result[2 * j + 1], -result[2 * j + 2]))
         return [
             (b"x-ratelimit-limit", self.amounts[i]),
-            (b"x-ratelimit-remaining", b"%d" % max(0, windows[2 * i])),
-            (b"x-ratelimit-reset", b"%d" % max(0, ceil(windows[2 * i + 1]))),
+            (b"x-ratelimit-remaining", b"%d" % max(0, result[2 * i + 1])),
+            (b"x-ratelimit-reset", b"%d" % max(0, ceil(result[2 * i + 2]))),
         ]
 
 

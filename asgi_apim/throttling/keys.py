@@ -56,7 +56,11 @@ class CallerKeys:
         if isinstance(user, Principal):
             key = user.throttle_key or f"{user.method}:{user.subject}"
             return Caller(key, self._tier(user.tier))
-        return Caller(f"ip:{client_ip(scope, self.trusted) or 'unknown'}", self.default_tier)
+        return Caller(self.anonymous(scope), self.default_tier)
+
+    def anonymous(self, scope: Scope) -> str:
+        """The key of a caller without a `Principal`: its client IP."""
+        return f"ip:{client_ip(scope, self.trusted) or 'unknown'}"
 
     def _tier(self, tier: str | None) -> str:
         if tier is not None and tier in self.tiers:

@@ -27,7 +27,8 @@ every ten seconds) or answers 503; the storage is retried after half a second.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from math import ceil
 from typing import TYPE_CHECKING, Any
 
 from limits.aio.storage import Storage
@@ -36,7 +37,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from asgi_apim._keys import ROUTE
 from asgi_apim.certs.trust import TrustedProxies
 from asgi_apim.errors import ConfigError, StorageUnavailable, Throttled, reject
-from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, StorageGuard, build_engine
+from asgi_apim.identity import Principal
+from asgi_apim.routing import Route
+from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, MemoryEngine, StorageGuard, build_engine
 from asgi_apim.throttling.headers import Advertiser, HeaderStyle, policy_name
 from asgi_apim.throttling.keys import CallerKeys
 from asgi_apim.throttling.tiers import Tier, parse_tiers
@@ -47,24 +50,42 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asgi_apim.throttling")
 
 API_CODE, RESOURCE_CODE, SUBSCRIPTION_CODE, BURST_CODE = 900800, 900802, 900804, 900807
+_ANONYMOUS = object()  # the tier key of a caller without a Principal: the default tier
 _LEVEL_TEXT = {"api": "the API's", "resource": "the resource's", "subscription": "your"}
 
 
 class _Plan:
-    """The limits of one (API, resource, caller tier), in checking order, and their success headers."""
+    """The limits of one (API, resource, caller tier), in checking order, and their success headers.
 
-    __slots__ = ("api", "resource", "limits", "prefix", "advertiser")
+    ``take`` (memory engines) charges them synchronously for a caller: ``take(caller)`` answers
+    ``[0, remaining, reset, ...]`` or ``[i, retry_after]`` with the i-th (from 1) exhausted."""
 
-    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None) -> None:
+    __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take")
+
+    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None,
+                 take: Callable[[str], list[float]] | None) -> None:
         self.api = api
         self.resource = resource
         self.limits = limits
         self.prefix = prefix
         self.advertiser = advertiser
+        self.take = take
 
     def ids(self, caller: str) -> list[str]:
         prefix = self.prefix
         return [limit.shared or prefix + caller for limit in self.limits]
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``extra`` to the response's headers. Not a coroutine itself: it hands back
+    ``send``'s awaitable, so each message costs no extra coroutine."""
+
+    def wrapped(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *extra]
+        return send(message)
+
+    return wrapped  # type: ignore[return-value]
 
 
 class ThrottlingMiddleware:
@@ -94,6 +115,7 @@ class ThrottlingMiddleware:
         self.guard = StorageGuard()
         self.callers = CallerKeys(TrustedProxies(trusted_proxies), tiers=self.tiers, default_tier=default_tier)
         self._plans: dict[tuple[int, int, str], _Plan] = {}
+        self._routes: dict[tuple[int, object], tuple[Route | None, _Plan]] = {}
 
     @classmethod
     def from_config(cls, app: ASGIApp, config: Config) -> ThrottlingMiddleware:
@@ -109,34 +131,55 @@ class ThrottlingMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
                 receive = self._lifespan(receive)
             await self.app(scope, receive, send)
             return
-        caller = self.callers(scope)
+        user = scope.get("user")
+        if isinstance(user, Principal):
+            caller = user.throttle_key or f"{user.method}:{user.subject}"
+            tier = user.tier
+        else:
+            caller = self.callers.anonymous(scope)
+            tier = _ANONYMOUS
         route = scope.get(ROUTE)
-        plan = self._plan(route.api, route.resource, caller.tier) if route is not None else self._plan(None, None, caller.tier)
+        known = self._routes.get((id(route), tier))
+        plan = known[1] if known is not None and known[0] is route else self._route_plan(route, tier)
         if not plan.limits:
             await self.app(scope, receive, send)
             return
-        if not self.guard.available():
+        guard = self.guard
+        if guard.down and not guard.available():
             await self._storage_away(scope, receive, send, None)
             return
-        advertiser = plan.advertiser if scope["type"] == "http" else None
+        advertiser = plan.advertiser if kind == "http" else None
         try:
-            verdict = await self.engine.acquire(plan.limits, plan.ids(caller.key), advertiser is not None)
+            take = plan.take
+            if take is not None:
+                result = take(caller)
+            else:
+                result = await self._acquire(plan, caller, advertiser is not None)
         except STORAGE_ERRORS as exc:
             await self._storage_away(scope, receive, send, exc)
             return
-        if self.guard.down:
-            self.guard.recovered()
-        if verdict.failed is not None:
-            await reject(scope, send, self._throttled(verdict.failed, verdict.retry_after))
+        if guard.down:
+            guard.recovered()
+        if result[0]:
+            limit = plan.limits[int(result[0]) - 1]
+            await reject(scope, send, self._throttled(limit, max(1, ceil(result[1]))))
             return
         if advertiser is not None:
-            send = self._with_headers(send, advertiser(verdict.windows))
+            send = _with_headers(send, advertiser(result))
         await self.app(scope, receive, send)
+
+    async def _acquire(self, plan: _Plan, caller: str, report: bool) -> list[float]:
+        """A remote engine's verdict, in the shape of a memory plan's ``take``."""
+        verdict = await self.engine.acquire(plan.limits, plan.ids(caller), report)
+        if verdict.failed is not None:
+            return [plan.limits.index(verdict.failed) + 1, verdict.retry_after]
+        return [0, *verdict.windows]
 
     async def _storage_away(self, scope: Scope, receive: Receive, send: Send, exc: BaseException | None) -> None:
         self.guard.failed(exc, fail_open=self.fail_open)
@@ -156,15 +199,6 @@ class ThrottlingMiddleware:
         exc.headers.update(self.headers.refused(limit, retry_after))
         return exc
 
-    @staticmethod
-    def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        return wrapped
-
     def _lifespan(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
             message = await receive()
@@ -181,6 +215,16 @@ class ThrottlingMiddleware:
             logger.debug("closing the throttling storage: %s", exc)
 
     # ------------------------------------------------------------------ plans
+
+    def _route_plan(self, route: Route | None, tier: str | None | object) -> _Plan:
+        """The plan of a request on ``route`` by a caller of ``tier`` (as the caller presents it), cached
+        by the route object's identity: the cache holds the route, so its identity is not reused meanwhile."""
+        resolved = self.default_tier if tier is _ANONYMOUS else self.callers._tier(tier)  # type: ignore[arg-type]
+        plan = self._plan(route.api, route.resource, resolved) if route is not None else self._plan(None, None, resolved)
+        if len(self._routes) >= 4096:
+            self._routes.clear()
+        self._routes[(id(route), tier)] = (route, plan)
+        return plan
 
     def _plan(self, api: ApiConfig | None, resource: ResourceConfig | None, tier: str) -> _Plan:
         key = (id(api), id(resource), tier)
@@ -212,7 +256,10 @@ class ThrottlingMiddleware:
         tier = self.tiers[tier_name]
         limits += self._limits("subscription", tier, SUBSCRIPTION_CODE, None, tier.name)
         advertiser = self.headers.advertiser([limit for limit in limits if limit.report])
-        return _Plan(api, resource, tuple(limits), f"sub|{name}|", advertiser)
+        prefix = f"sub|{name}|"
+        engine = self.engine
+        take = engine.bind(limits, prefix) if limits and isinstance(engine, MemoryEngine) else None
+        return _Plan(api, resource, tuple(limits), prefix, advertiser, take)
 
     @staticmethod
     def _limits(level: str, tier: Tier, code: int, shared: str | None, label: str) -> list[Limit]:

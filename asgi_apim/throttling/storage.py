@@ -23,7 +23,7 @@ import heapq
 import itertools
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import ceil, floor, inf
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
@@ -97,6 +97,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         self._entries: dict[str, _Entry] = {}
         self._buckets: dict[int, list[tuple[str, _Entry]]] = {}
         self._due: list[int] = []  # heap of the buckets' numbers
+        self._sweep_at = inf  # when the oldest bucket is due
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -112,13 +113,14 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if bucket is None:
             bucket = self._buckets[number] = []
             heapq.heappush(self._due, number)
+            self._sweep_at = self._due[0] * GRAIN
         bucket.append((key, entry))
 
     def _sweep(self, now: float) -> None:
         due, buckets, entries = self._due, self._buckets, self._entries
         for _ in range(SWEEP_BATCH):
             if not due or due[0] * GRAIN > now:
-                return
+                break
             bucket = buckets[due[0]]
             if not bucket:
                 del buckets[heapq.heappop(due)]
@@ -130,6 +132,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
                 del entries[key]
             else:
                 self._file(key, entry, entry.deadline)
+        self._sweep_at = due[0] * GRAIN if due else inf
 
     def _entry(self, key: str, kind: type[_Entry], now: float) -> _Entry:
         entry = self._entries.get(key)
@@ -141,6 +144,14 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     # ---------------------------------------------------- every limit at once
 
+    def acquire_one(self, strategy: str, key: str, limit: int, expiry: int) -> list[float]:
+        """`acquire_all` of a single limit, checked and taken in one step (the common request)."""
+        return self.charger(strategy)(key, limit, expiry)
+
+    def charger(self, strategy: str) -> Callable[[str, int, int], list[float]]:
+        """`acquire_one` of ``strategy`` as a function of ``(key, limit, expiry)``, looked up once."""
+        return getattr(self, _ONE[strategy])  # type: ignore[no-any-return]
+
     def acquire_all(self, strategy: str, requests: Sequence[tuple[str, int, int, bool]]) -> list[float]:
         """Take one hit on every ``(key, limit, expiry, report)``, or on none of them.
 
@@ -149,7 +160,8 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         layout and the arithmetic are those of the `limits` strategy of that name.
         """
         now = time.time()
-        self._sweep(now)
+        if now >= self._sweep_at:
+            self._sweep(now)
         check, take = _OPERATIONS[strategy]
         for i, (key, limit, expiry, _) in enumerate(requests, 1):
             retry = check(self, key, limit, expiry, now)
@@ -169,6 +181,59 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             entry.count = 0
             entry.deadline = now + expiry
         return entry
+
+    def _fixed_one(self, key: str, limit: int, expiry: int) -> list[float]:
+        now = time.time()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        entry = self._entries.get(key)
+        if entry.__class__ is _Counter and entry.deadline > now:  # type: ignore[union-attr]
+            if entry.count >= limit:  # type: ignore[union-attr]
+                return [1, entry.deadline - now]
+        elif limit < 1:
+            return [1, float(expiry)]
+        else:
+            entry = self._counter(key, expiry, now)
+        entry.count += 1  # type: ignore[union-attr]
+        return [0, limit - entry.count, entry.deadline - now]  # type: ignore[union-attr]
+
+    def _moving_one(self, key: str, limit: int, expiry: int) -> list[float]:
+        if limit < 1:
+            return [1, float(expiry)]
+        now = time.time()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        entry = self._entries.get(key)
+        if entry.__class__ is not _Events:
+            entry = self._entry(key, _Events, now)
+        times, start = entry.times, entry.start  # type: ignore[union-attr]
+        if start < len(times) and times[start] < now - expiry:
+            entry.prune(now - expiry)  # type: ignore[union-attr]
+            start = entry.start  # type: ignore[union-attr]
+        count = len(times) - start
+        if count >= limit:
+            return [1, times[len(times) - limit] + expiry - now]
+        times.append(now)
+        entry.deadline = now + expiry
+        return [0, limit - count - 1, (times[start] if count else now) + expiry - now]
+
+    def _sliding_one(self, key: str, limit: int, expiry: int) -> list[float]:
+        if limit < 1:
+            return [1, float(expiry)]
+        now = time.time()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        entry = self._entries.get(key)
+        if entry.__class__ is not _Sliding:
+            entry = self._entry(key, _Sliding, now)
+        previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)  # type: ignore[arg-type]
+        weighted = floor(previous * previous_ttl / expiry + current)
+        if weighted >= limit:
+            return [1, _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
+        entry.current = current = current + 1  # type: ignore[union-attr]
+        entry.deadline = (entry.window + 2) * expiry  # type: ignore[union-attr]
+        return [0, limit - floor(previous * previous_ttl / expiry + current),
+                _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
 
     def _fixed_check(self, key: str, limit: int, expiry: int, now: float) -> float | None:
         entry = self._entries.get(key)
@@ -221,7 +286,8 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now = time.time()
-        self._sweep(now)
+        if now >= self._sweep_at:
+            self._sweep(now)
         entry = self._counter(key, expiry, now)
         entry.count += amount
         return entry.count
@@ -245,6 +311,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         self._entries.clear()
         self._buckets.clear()
         self._due.clear()
+        self._sweep_at = inf
         return count
 
     async def clear(self, key: str) -> None:
@@ -256,7 +323,8 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if amount > limit:
             return False
         now = time.time()
-        self._sweep(now)
+        if now >= self._sweep_at:
+            self._sweep(now)
         entry = self._entry(key, _Events, now)
         assert isinstance(entry, _Events)
         if entry.prune(now - expiry) + amount > limit:
@@ -290,7 +358,8 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if amount > limit:
             return False
         now = time.time()
-        self._sweep(now)
+        if now >= self._sweep_at:
+            self._sweep(now)
         entry = self._entry(key, _Sliding, now)
         assert isinstance(entry, _Sliding)
         previous, previous_ttl, current, _ = self._window(entry, expiry, now)
@@ -324,3 +393,4 @@ _OPERATIONS = {
     "moving-window": (LazyMemoryStorage._moving_check, LazyMemoryStorage._moving_take),
     "sliding-window-counter": (LazyMemoryStorage._sliding_check, LazyMemoryStorage._sliding_take),
 }
+_ONE = {"fixed-window": "_fixed_one", "moving-window": "_moving_one", "sliding-window-counter": "_sliding_one"}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -193,11 +194,23 @@ class ExplodingStorage(LazyMemoryStorage):
     calls = 0
     broken = True
 
-    def acquire_all(self, strategy: str, requests: Any) -> list[float]:
+    def _calling(self) -> None:
         type(self).calls += 1
         if self.broken:
             raise StorageError(ConnectionError("storage away"))
+
+    def acquire_all(self, strategy: str, requests: Any) -> list[float]:
+        self._calling()
         return super().acquire_all(strategy, requests)
+
+    def charger(self, strategy: str) -> Callable[[str, int, int], list[float]]:
+        one = super().charger(strategy)
+
+        def charge(key: str, limit: int, expiry: int) -> list[float]:
+            self._calling()
+            return one(key, limit, expiry)
+
+        return charge
 
 
 async def test_unlimited_costs_no_storage_call() -> None:

@@ -172,3 +172,41 @@ async def test_one_call_engine_agrees_with_limits(strategy: str, clock: Clock) -
             failed = passes.index(False)
             assert verdict.failed is limits[failed]
             assert verdict.retry_after >= 1
+
+
+@pytest.mark.parametrize("strategy", ALL)
+@pytest.mark.parametrize("shared", [False, True])
+async def test_single_limit_charge_agrees_with_all_limits_call_and_limits(strategy: str, shared: bool, clock: Clock) -> None:
+    """A plan of one limit is charged by `MemoryEngine.bind`'s one-step path: the same answers, to the
+    last bit, as `acquire_all` on a twin storage, and the same admissions and remaining as limits'."""
+    from asgi_apim.throttling.engine import Limit, MemoryEngine
+
+    rng = random.Random(f"{strategy}-one-{shared}")
+    reference = STRATEGIES[strategy](MemoryStorage())
+    item = RateLimitItemPerSecond(3, 2)
+    limit = Limit(level="api", tier="T", item=item, code=900800, policy="p", shared="api|pets" if shared else None, report=True)
+    take = MemoryEngine(LazyMemoryStorage(), strategy).bind([limit], "sub|pets|")
+    twin = LazyMemoryStorage()
+    clock.advance(0.013)  # off the windows' edges, where limits' own stats disagree with its own hits
+    for step in range(500):
+        clock.advance(rng.choice([0, 0, 0.05, 0.3, 1.1, 4.0]))
+        caller = rng.choice(["a", "b"])
+        ident = "api|pets" if shared else f"sub|pets|{caller}"
+        result = take(caller)
+        assert result == twin.acquire_all(strategy, [(item.key_for(ident), item.amount, item.get_expiry(), True)]), step
+        expected_ok = await reference.hit(item, ident)
+        assert (result[0] == 0) == expected_ok, step
+        if expected_ok:
+            stats = await reference.get_window_stats(item, ident)
+            assert result[1] == stats.remaining, step
+            assert result[2] == pytest.approx(stats.reset_time - clock.now, abs=1e-6), step
+        else:
+            assert result[0] == 1 and result[1] > 0, step
+
+
+async def test_a_limit_of_zero_refuses_every_request(clock: Clock) -> None:
+    storage = LazyMemoryStorage()
+    for strategy in ALL:
+        assert storage.acquire_one(strategy, f"k-{strategy}", 0, 60) == [1, 60.0]
+        assert storage.acquire_all(strategy, [(f"k-{strategy}", 0, 60, True)]) == [1, 60.0]
+    assert len(storage) == 0

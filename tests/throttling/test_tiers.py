@@ -50,9 +50,8 @@ def test_middleware_parses_tiers_at_start_up() -> None:
 def test_from_config_refuses_a_bad_tier_string(tmp_path: Path) -> None:
     cfg = tmp_path / "deployment.toml"
     cfg.write_text('[encryption]\nkey = "' + "ab" * 32 + '"\n[throttling.tiers]\nGold = "5000/minute"\nOdd = "twice/day"\n')
-    config = load_config(cfg)
-    with pytest.raises(ConfigError) as info:
-        ThrottlingMiddleware.from_config(app, config)
+    with pytest.raises(ConfigError) as info:  # by the configuration loader or, at the latest, the middleware
+        ThrottlingMiddleware.from_config(app, load_config(cfg))
     assert info.value.key == "throttling.tiers.Odd"
 
 
