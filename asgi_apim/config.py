@@ -10,16 +10,13 @@ value stops loading with one `ConfigError` that names the key.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import re
-import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asgi_apim._schema import Decrypt, Secrets, Table, expand_env, read_toml, resolve_document
 from asgi_apim.errors import ConfigError
 
 DEFAULT_TIERS: dict[str, str] = {
@@ -33,33 +30,7 @@ HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
 MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
 APPLICATION_SCHEMES = ("oauth2", "api_key", "basic")
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-_PATH_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::(?:str|path|int|float|uuid))?\}")  # Starlette's templates
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-class Secrets(Mapping[str, str]):
-    """The decrypted ``[secrets]`` table. Its repr never shows a value."""
-
-    def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        self._values = dict(values or {})
-
-    def __getitem__(self, name: str) -> str:
-        return self._values[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"Secrets({sorted(self._values)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secrets) and other._values == self._values
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._values)))
 
 
 @dataclass(frozen=True)
@@ -210,151 +181,7 @@ class Config:
         raise KeyError(name)
 
 
-# --------------------------------------------------------------------------- values
-
-_ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET = re.compile(r"^\$secret\{([^}]+)\}$")
-
-Decrypt = Callable[[str, str], str]  # (ciphertext, key path) -> plaintext
-
-
-def _expand_env(value: str, key: str) -> str:
-    def env(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(key, f"environment variable {name} is not set")
-        return os.environ[name]
-
-    return _ENV.sub(env, value)
-
-
-class _Resolver:
-    """Turns raw TOML strings into their values: $env{}, $secret{}, ciphertexts."""
-
-    def __init__(self, secrets: Mapping[str, str], decrypt: Decrypt | None) -> None:
-        self.secrets = secrets
-        self.decrypt = decrypt
-
-    def __call__(self, value: Any, key: str) -> Any:
-        if isinstance(value, dict):
-            return {k: self(v, f"{key}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [self(v, f"{key}[{i}]") for i, v in enumerate(value)]
-        if not isinstance(value, str):
-            return value
-        match = _SECRET.match(value)
-        if match:
-            name = match.group(1)
-            if name not in self.secrets:
-                raise ConfigError(key, f"refers to $secret{{{name}}}, which [secrets] does not define")
-            return self.secrets[name]
-        value = _expand_env(value, key)
-        if _looks_encrypted(value):
-            if self.decrypt is None:
-                raise ConfigError(key, "is encrypted but no [encryption] key is configured")
-            return self.decrypt(value, key)
-        return value
-
-
-def _looks_encrypted(value: str) -> bool:
-    from asgi_apim.secrets import is_ciphertext
-
-    return is_ciphertext(value)
-
-
-# --------------------------------------------------------------------------- schema
-
-
-class _Table:
-    """One TOML table being read: typed getters that name the key on error."""
-
-    def __init__(self, raw: Any, key: str, base: Path) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(key, "must be a table")
-        self.raw = raw
-        self.key = key
-        self.base = base
-        self.seen: set[str] = set()
-
-    def _k(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def _get(self, name: str, default: Any) -> Any:
-        self.seen.add(name)
-        return self.raw.get(name, default)
-
-    def has(self, name: str) -> bool:
-        return name in self.raw
-
-    def str(self, name: str, default: Any = None, *, choices: tuple[str, ...] = (), required: bool = False) -> Any:
-        value = self._get(name, default)
-        if value is None:
-            if required:
-                raise ConfigError(self._k(name), "is required")
-            return None
-        if not isinstance(value, str):
-            raise ConfigError(self._k(name), "must be a string")
-        if required and not value:
-            raise ConfigError(self._k(name), "must not be empty")
-        if choices and value not in choices:
-            raise ConfigError(self._k(name), f"must be one of {', '.join(choices)} (got {value!r})")
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        value = self._get(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self._k(name), "must be true or false")
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
-        value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(self._k(name), f"must be a number >= {minimum}")
-        if not math.isfinite(value):
-            raise ConfigError(self._k(name), f"must be a finite number >= {minimum} (got {value})")
-        if value < minimum:
-            raise ConfigError(self._k(name), f"must be a number >= {minimum} (got {value})")
-        return float(value)
-
-    def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self._get(name, default)
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self._k(name), "must be a list of strings")
-        for v in value:
-            if choices and v not in choices:
-                raise ConfigError(self._k(name), f"{v!r} is not one of {', '.join(choices)}")
-        return tuple(value)
-
-    def path(self, name: str, *, required: bool = False) -> Path | None:
-        value = self.str(name, required=required)
-        return None if value is None else _resolve_path(self.base, value)
-
-    def paths(self, name: str) -> tuple[Path, ...]:
-        return tuple(_resolve_path(self.base, v) for v in self.strs(name))
-
-    def table(self, name: str) -> _Table:
-        return _Table(self._get(name, {}), self._k(name), self.base)
-
-    def tables(self, name: str) -> list[_Table]:
-        value = self._get(name, [])
-        if not isinstance(value, list):
-            raise ConfigError(self._k(name), "must be an array of tables ([[...]])")
-        return [_Table(v, f"{self._k(name)}[{i}]", self.base) for i, v in enumerate(value)]
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.seen)
-        if unknown:
-            raise ConfigError(self._k(unknown[0]), "unknown key")
-
-
-def _resolve_path(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
-def _security(t: _Table) -> SecurityConfig:
+def _security(t: Table) -> SecurityConfig:
     mutual = t.str("mutual_ssl", "disabled", choices=MUTUAL_SSL_MODES)
     sec = SecurityConfig(
         mutual_ssl=mutual,
@@ -369,18 +196,10 @@ def _security(t: _Table) -> SecurityConfig:
     return sec
 
 
-def _context(value: str, key: str) -> str:
-    if not value.startswith("/") or "?" in value or "#" in value:
-        raise ConfigError(key, "must be an absolute path such as /pets")
-    return value.rstrip("/") or "/"
-
-
-def _api(t: _Table) -> ApiConfig:
+def _api(t: Table) -> ApiConfig:
     name = t.str("name", required=True)
-    context = _context(t.str("context", required=True), f"{t.key}.context")
-    backend = t.str("backend")
-    if backend is not None and not re.match(r"^https?://[^/]+", backend):
-        raise ConfigError(f"{t.key}.backend", "must be an http:// or https:// URL")
+    context = t.path_prefix("context")
+    backend = t.http_url("backend")
     tier = t.str("tier", "Unlimited", required=True)
     truststore_tier = t.str("truststore_tier")
     security = _security(t.table("security"))
@@ -400,11 +219,7 @@ def _api(t: _Table) -> ApiConfig:
         raise ConfigError(f"{t.key}.certificates", "aliases must be unique within an API")
     resources = []
     for r in t.tables("resources"):
-        path = r.str("path", required=True)
-        if not path.startswith("/"):
-            raise ConfigError(f"{r.key}.path", "must start with /")
-        if set("{}") & set(_PATH_PARAM.sub("", path)):
-            raise ConfigError(f"{r.key}.path", f"{path!r} is not a path template such as /pets/{{id}} or /pets/{{id:int}}")
+        path = r.path_template("path")
         resources.append(
             ResourceConfig(
                 path=path,
@@ -443,20 +258,11 @@ def _api(t: _Table) -> ApiConfig:
     )
 
 
-def _mutual_ssl(t: _Table) -> MutualSSLConfig:
-    proxies = t.strs("trusted_proxies", ("127.0.0.1/32", "::1/128"))
-    for p in proxies:
-        try:
-            ipaddress.ip_network(p, strict=False)
-        except ValueError:
-            raise ConfigError(f"{t.key}.trusted_proxies", f"{p!r} is not an IP address or CIDR network") from None
-    header = t.str("certificate_header", "X-WSO2-CLIENT-CERTIFICATE", required=True)
-    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
-        raise ConfigError(f"{t.key}.certificate_header", "is not a valid HTTP header name")
+def _mutual_ssl(t: Table) -> MutualSSLConfig:
     cfg = MutualSSLConfig(
-        certificate_header=header.lower(),
+        certificate_header=t.header_name("certificate_header", "X-WSO2-CLIENT-CERTIFICATE").lower(),
         header_format=t.str("header_format", "auto", choices=HEADER_FORMATS),
-        trusted_proxies=proxies,
+        trusted_proxies=t.networks("trusted_proxies", ("127.0.0.1/32", "::1/128")),
         enable_client_validation=t.bool("enable_client_validation", False),
         enable_certificate_chain_validation=t.bool("enable_certificate_chain_validation", True),
         truststore=t.paths("truststore"),
@@ -468,7 +274,7 @@ def _mutual_ssl(t: _Table) -> MutualSSLConfig:
     return cfg
 
 
-def _throttling(t: _Table) -> ThrottlingConfig:
+def _throttling(t: Table) -> ThrottlingConfig:
     from asgi_apim.throttling.tiers import parse_tiers  # lazily: tiers imports DEFAULT_TIERS from here
 
     tiers_t = t.table("tiers")
@@ -492,7 +298,7 @@ def _throttling(t: _Table) -> ThrottlingConfig:
     return cfg
 
 
-def _key_manager(t: _Table) -> KeyManagerConfig:
+def _key_manager(t: Table) -> KeyManagerConfig:
     km = KeyManagerConfig(
         name=t.str("name", required=True),
         issuer=t.str("issuer", required=True),
@@ -521,7 +327,7 @@ def _key_manager(t: _Table) -> KeyManagerConfig:
     return km
 
 
-def _ssl_profile(t: _Table) -> SSLProfileConfig:
+def _ssl_profile(t: Table) -> SSLProfileConfig:
     servers = t.strs("servers")
     if not servers:
         raise ConfigError(f"{t.key}.servers", "must list at least one host:port")
@@ -550,35 +356,25 @@ def _check_tiers(cfg: Config) -> None:
 
 def encryption_config(raw: Mapping[str, Any]) -> EncryptionConfig:
     """``[encryption]`` of a parsed document, ``$env{}`` expanded; the keys are checked by `asgi_apim.secrets`."""
-    enc = _Table(raw.get("encryption", {}), "encryption", Path())
+    enc = Table(raw.get("encryption", {}), "encryption", Path())
     key = enc.str("key")
     old_keys = enc.strs("old_keys")
     enc.done()
     return EncryptionConfig(
-        key=None if key is None else _expand_env(key, "encryption.key"),
-        old_keys=tuple(_expand_env(k, f"encryption.old_keys[{i}]") for i, k in enumerate(old_keys)),
+        key=None if key is None else expand_env(key, "encryption.key"),
+        old_keys=tuple(expand_env(k, f"encryption.old_keys[{i}]") for i, k in enumerate(old_keys)),
     )
 
 
 def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None) -> Config:
     """Build a `Config` from an already-parsed TOML document."""
-    root = _Table(raw, "", base)
     encryption = encryption_config(raw)
-    root.seen.add("encryption")
     if decrypt is None and (encryption.key is not None or encryption.old_keys):
         from asgi_apim.secrets import decryptor_for
 
         decrypt = decryptor_for(encryption)
-    secrets_raw = root.table("secrets")
-    plain_secrets: dict[str, str] = {}
-    bare = _Resolver({}, decrypt)
-    for name in list(secrets_raw.raw):
-        value = secrets_raw.str(name, required=True)
-        plain_secrets[name] = bare(value, f"secrets.{name}")
-    secrets_raw.done()
-    resolve = _Resolver(plain_secrets, decrypt)
-    resolved = {k: (v if k in ("encryption", "secrets") else resolve(v, k)) for k, v in raw.items()}
-    root = _Table(resolved, "", base)
+    resolved, secrets = resolve_document(raw, decrypt)
+    root = Table(resolved, "", base)
     root.seen.update(("encryption", "secrets"))
     public_paths = root.strs("public_paths")
     for p in public_paths:
@@ -608,17 +404,14 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     )
     basic_t.done()
     reg_t = root.table("registry")
-    reg_url = reg_t.str("url")
-    if reg_url and reg_url.startswith("sqlite:///") and not reg_url.startswith("sqlite:////"):
-        reg_url = "sqlite:///" + str(_resolve_path(base, reg_url[len("sqlite:///"):]))
-    registry = RegistryConfig(url=reg_url)
+    registry = RegistryConfig(url=reg_t.database_url("url"))
     reg_t.done()
     cfg = Config(
         path=path,
         public_paths=public_paths,
         debug_headers=root.bool("debug_headers", False),
         encryption=encryption,
-        secrets=Secrets(plain_secrets),
+        secrets=secrets,
         mutual_ssl=_mutual_ssl(root.table("mutual_ssl")),
         throttling=_throttling(root.table("throttling")),
         key_managers=kms,
@@ -644,12 +437,3 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         parse_config(probe, base=path.parent, path=path)  # a broken file is reported, never rewritten
         raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT
     return parse_config(raw, base=path.parent, path=path)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("", f"configuration file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
