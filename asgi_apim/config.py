@@ -390,7 +390,7 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     kms = tuple(_key_manager(t) for t in root.tables("key_managers"))
     api_keys_t = root.table("api_keys")
     api_keys = ApiKeysConfig(
-        header=api_keys_t.str("header", "apikey", required=True).lower(),
+        header=api_keys_t.header_name("header", "apikey").lower(),
         query_param=api_keys_t.str("query_param", "apikey", required=True),
         signing_key=api_keys_t.path("signing_key"),
         revoked=api_keys_t.strs("revoked"),

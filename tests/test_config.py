@@ -127,6 +127,7 @@ def test_objects_are_frozen(tmp_path: Path) -> None:
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['none']", "key_managers[0].algorithms"),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['HS256']", "key_managers[0].algorithms"),
         ("[throttling]\nstrategy='leaky'", "throttling.strategy"),
+        ("[api_keys]\nheader='api key'", "api_keys.header"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/{{id}}'", "apis[0].resources[0].path"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/{id:bogus}'", "apis[0].resources[0].path"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/{id'", "apis[0].resources[0].path"),
