@@ -20,8 +20,10 @@ exhausted, whatever its level.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from math import ceil
+
+from starlette.types import Message, Send
 
 from asgi_apim.throttling.engine import Limit
 
@@ -51,6 +53,24 @@ class Advertiser:
         self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
         self._single = self.names[0] if self.ratelimit and len(limits) == 1 else None
+
+    def wrap(self, send: Send, result: Sequence[float]) -> Send:
+        """``send``, adding the headers of ``result`` to the response. Not a coroutine itself: it
+        hands back ``send``'s awaitable, so a message costs no extra coroutine."""
+        name = self._single
+        if name is not None:
+            remaining, reset = result[1], result[2]
+            current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
+            extra = (self.policy, (b"ratelimit", current.encode()))
+        else:
+            extra = self(result)
+
+        def wrapped(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            return send(message)
+
+        return wrapped  # type: ignore[return-value]
 
     def __call__(self, result: Sequence[float]) -> Headers:
         """``result``: a charge's answer, ``[0, remaining, seconds to reset, ...]`` for each limit, in order."""

@@ -27,7 +27,7 @@ every ten seconds) or answers 503; the storage is retried after half a second.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
@@ -74,18 +74,6 @@ class _Plan:
     def ids(self, caller: str) -> list[str]:
         prefix = self.prefix
         return [limit.shared or prefix + caller for limit in self.limits]
-
-
-def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    """``send``, adding ``extra`` to the response's headers. Not a coroutine itself: it hands back
-    ``send``'s awaitable, so each message costs no extra coroutine."""
-
-    def wrapped(message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), *extra]
-        return send(message)
-
-    return wrapped  # type: ignore[return-value]
 
 
 class ThrottlingMiddleware:
@@ -171,7 +159,7 @@ class ThrottlingMiddleware:
             await reject(scope, send, self._throttled(limit, max(1, ceil(result[1]))))
             return
         if advertiser is not None:
-            send = _with_headers(send, advertiser(result))
+            send = advertiser.wrap(send, result)
         await self.app(scope, receive, send)
 
     async def _acquire(self, plan: _Plan, caller: str, report: bool) -> list[float]:
