@@ -1,16 +1,24 @@
-"""Throughput on real servers: bare uvicorn against ``asgi-apim serve``, public path.
+"""Throughput on real servers: bare uvicorn against ``asgi-apim serve``.
 
     python bench/bench_uvicorn.py [--duration 3] [--rounds 3] [--connections 16] [--load auto|wrk|httpx]
 
 Starts, on loopback, the example app under bare uvicorn and under
 ``asgi-apim serve`` (our protocol classes, the stack from a temporary
 configuration with a mutual-SSL API), each over plain HTTP and over TLS, and
-measures ``GET /health`` (a public path: no credential, the stack's routing
-only) in rounds, round-robin, so every server sees the same machine state.
+measures two requests in rounds, round-robin, so every server sees the same
+machine state:
+
+- ``GET /health``: a public path (no credential, the stack's routing only);
+- ``GET /pets/whoami`` with the client certificate in the proxy header (the
+  load comes from 127.0.0.1, a trusted proxy): a cached certificate and a
+  Gold tier limit in memory (moving window, ``RateLimit`` headers), never
+  exhausted, so every request does the whole counting work. Bare uvicorn gets
+  the same request and ignores the header.
+
 The load comes from ``wrk`` when it is installed (keep-alive connections), else
 from an httpx client sending a bounded number of requests. Prints the median
 requests/second of each server and its ratio to bare uvicorn on the same
-transport. All servers are stopped at the end, whatever happens.
+transport and request. All servers are stopped at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -46,6 +55,7 @@ key = "{key}"
 
 [throttling.tiers]
 Unauthenticated = "unlimited"   # the public path is counted per IP; all load comes from one IP
+Gold = "100000000/minute"       # counted on every request, never exhausted during a run
 
 [mutual_ssl]
 truststore = ["pki/ca.pem"]
@@ -70,6 +80,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Case:
+    label: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def cases(work: Path) -> list[Case]:
+    header = quote((work / "pki" / "client.pem").read_text(), safe="")
+    return [
+        Case("/health (public)", "/health"),
+        Case("/pets/whoami (cert, Gold)", "/pets/whoami", (("x-wso2-client-certificate", header),)),
+    ]
+
+
 @dataclass
 class Server:
     name: str
@@ -77,11 +102,10 @@ class Server:
     argv: list[str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
-    rates: list[float] = field(default_factory=list)
+    rates: dict[Case, list[float]] = field(default_factory=dict)
 
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.transport == 'tls' else 'http'}://127.0.0.1:{self.port}/health"
+    def url(self, case: Case) -> str:
+        return f"{'https' if self.transport == 'tls' else 'http'}://127.0.0.1:{self.port}{case.path}"
 
     def start(self, log: Path) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -121,9 +145,10 @@ def servers(work: Path) -> list[Server]:
     return found
 
 
-def wrk(url: str, duration: int, connections: int) -> float:
+def wrk(url: str, headers: tuple[tuple[str, str], ...], duration: int, connections: int) -> float:
+    extra = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, duration)}s", url], capture_output=True, text=True, check=True
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, duration)}s", *extra, url], capture_output=True, text=True, check=True
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None or "Non-2xx" in out or "Socket errors" in out:
@@ -131,9 +156,9 @@ def wrk(url: str, duration: int, connections: int) -> float:
     return float(match.group(1))
 
 
-async def _httpx(url: str, requests: int, connections: int, verify: ssl.SSLContext | bool) -> float:
+async def _httpx(url: str, headers: tuple[tuple[str, str], ...], requests: int, connections: int, verify: ssl.SSLContext | bool) -> float:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(verify=verify, limits=limits) as client:
+    async with httpx.AsyncClient(verify=verify, limits=limits, headers=list(headers)) as client:
         async def worker(n: int) -> None:
             for _ in range(n):
                 (await client.get(url)).raise_for_status()
@@ -159,28 +184,41 @@ def main() -> int:
         (work / "deployment.toml").write_text(CONFIG.format(key=os.urandom(32).hex()))
         verify = ssl.create_default_context(cafile=str(work / "pki" / "ca.pem"))
         started = servers(work)
+        requests = cases(work)
         try:
             for s in started:
                 s.start(work / f"{s.port}.log")
-                httpx.get(s.url, verify=verify, timeout=10).raise_for_status()  # the right app answers
+                for case in requests:  # the right app answers, and the stack does what is measured
+                    check(s, case, httpx.get(s.url(case), headers=list(case.headers), verify=verify, timeout=10))
             for _ in range(args.rounds):
-                for s in started:
-                    if use_wrk:
-                        s.rates.append(wrk(s.url, args.duration, args.connections))
-                    else:
-                        s.rates.append(asyncio.run(_httpx(s.url, args.requests, args.connections, verify)))
+                for case in requests:
+                    for s in started:
+                        if use_wrk:
+                            rate = wrk(s.url(case), case.headers, args.duration, args.connections)
+                        else:
+                            rate = asyncio.run(_httpx(s.url(case), case.headers, args.requests, args.connections, verify))
+                        s.rates.setdefault(case, []).append(rate)
         finally:
             for s in started:
                 s.stop()
     load = f"wrk, {args.connections} connections, {args.duration}s" if use_wrk else f"httpx, {args.connections} connections, {args.requests} requests"
-    print(f"GET /health, {args.rounds} rounds round-robin ({load}); median requests/second\n")
-    print(f"| {'server':<16} | {'transport':<9} | {'req/s':>9} | {'vs bare':>7} |")
-    print(f"| {'-' * 16} | {'-' * 9} | {'-' * 9}:| {'-' * 7}:|")
-    for s in started:
-        bare = next(b for b in started if b.transport == s.transport and b.name == "bare uvicorn")
-        rate = statistics.median(s.rates)
-        print(f"| {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {rate / statistics.median(bare.rates):>6.2f}x |")
+    print(f"{args.rounds} rounds round-robin ({load}); median requests/second\n")
+    print(f"| {'request':<26} | {'server':<16} | {'transport':<9} | {'req/s':>9} | {'vs bare':>7} |")
+    print(f"| {'-' * 26} | {'-' * 16} | {'-' * 9} | {'-' * 9}:| {'-' * 7}:|")
+    for case in requests:
+        for s in started:
+            bare = next(b for b in started if b.transport == s.transport and b.name == "bare uvicorn")
+            rate = statistics.median(s.rates[case])
+            print(f"| {case.label:<26} | {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {rate / statistics.median(bare.rates[case]):>6.2f}x |")
     return 0
+
+
+def check(server: Server, case: Case, response: httpx.Response) -> None:
+    response.raise_for_status()
+    if server.name == "asgi-apim serve" and case.headers:
+        body = response.json()
+        if body.get("method") != "mutual_ssl" or body.get("tier") != "Gold" or "ratelimit" not in response.headers:
+            raise RuntimeError(f"{server.name} {case.label}: not a Gold mutual-SSL caller with rate-limit headers: {body}")
 
 
 if __name__ == "__main__":

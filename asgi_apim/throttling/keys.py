@@ -55,14 +55,15 @@ class CallerKeys:
         user = scope.get("user")
         if isinstance(user, Principal):
             key = user.throttle_key or f"{user.method}:{user.subject}"
-            return Caller(key, self._tier(user.tier))
+            return Caller(key, self.tier(user.tier))
         return Caller(self.anonymous(scope), self.default_tier)
 
     def anonymous(self, scope: Scope) -> str:
         """The key of a caller without a `Principal`: its client IP."""
         return f"ip:{client_ip(scope, self.trusted) or 'unknown'}"
 
-    def _tier(self, tier: str | None) -> str:
+    def tier(self, tier: str | None) -> str:
+        """``tier`` if it is configured, else the default tier (with a warning, once per name)."""
         if tier is not None and tier in self.tiers:
             return tier
         name = tier or ""

@@ -126,7 +126,7 @@ class ThrottlingMiddleware:
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
-        if isinstance(user, Principal):
+        if isinstance(user, Principal):  # CallerKeys.__call__, inline (the tier is resolved once per plan)
             caller = user.throttle_key or f"{user.method}:{user.subject}"
             tier = user.tier
         else:
@@ -207,7 +207,7 @@ class ThrottlingMiddleware:
     def _route_plan(self, route: Route | None, tier: str | None | object) -> _Plan:
         """The plan of a request on ``route`` by a caller of ``tier`` (as the caller presents it), cached
         by the route object's identity: the cache holds the route, so its identity is not reused meanwhile."""
-        resolved = self.default_tier if tier is _ANONYMOUS else self.callers._tier(tier)  # type: ignore[arg-type]
+        resolved = self.default_tier if tier is _ANONYMOUS else self.callers.tier(tier)  # type: ignore[arg-type]
         plan = self._plan(route.api, route.resource, resolved) if route is not None else self._plan(None, None, resolved)
         if len(self._routes) >= 4096:
             self._routes.clear()
