@@ -208,8 +208,8 @@ def main() -> int:
     for case in requests:
         for s in started:
             bare = next(b for b in started if b.transport == s.transport and b.name == "bare uvicorn")
-            rate = statistics.median(s.rates[case])
-            print(f"| {case.label:<26} | {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {rate / statistics.median(bare.rates[case]):>6.2f}x |")
+            rate, base = statistics.median(s.rates[case]), statistics.median(bare.rates[case])
+            print(f"| {case.label:<26} | {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {rate / base:>6.2f}x |")
     return 0
 
 

@@ -58,7 +58,7 @@ class Advertiser:
         """``send``, adding the headers of ``result`` to the response. Not a coroutine itself: it
         hands back ``send``'s awaitable, so a message costs no extra coroutine."""
         name = self._single
-        if name is not None:
+        if name is not None:  # the common case, rendered here without a call
             remaining, reset = result[1], result[2]
             current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
             extra = (self.policy, (b"ratelimit", current.encode()))
@@ -74,14 +74,10 @@ class Advertiser:
 
     def __call__(self, result: Sequence[float]) -> Headers:
         """``result``: a charge's answer, ``[0, remaining, seconds to reset, ...]`` for each limit, in order."""
-        name = self._single
-        if name is not None:
-            remaining, reset = result[1], result[2]
-            current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
-            return [self.policy, (b"ratelimit", current.encode())]
         if self.ratelimit:
             current = ", ".join(
-                f"{name};r={max(0, int(result[i]))};t={max(0, ceil(result[i + 1]))}" for name, i in zip(self.names, range(1, len(result), 2))
+                f"{name};r={max(0, int(result[i]))};t={max(0, ceil(result[i + 1]))}"
+                for name, i in zip(self.names, range(1, len(result), 2))
             )
             return [self.policy, (b"ratelimit", current.encode())]
         i = min(range(len(self.names)), key=lambda j: (result[2 * j + 1], -result[2 * j + 2]))
