@@ -6,7 +6,9 @@ exhausted none is charged, and the answer carries what the headers need
 (remaining, seconds to reset) in the same call. Three engines:
 
 - `MemoryEngine`: our `LazyMemoryStorage`, one synchronous call for all the
-  limits (nothing awaits, so it is atomic on the event loop);
+  limits (nothing awaits, so it is atomic on the event loop); `MemoryEngine.bind`
+  works out a plan's keys once, so a request only adds its caller's part, and
+  a plan of one limit is checked and taken in a single step;
 - `asgi_apim.throttling.redis_script.RedisScriptEngine`: one Lua script, one
   round trip per request (one per limit on Redis Cluster, where a request's
   keys live in different slots);

@@ -14,7 +14,10 @@ dominates the event loop. `LazyMemoryStorage` implements the same interface
   deadline moved on. Memory is reclaimed without ever walking the key space,
   and a call costs the same with 10 keys or 10 million.
 
-Nothing here awaits, so each operation is atomic on the event loop: no locks.
+`acquire_all` takes every limit of a request at once, all or nothing, and
+`charger` gives the one-limit case as a single synchronous step (what the
+middleware calls for most requests). Nothing here awaits, so each operation
+is atomic on the event loop: no locks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from math import ceil, floor, inf
+from typing import TypeVar
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
 
@@ -90,6 +94,9 @@ class _Sliding(_Entry):
             self.window = window
 
 
+_E = TypeVar("_E", bound=_Entry)
+
+
 class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
     STORAGE_SCHEME = ["async+lazymemory"]
 
@@ -134,13 +141,13 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
                 self._file(key, entry, entry.deadline)
         self._sweep_at = due[0] * GRAIN if due else inf
 
-    def _entry(self, key: str, kind: type[_Entry], now: float) -> _Entry:
+    def _entry(self, key: str, kind: type[_E], now: float) -> _E:
         entry = self._entries.get(key)
-        if entry is None or type(entry) is not kind:
-            entry = kind()
-            self._entries[key] = entry
-            self._file(key, entry, now + GRAIN)
-        return entry
+        if isinstance(entry, kind):
+            return entry
+        new = self._entries[key] = kind()
+        self._file(key, new, now + GRAIN)
+        return new
 
     # ---------------------------------------------------- every limit at once
 
@@ -176,7 +183,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     def _counter(self, key: str, expiry: int, now: float) -> _Counter:
         entry = self._entry(key, _Counter, now)
-        assert isinstance(entry, _Counter)
         if entry.deadline <= now:
             entry.count = 0
             entry.deadline = now + expiry
@@ -187,15 +193,15 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
-        if entry.__class__ is _Counter and entry.deadline > now:  # type: ignore[union-attr]
-            if entry.count >= limit:  # type: ignore[union-attr]
+        if isinstance(entry, _Counter) and entry.deadline > now:
+            if entry.count >= limit:
                 return [1, entry.deadline - now]
         elif limit < 1:
             return [1, float(expiry)]
         else:
             entry = self._counter(key, expiry, now)
-        entry.count += 1  # type: ignore[union-attr]
-        return [0, limit - entry.count, entry.deadline - now]  # type: ignore[union-attr]
+        entry.count += 1
+        return [0, limit - entry.count, entry.deadline - now]
 
     def _moving_one(self, key: str, limit: int, expiry: int) -> list[float]:
         if limit < 1:
@@ -204,18 +210,18 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
-        if entry.__class__ is not _Events:
+        if not isinstance(entry, _Events):
             entry = self._entry(key, _Events, now)
-        times, start = entry.times, entry.start  # type: ignore[union-attr]
-        if start < len(times) and times[start] < now - expiry:
-            entry.prune(now - expiry)  # type: ignore[union-attr]
-            start = entry.start  # type: ignore[union-attr]
+        times, start = entry.times, entry.start
+        if start < len(times) and times[start] < now - expiry:  # prune only when something expired
+            entry.prune(now - expiry)
+            start = entry.start
         count = len(times) - start
         if count >= limit:
             return [1, times[len(times) - limit] + expiry - now]
         times.append(now)
         entry.deadline = now + expiry
-        return [0, limit - count - 1, (times[start] if count else now) + expiry - now]
+        return [0, limit - count - 1, times[start] + expiry - now]
 
     def _sliding_one(self, key: str, limit: int, expiry: int) -> list[float]:
         if limit < 1:
@@ -224,14 +230,13 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
-        if entry.__class__ is not _Sliding:
+        if not isinstance(entry, _Sliding):
             entry = self._entry(key, _Sliding, now)
-        previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)  # type: ignore[arg-type]
-        weighted = floor(previous * previous_ttl / expiry + current)
-        if weighted >= limit:
+        previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)
+        if floor(previous * previous_ttl / expiry + current) >= limit:
             return [1, _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
-        entry.current = current = current + 1  # type: ignore[union-attr]
-        entry.deadline = (entry.window + 2) * expiry  # type: ignore[union-attr]
+        entry.current = current = current + 1
+        entry.deadline = (entry.window + 2) * expiry
         return [0, limit - floor(previous * previous_ttl / expiry + current),
                 _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
 
@@ -256,7 +261,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     def _moving_take(self, key: str, limit: int, expiry: int, now: float) -> tuple[int, float]:
         entry = self._entry(key, _Events, now)
-        assert isinstance(entry, _Events)
         count = entry.prune(now - expiry) + 1
         entry.times.append(now)
         entry.deadline = now + expiry
@@ -275,7 +279,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     def _sliding_take(self, key: str, limit: int, expiry: int, now: float) -> tuple[int, float]:
         entry = self._entry(key, _Sliding, now)
-        assert isinstance(entry, _Sliding)
         previous, previous_ttl, current, current_ttl = self._window(entry, expiry, now)
         entry.current = current = current + 1
         entry.deadline = (entry.window + 2) * expiry
@@ -326,7 +329,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entry(key, _Events, now)
-        assert isinstance(entry, _Events)
         if entry.prune(now - expiry) + amount > limit:
             return False
         entry.times.extend(itertools.repeat(now, amount))
@@ -361,7 +363,6 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entry(key, _Sliding, now)
-        assert isinstance(entry, _Sliding)
         previous, previous_ttl, current, _ = self._window(entry, expiry, now)
         if floor(previous * previous_ttl / expiry + current) + amount > limit:
             return False
