@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 _MEMO_SIZE = 4096
 
 
-
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:
         return crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
@@ -40,6 +39,7 @@ class Revocations:
         self._serials = tuple(frozenset(revoked.serial_number for revoked in crl) for crl in self._crls)
         self._by_issuer: dict[bytes, frozenset[int]] = {}
         self._known_signed: set[int] = set()
+        self._ca_revoked: dict[tuple[bytes, bytes], bool] = {}
         if self._crls:
             for cert in dict.fromkeys(known):
                 indexes = self._signed_indexes(cert)
@@ -66,12 +66,26 @@ class Revocations:
 
     def revoked_in_chain(self, chain: Sequence[x509.Certificate], ders: Sequence[bytes]) -> int | None:
         """The position of the first revoked certificate of a validated chain
-        (leaf first, trust anchor last; ``ders`` are their DERs), or None."""
-        if not self._crls:
+        (leaf first, trust anchor last; ``ders`` are their DERs), or None. The
+        answer for each CA certificate under its issuer is memoised (clients
+        keep presenting the same intermediates), bounded."""
+        if not self._crls or len(chain) < 2:
             return None
-        for position in range(len(chain) - 1):
-            revoked = self._revoked_by(chain[position + 1], ders[position + 1])
-            if revoked and chain[position].serial_number in revoked:
+        revoked = self._by_issuer.get(ders[1])
+        if revoked is None:
+            revoked = self._revoked_by(chain[1], ders[1])
+        if revoked and chain[0].serial_number in revoked:
+            return 0
+        memo = self._ca_revoked
+        for position in range(1, len(chain) - 1):
+            key = (ders[position], ders[position + 1])
+            hit = memo.get(key)
+            if hit is None:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                revoked = self._revoked_by(chain[position + 1], ders[position + 1])
+                hit = memo[key] = bool(revoked) and chain[position].serial_number in revoked
+            if hit:
                 return position
         return None
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -97,6 +98,9 @@ def test_chain_through_an_intermediate_presented_by_the_client(root: Issued, int
     assert verdict.sha256 == hashlib.sha256(leaf.der()).hexdigest()
     assert verdict.leaf == leaf.cert
     assert verdict.not_after == leaf.cert.not_valid_after_utc.timestamp()
+    with pytest.raises(dataclasses.FrozenInstanceError):  # shared by every request while cached
+        verdict.reason = "changed"  # type: ignore[misc]
+    assert verdict.principals == {} and verdict.principals is verdict.principals
     refused = v.validate(ders(leaf))  # without its intermediate
     assert refused.reason == "not issued by a trusted CA" and refused.acceptances == {}
     assert refused.reason_for("open") == "not issued by a trusted CA"
@@ -398,6 +402,30 @@ def test_not_yet_valid_intermediate_becomes_valid_when_the_verifier_is_rebuilt(m
     assert early.reason in ("a CA certificate of its chain is expired or not yet valid", "not issued by a trusted CA")
     clock[0] = start + 61  # the refusal expired when the intermediate became valid, and the verifier's time moved on
     assert v.validate(ders(child, soon)).accepted_for("open") is not None
+
+
+def test_facts_about_a_presented_intermediate_are_reused_consistently(root: Issued) -> None:
+    inter = custom(root, "resent intermediate", ca=True, not_after=NOW + dt.timedelta(minutes=30))
+    revoked_inter = custom(root, "revoked intermediate", ca=True)
+    crl = make_crl(root, [revoked_inter.cert.serial_number])
+    v = CertificateValidator(material([root], crls=[crl]))
+    for i in range(3):  # the second and third use what the first learnt about the intermediates
+        ok = v.validate(ders(custom(inter, f"leaf {i}"), inter))
+        assert ok.accepted_for("open") is not None
+        assert ok.valid_until == inter.cert.not_valid_after_utc.timestamp()
+        refused = v.validate(ders(custom(revoked_inter, f"leaf {i}"), revoked_inter))
+        assert refused.reason == "an issuing CA certificate of its chain is revoked" and refused.acceptances == {}
+
+
+def test_the_verifier_time_is_never_ahead_of_the_clock(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    start = time.time()
+    soon = custom(root, "valid in 5 s", not_before=dt.datetime.fromtimestamp(start + 5, dt.timezone.utc))
+    v = CertificateValidator(material([root]))
+    clock = [start + 10]
+    monkeypatch.setattr(validation.time, "time", lambda: clock[0])
+    assert v.validate(ders(soon), cache_key=b"a").accepted_for("open") is not None
+    clock[0] = start  # the clock was set back: the verifier built at start + 10 must not be used
+    assert v.validate(ders(soon), cache_key=b"b").reason == "not yet valid"
 
 
 def test_a_leaf_in_the_truststore_is_trusted_itself_but_still_checked(root: Issued) -> None:
