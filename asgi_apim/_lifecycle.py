@@ -7,6 +7,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from starlette.types import Message, Receive
+
 logger = logging.getLogger("asgi_apim")
 
 
@@ -46,3 +48,19 @@ class BackgroundTasks:
                 pass
         self._tasks = []
         self.started = False
+
+    def lifespan(self, receive: Receive, on_shutdown: Callable[[], Awaitable[None]] | None = None) -> Receive:
+        """``receive`` of a lifespan scope that starts the jobs at startup and stops them
+        (then runs ``on_shutdown``) at shutdown."""
+
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                if on_shutdown is not None:
+                    await on_shutdown()
+            return message
+
+        return wrapped

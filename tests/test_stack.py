@@ -120,3 +120,22 @@ async def test_fastapi_openapi_shows_how_each_api_is_secured(setup: Setup) -> No
     assert document["components"]["securitySchemes"]["mutualTLS"]["type"] == "mutualTLS"
     assert {"mutualTLS": []} in document["paths"]["/pets/whoami"]["get"]["security"]
     assert "security" not in document["paths"]["/health"]["get"]
+
+
+async def test_lifespan_starts_and_stops_background_work(setup: Setup) -> None:
+    app = protect(example_app(), setup.config)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+    states: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        states.append(app.background.started)  # type: ignore[attr-defined]
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert states == [False, True]  # started by the startup message, before the shutdown one arrived
+    assert app.background.started is False and app.background._tasks == []  # type: ignore[attr-defined]

@@ -99,7 +99,7 @@ class APISecurityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
+            await self.app(scope, self.background.lifespan(receive, self._close_authenticators), send)
             return
         if scope_type not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -128,18 +128,9 @@ class APISecurityMiddleware:
                 send = self._with_decision(send, trace)
         await self.app(scope, receive, send)
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.background.ensure_started()
-            elif message["type"] == "lifespan.shutdown":
-                await self.background.stop()
-                for auth in self.authenticators.values():
-                    await auth.aclose()
-            return message
-
-        return wrapped
+    async def _close_authenticators(self) -> None:
+        for auth in self.authenticators.values():
+            await auth.aclose()
 
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:

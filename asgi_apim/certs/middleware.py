@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._keys import CERTIFICATE
 from asgi_apim._lifecycle import BackgroundTasks
@@ -125,7 +125,7 @@ class MutualTLSMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             if scope["type"] == "lifespan":
-                receive = self._lifespan_receive(receive)
+                receive = self.background.lifespan(receive)
             await self.app(scope, receive, send)
             return
         if not self.background.started:
@@ -139,14 +139,3 @@ class MutualTLSMiddleware:
                 return
             set_identity(scope, principal)
         await self.app(scope, receive, send)
-
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.background.ensure_started()
-            elif message["type"] == "lifespan.shutdown":
-                await self.background.stop()
-            return message
-
-        return wrapped
