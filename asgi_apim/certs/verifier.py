@@ -52,7 +52,14 @@ EE_POLICY = (
     .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
     .require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_client_auth)
 )
-CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+def _ca_key_usage(policy: Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("a CA certificate's keyUsage lacks keyCertSign")
+
+
+# The Web PKI's CA defaults demand a keyUsage extension, which the CAs `openssl req -x509`
+# makes (OpenSSL's v3_ca section) do not carry: when present it must still allow keyCertSign.
+CA_POLICY = ExtensionPolicy.webpki_defaults_ca().may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
 
 
 def build_client_verifier(store: Store, when: dt.datetime) -> ClientVerifier:
@@ -85,6 +92,9 @@ def describe(exc: VerificationError) -> str:
     if "cA must not be asserted in an EE" in message:
         return CA_AS_LEAF
     if "candidates exhausted" in message:
+        inner = message.split("candidates exhausted:", 1)[-1].split(" (encountered processing")[0].strip()
+        if inner.startswith(("invalid extension", "signature algorithm", "invalid key", "basicConstraints")):
+            return f"{NOT_TRUSTED}: a CA on the way has {inner}"  # found, but unusable: say why
         return NOT_TRUSTED
     detail = message.split(" (encountered processing")[0].removeprefix("validation failed: ")
     return f"invalid certificate chain: {detail}"
