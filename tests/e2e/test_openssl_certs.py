@@ -42,6 +42,11 @@ mutual_ssl = "mandatory"
 alias = "openssl-partners"
 certificate = "root.pem"
 tier = "Gold"
+
+[[apis.certificates]]
+alias = "pinned"
+certificate = "pinned.pem"
+tier = "Silver"
 """
 
 CA_CNF = """
@@ -83,6 +88,9 @@ class OpensslPKI:
                 "-days", "30", "-subj", "/CN=openssl root", cwd=d)
         self.issue("inter", "root", "inter.ext")
         self.issue("server", "root", "server.ext", subject="/CN=localhost")
+        # a self-signed client certificate, registered exactly (openssl marks it CA:TRUE)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "pinned.key", "-out", "pinned.pem",
+                "-days", "30", "-subj", "/CN=pinned", cwd=d)
         self.issue("alice", "root", "client.ext")
         self.issue("bob", "inter", "client.ext")
         self.issue("carol", "root", "client.ext")
@@ -135,6 +143,12 @@ def test_leaf_of_an_openssl_root_without_key_usage(served: Served, pki: OpensslP
     status, body = curl(served, pki, "alice")
     assert status == 200, body
     assert (body["method"], body["alias"], body["tier"], body["subject"]) == ("mutual_ssl", "openssl-partners", "Gold", "CN=alice")
+
+
+def test_self_signed_openssl_certificate_registered_exactly(served: Served, pki: OpensslPKI) -> None:
+    status, body = curl(served, pki, "pinned")
+    assert status == 200, body
+    assert (body["alias"], body["tier"], body["subject"]) == ("pinned", "Silver", "CN=pinned")
 
 
 def test_leaf_of_an_openssl_intermediate_sent_with_its_chain(served: Served, pki: OpensslPKI) -> None:
