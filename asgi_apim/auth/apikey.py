@@ -165,6 +165,13 @@ class ApiKeyAuthenticator:
                     return value
         return None
 
+    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
+        """The caller of a key validated before (cached) and valid for ``api``, else None."""
+        verified = self._cache.get(credential, now())
+        if verified is None or api.name not in verified.claims["apis"]:
+            return None
+        return verified.principal(api.name)
+
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         t = now()
         verified = self._cache.get(credential, t)

@@ -249,15 +249,22 @@ class OAuth2Authenticator:
     def credential(self, scope: Scope) -> str | None:
         return authorization(scope, "bearer")
 
+    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
+        """The caller of a token validated before and still good (cached, keys unchanged), else None."""
+        hit = self._cache.get(credential, now())
+        if hit is not None and hit.current():
+            return hit.principal(api.name)
+        return None
+
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         if len(credential) > MAX_TOKEN_BYTES:
             raise invalid("token is larger than 16 KiB", self.invalid_challenge)
         if not credential:
             raise invalid("empty bearer token", self.invalid_challenge)
+        recalled = self.recall(credential, api)
+        if recalled is not None:
+            return recalled
         t = now()
-        hit = self._cache.get(credential, t)
-        if hit is not None and hit.current():
-            return hit.principal(api.name)
         if credential.count(".") != 2:
             return (await self._introspect(credential, t)).principal(api.name)
         jws = parse_compact(credential, self.invalid_challenge)

@@ -71,6 +71,9 @@ def _no_trace(step: str) -> None:
     return None
 
 
+_CERTIFICATE_ONLY, _APPLICATION_ONLY, _UNDECIDED = "certificate", "application", "undecided"
+
+
 class APISecurityMiddleware:
     def __init__(
         self,
@@ -90,6 +93,7 @@ class APISecurityMiddleware:
         self.background = background or BackgroundTasks()
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
+        self._plans: dict[int, tuple[Route, tuple[str, str, tuple[tuple[Authenticator, Any], ...], frozenset[str]]]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -112,6 +116,11 @@ class APISecurityMiddleware:
             set_identity(scope, None)
             await self.app(scope, receive, send)
             return
+        principal = None if self.explain else self._recall(scope, route)
+        if principal is not None:  # decided without awaiting: a credential validated before
+            set_identity(scope, principal)
+            await self.app(scope, receive, send)
+            return
         trace = _Trace() if self.explain else _no_trace
         try:
             principal = await self.decide(scope, route, trace)
@@ -131,6 +140,45 @@ class APISecurityMiddleware:
     async def _close_authenticators(self) -> None:
         for auth in self.authenticators.values():
             await auth.aclose()
+
+    def _recall(self, scope: Scope, route: Route) -> Principal | None:
+        """The principal `decide` would reach, when it can be found without awaiting anything:
+        an accepted certificate on an API that needs nothing else, or an application
+        credential that its authenticator validated before (`recall`) and that carries the
+        resource's scopes. None in every other case (refusals included): `decide` answers."""
+        plan = self._plans.get(id(route))
+        if plan is None or plan[0] is not route:
+            plan = (route, self._plan(route))
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            self._plans[id(route)] = plan
+        kind, api_name, schemes, scopes = plan[1]
+        if kind == _CERTIFICATE_ONLY:
+            return certificate_principal(self._certificate(scope), api_name)
+        if kind == _APPLICATION_ONLY:
+            for auth, recall in schemes:
+                credential = auth.credential(scope)
+                if credential is None:
+                    continue
+                principal = recall(credential, route.api)
+                if principal is None or (scopes and scopes.isdisjoint(principal.scopes)):
+                    return None
+                return principal
+        return None
+
+    def _plan(self, route: Route) -> tuple[str, str, tuple[tuple[Authenticator, Any], ...], frozenset[str]]:
+        api = route.api
+        if api is None:
+            return (_UNDECIDED, "", (), frozenset())
+        security = route.resource.security if route.resource and route.resource.security else api.security
+        scopes = frozenset(route.resource.scopes) if route.resource else frozenset()
+        if security.mutual_ssl == "mandatory" and not security.application_mandatory:
+            return (_CERTIFICATE_ONLY, api.name, (), scopes)
+        if security.mutual_ssl == "disabled":
+            schemes = tuple((self.authenticators[s], getattr(self.authenticators[s], "recall", None)) for s in security.application)
+            if schemes and all(recall is not None for _, recall in schemes):
+                return (_APPLICATION_ONLY, api.name, schemes, scopes)
+        return (_UNDECIDED, api.name, (), scopes)
 
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:

@@ -174,3 +174,15 @@ def test_credential_from_header_or_query(tmp_path: Path) -> None:
     assert auth.credential(scope(("x-api-key", "hdr"), query="key=qry")) == "hdr"
     assert auth.credential(scope(query="monkey=1&keys=2")) is None
     assert auth.credential(scope(("apikey", "abc"))) is None
+
+
+async def test_recall_only_for_keys_validated_before_and_for_their_apis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_config(tmp_path, KEYS["Ed25519"][0]())
+    token = issue(config, "--api", "pets", "--tier", "Gold", "--expires", "30").stdout.strip()
+    auth = ApiKeyAuthenticator.from_config(load_config(config))
+    assert auth.recall(token, PETS) is None
+    checked = await auth.authenticate(token, PETS, {})
+    assert auth.recall(token, PETS) is checked
+    assert auth.recall(token, CATS) is None  # not one of its APIs: the full check refuses it
+    monkeypatch.setattr("asgi_apim.auth.apikey.now", lambda: time.time() + 120)
+    assert auth.recall(token, PETS) is None

@@ -233,3 +233,13 @@ async def test_leeway_accepts_small_skew(tmp_path: Path) -> None:
 async def test_opaque_token_without_introspection_is_invalid(auth: OAuth2Authenticator) -> None:
     with pytest.raises(InvalidCredentials, match="opaque"):
         await auth.authenticate("0123456789abcdef", API, {})
+
+
+async def test_recall_answers_only_for_tokens_validated_before(auth: OAuth2Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = RSA.sign(claims(exp=int(time.time()) + 40))
+    assert auth.recall(token, API) is None  # never seen: the full check must run
+    first = await auth.authenticate(token, API, {})
+    assert auth.recall(token, API) is first
+    assert auth.recall(token, ApiConfig(name="cats", context="/cats")).api == "cats"  # type: ignore[union-attr]
+    monkeypatch.setattr("asgi_apim.auth.jwt.now", lambda: time.time() + 100)  # past its exp: forgotten
+    assert auth.recall(token, API) is None

@@ -57,13 +57,35 @@ class FakeAuth:
         return None
 
 
+class RecallingAuth(FakeAuth):
+    """Remembers what it validated, as the real authenticators' caches do, and counts full checks."""
+
+    def __init__(self, scheme: str, header: str) -> None:
+        super().__init__(scheme, header)
+        self.checked = 0
+        self.remembered: dict[tuple[str, str], Principal] = {}
+
+    async def authenticate(self, credential: str, api: Any, scope: dict) -> Principal:
+        self.checked += 1
+        principal = await super().authenticate(credential, api, scope)
+        self.remembered[(credential, api.name)] = principal
+        return principal
+
+    def recall(self, credential: str, api: Any) -> Principal | None:
+        return self.remembered.get((credential, api.name))
+
+
 AUTHS = {"oauth2": FakeAuth("oauth2", "x-token"), "basic": FakeAuth("basic", "x-basic")}
+
+
+def recalling() -> dict[str, RecallingAuth]:
+    return {"oauth2": RecallingAuth("oauth2", "x-token"), "basic": RecallingAuth("basic", "x-basic")}
 VALID = CertificateOutcome("tls", verdict=FakeVerdict({"pets": SimpleNamespace(alias="partner-a", tier="Gold")}))
 INVALID = CertificateOutcome("tls", verdict=FakeVerdict({}, reason="not issued by a trusted CA"))
 MISSING = CertificateOutcome()
 
 
-def stack(mutual_ssl: str, app_mandatory: bool, **extra: Any) -> APISecurityMiddleware:
+def stack(mutual_ssl: str, app_mandatory: bool, authenticators: Any = None, **extra: Any) -> APISecurityMiddleware:
     security = {"mutual_ssl": mutual_ssl, "application": ["oauth2", "basic"], "application_mandatory": app_mandatory}
     cfg = parse_config(
         {"public_paths": ["/health"], "apis": [{"name": "pets", "context": "/pets", "security": security, "resources": [
@@ -72,7 +94,7 @@ def stack(mutual_ssl: str, app_mandatory: bool, **extra: Any) -> APISecurityMidd
         ]}]},
         base=Path("/"),
     )
-    return APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS, **extra)
+    return APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=authenticators or AUTHS, **extra)
 
 
 CERTS = {"valid": VALID, "invalid": INVALID, "missing": MISSING}
@@ -112,9 +134,14 @@ TABLE = [
 ]
 
 
+@pytest.mark.parametrize("remembering", [False, True], ids=["checked", "recalled"])
 @pytest.mark.parametrize("mutual_ssl, mandatory, cert, cred, status, method, code", TABLE)
-async def test_decision_table(mutual_ssl: str, mandatory: bool, cert: str, cred: str, status: int, method: str | None, code: int | None) -> None:
-    r = await call(stack(mutual_ssl, mandatory), "GET", "/pets/whoami", CREDS[cred], **{CERTIFICATE: CERTS[cert]})
+async def test_decision_table(
+    mutual_ssl: str, mandatory: bool, cert: str, cred: str, status: int, method: str | None, code: int | None, remembering: bool
+) -> None:
+    app = stack(mutual_ssl, mandatory, recalling() if remembering else None)
+    for _ in range(2 if remembering else 1):  # the second time, a remembered credential may decide without decide()
+        r = await call(app, "GET", "/pets/whoami", CREDS[cred], **{CERTIFICATE: CERTS[cert]})
     assert r.status == status, r.body
     if status == 200:
         doc = r.json()
@@ -206,3 +233,39 @@ def test_listed_scheme_without_authenticator_is_refused() -> None:
     cfg = parse_config({"apis": [{"name": "a", "context": "/a", "security": {"application": ["api_key"]}}]}, base=Path("/"))
     with pytest.raises(ValueError, match="api_key"):
         APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS)
+
+
+async def test_a_remembered_credential_is_not_checked_again() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths)
+    for _ in range(3):
+        r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
+        assert r.status == 200 and r.json()["method"] == "oauth2"
+    assert auths["oauth2"].checked == 1
+
+
+async def test_a_remembered_credential_still_needs_the_resource_scopes() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths)
+    for _ in range(2):
+        r = await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:read")])
+        assert (r.status, r.json()["code"]) == (403, 900910)
+    for _ in range(2):
+        assert (await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:admin")])).status == 200
+
+
+async def test_first_present_scheme_decides_even_when_a_later_one_is_remembered() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths)
+    assert (await call(app, "GET", "/pets/whoami", [("x-basic", "good")])).json()["method"] == "basic"
+    both = await call(app, "GET", "/pets/whoami", [("x-token", "bad"), ("x-basic", "good")])
+    assert both.status == 200 and both.json()["method"] == "basic"  # oauth2 tried first, refused, then basic
+    assert auths["oauth2"].checked == 1
+
+
+async def test_explaining_never_takes_the_shortcut() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths, debug_headers=True)
+    for _ in range(2):
+        r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
+        assert "decided by oauth2" in r.headers["x-apim-decision"]
