@@ -19,16 +19,8 @@ from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import Config, load_config
 from asgi_apim.routing import Router
-from asgi_apim.server.tls import live_trust
+from asgi_apim.server.tls import live_trust, uses_mutual_ssl
 from asgi_apim.throttling import ThrottlingMiddleware
-
-
-def _uses_mutual_ssl(config: Config) -> bool:
-    return any(
-        sec.mutual_ssl != "disabled"
-        for api in config.apis
-        for sec in [api.security, *(r.security for r in api.resources if r.security)]
-    )
 
 
 def _authenticators(config: Config) -> dict[str, Any]:
@@ -67,7 +59,7 @@ def protect(app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.
     _document(app, cfg)
     background = BackgroundTasks()
     resolver = None
-    if _uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
+    if uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
         trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
         background.add(trust.run)
         trust.subscribe(live_trust.update)
