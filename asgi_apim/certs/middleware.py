@@ -35,7 +35,7 @@ from asgi_apim.certs.resolver import CertificateOutcome, CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
 from asgi_apim.errors import CertificateRejected, MissingCredentials, RequestError, reject
-from asgi_apim.identity import Principal, set_identity
+from asgi_apim.identity import CertificatePrincipal, Principal, set_identity
 
 STANDALONE_API = "default"
 _CHALLENGE = {"www-authenticate": 'Mutual realm="asgi-apim"'}
@@ -54,17 +54,7 @@ def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | 
         accepted = verdict.acceptances.get(api)
         if accepted is None:
             return None
-        principal = verdict.principals[api] = Principal(
-            method="mutual_ssl",
-            subject=verdict.subject,
-            api=api,
-            tier=accepted.tier,
-            alias=accepted.alias,
-            methods=("mutual_ssl",),
-            certificate=verdict.leaf,
-            claims=_NO_CLAIMS,  # type: ignore[arg-type]
-            throttle_key=f"cert:{verdict.spki_sha256}",
-        )
+        principal = verdict.principals[api] = CertificatePrincipal(verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS)
     return principal
 
 

@@ -1,6 +1,6 @@
 import base64
 import hashlib
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 from cryptography import x509
@@ -11,6 +11,8 @@ from asgi_apim.certs.formats import (
     FORMATS,
     MAX_CERTIFICATES,
     MAX_HEADER_BYTES,
+    _from_pem,
+    _from_url_pem,
     parse_certificate_header,
     pem_chain_to_der,
 )
@@ -18,6 +20,7 @@ from asgi_apim.certs.pki import Issued, issue_client, make_ca
 from asgi_apim.errors import CertificateHeaderError
 
 ROOT = make_ca("formats root")
+ROOT_ESCAPED = quote(ROOT.cert_pem().decode(), safe="")
 INTERMEDIATE = make_ca("formats intermediate", issuer=ROOT)
 LEAF = issue_client(INTERMEDIATE, "formats-leaf")
 CHAIN: tuple[Issued, ...] = (LEAF, INTERMEDIATE, ROOT)
@@ -432,3 +435,26 @@ def test_pem_chain_property(chain: list[str]) -> None:
     except CertificateHeaderError:
         return
     assert len(result) == len(chain) and all(d[0] == 0x30 for d in result)
+
+
+_ESCAPE_PIECES = st.sampled_from(["%0A", "%0a", "%0D", "%20", "%2B", "%2b", "%2F", "%3D", "%25", "%2D", "%", "%2", "%zz", "%E2%82%AC", "\u20ac"])
+
+
+def _outcome(parse, text):  # type: ignore[no-untyped-def]
+    try:
+        return parse(text)
+    except CertificateHeaderError:
+        return "refused"
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_ESCAPE_PIECES, st.text(max_size=6), st.sampled_from([ROOT_ESCAPED[:200], ROOT_ESCAPED[200:]])), max_size=12))
+def test_url_pem_decodes_as_unquote_would(pieces: list[str]) -> None:
+    """The bytes path (unquote_to_bytes, bytes PEM) decides exactly as unquote + the text PEM parser."""
+    text = "".join(pieces)
+    assert _outcome(_from_url_pem, text) == _outcome(_from_pem, unquote(text))
+
+
+def test_url_pem_of_a_real_header() -> None:
+    assert _from_url_pem(ROOT_ESCAPED) == (ROOT.der(),)
+    assert _from_url_pem(ROOT_ESCAPED.replace("%0A", "%0a").replace("%2B", "%2b")) == (ROOT.der(),)  # lower-case escapes
