@@ -115,7 +115,7 @@ class CertificateResolver:
             return outcome
         if not ders:
             return ABSENT
-        verdict = validator.validate(ders)
+        verdict = validator.validate(ders, cache=False)  # cached here, by the raw value
         outcome = CertificateOutcome(source, verdict=verdict)
         ttl = _MAX_TTL if verdict.acceptances else _REJECT_TTL
         self._store(key, outcome, min(now + ttl, verdict.valid_until))

@@ -84,6 +84,7 @@ class CertificateVerdict:
     reason: str | None
     api_reasons: Mapping[str, str] = field(repr=False)
     valid_until: float
+    principals: dict[str, Any] = field(repr=False, default_factory=dict)  # the Principal built for each API, shared by every request of this (cached) verdict
 
     def __init__(
         self,
@@ -104,11 +105,7 @@ class CertificateVerdict:
         attrs["reason"] = reason
         attrs["api_reasons"] = api_reasons
         attrs["valid_until"] = valid_until
-
-    @cached_property
-    def principals(self) -> dict[str, Any]:
-        """The Principal built for each API, shared by every request of this (cached) verdict."""
-        return {}
+        attrs["principals"] = {}
 
     @cached_property
     def sha256(self) -> str:
@@ -194,27 +191,29 @@ class CertificateValidator:
         self._revocations = Revocations(material.crls, known)
         self._cache: OrderedDict[Hashable, CertificateVerdict] = OrderedDict()
 
-    def validate(self, ders: tuple[bytes, ...], cache_key: bytes | None = None) -> CertificateVerdict:
+    def validate(self, ders: tuple[bytes, ...], cache_key: bytes | None = None, *, cache: bool = True) -> CertificateVerdict:
         """The verdict on a chain (DER, leaf first); cached by ``cache_key``
-        (the raw header bytes, say) or by the DERs themselves."""
-        key: Hashable = tuple(ders) if cache_key is None else cache_key
+        (the raw header bytes, say) or by the DERs themselves, unless ``cache``
+        is false (a caller with a cache of its own: `CertificateResolver`)."""
         now = time.time()
-        cache = self._cache
-        hit = cache.get(key)
-        if hit is not None:
-            if hit.valid_until > now:
-                cache.move_to_end(key)
-                return hit
-            del cache[key]
+        key: Hashable = None
+        if cache:
+            key = tuple(ders) if cache_key is None else cache_key
+            hit = self._cache.get(key)
+            if hit is not None:
+                if hit.valid_until > now:
+                    self._cache.move_to_end(key)
+                    return hit
+                del self._cache[key]
         try:
             verdict = self._validate(tuple(ders), now)
         except Exception:  # never let a certificate turn into a 500
             logger.exception("certificate validation failed unexpectedly")
             return _refused(None, ders, "certificate could not be validated")
-        if verdict.valid_until > now:
-            cache[key] = verdict
-            if len(cache) > self.cache_size:
-                cache.popitem(last=False)
+        if key is not None and verdict.valid_until > now:
+            self._cache[key] = verdict
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return verdict
 
     def _validate(self, ders: tuple[bytes, ...], now: float) -> CertificateVerdict:

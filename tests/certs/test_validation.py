@@ -341,6 +341,15 @@ def test_cache_hit_does_not_parse(monkeypatch: pytest.MonkeyPatch, root: Issued,
     assert loads.calls == 6  # a new generation's validator starts empty
 
 
+def test_uncached_validation_neither_reads_nor_fills_the_cache(monkeypatch: pytest.MonkeyPatch, root: Issued, leaf: Issued, inter: Issued) -> None:
+    v = CertificateValidator(material([root]))
+    loads = CountingLoads(monkeypatch)
+    kept = v.validate(ders(leaf, inter))
+    fresh = v.validate(ders(leaf, inter), cache=False)
+    assert fresh is not kept and fresh.acceptances == kept.acceptances and loads.calls == 4
+    assert len(v._cache) == 1 and v.validate(ders(leaf, inter)) is kept
+
+
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
     certs = [issue_client(root, f"c{i}") for i in range(3)]
     v = CertificateValidator(material([root]), cache_size=2)
