@@ -48,8 +48,9 @@ from asgi_apim.errors import (
     ScopeMismatch,
     reject,
 )
-from asgi_apim.identity import Principal, set_identity
+from asgi_apim.identity import ANONYMOUS, NO_CREDENTIALS, Principal
 from asgi_apim.routing import Route, Router
+from asgi_apim.throttling.middleware import LATER, ThrottlingMiddleware
 
 if TYPE_CHECKING:
     from asgi_apim.auth.base import Authenticator
@@ -93,6 +94,7 @@ class APISecurityMiddleware:
         self.background = background or BackgroundTasks()
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
+        self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
         self._plans: dict[int, tuple[Route, tuple[str, str, tuple[tuple[Authenticator, Any], ...], frozenset[str]]]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
@@ -113,29 +115,38 @@ class APISecurityMiddleware:
         route = self.router.match(scope.get("method", "GET"), scope["path"])
         scope[ROUTE] = route
         if route.public:
-            set_identity(scope, None)
+            principal = None
+            scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
+        else:
+            principal = None if self.explain else self._recall(scope, route)
+            if principal is None:  # not decided without awaiting (a credential validated before): the general path
+                trace = _Trace() if self.explain else _no_trace
+                try:
+                    principal = await self.decide(scope, route, trace)
+                except RequestError as exc:
+                    trace(f"rejected: {exc.status} {exc.code} {exc.detail}")
+                    if self.explain:
+                        scope[DECISION] = trace.steps  # type: ignore[union-attr]
+                    await reject(scope, self._with_decision(send, trace) if self.debug_headers else send, exc)
+                    return
+                if self.explain:
+                    scope[DECISION] = trace.steps  # type: ignore[union-attr]
+                    if self.debug_headers:
+                        send = self._with_decision(send, trace)
+            scope["user"] = principal
+            scope["auth"] = principal.credentials
+        throttle = self.throttle
+        if throttle is None:
             await self.app(scope, receive, send)
             return
-        principal = None if self.explain else self._recall(scope, route)
-        if principal is not None:  # decided without awaiting: a credential validated before
-            set_identity(scope, principal)
-            await self.app(scope, receive, send)
-            return
-        trace = _Trace() if self.explain else _no_trace
-        try:
-            principal = await self.decide(scope, route, trace)
-        except RequestError as exc:
-            trace(f"rejected: {exc.status} {exc.code} {exc.detail}")
-            if self.explain:
-                scope[DECISION] = trace.steps  # type: ignore[union-attr]
-            await reject(scope, self._with_decision(send, trace) if self.debug_headers else send, exc)
-            return
-        set_identity(scope, principal)
-        if self.explain:
-            scope[DECISION] = trace.steps  # type: ignore[union-attr]
-            if self.debug_headers:
-                send = self._with_decision(send, trace)
-        await self.app(scope, receive, send)
+        # the throttling stage, called directly (no second middleware layer): see ThrottlingMiddleware.admit_now
+        admitted = throttle.admit_now(scope, send, principal, route)
+        if admitted is LATER:
+            await throttle.admit(scope, receive, send, principal, route)
+        elif isinstance(admitted, RequestError):
+            await reject(scope, send, admitted)
+        else:
+            await throttle.app(scope, receive, admitted)  # type: ignore[arg-type]
 
     async def _close_authenticators(self) -> None:
         for auth in self.authenticators.values():

@@ -61,13 +61,15 @@ class Advertiser:
         if name is not None:  # the common case, rendered here without a call
             remaining, reset = result[1], result[2]
             current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
-            extra = (self.policy, (b"ratelimit", current.encode()))
+            extra = [self.policy, (b"ratelimit", current.encode())]
         else:
             extra = self(result)
 
         def wrapped(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers")
+                # a new list (the app may reuse its own): Starlette sends a list, the spec allows any iterable
+                message["headers"] = headers + extra if type(headers) is list else [*(headers or ()), *extra]
             return send(message)
 
         return wrapped  # type: ignore[return-value]

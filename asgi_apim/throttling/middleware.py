@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_apim._keys import ROUTE
 from asgi_apim.certs.trust import TrustedProxies
-from asgi_apim.errors import ConfigError, StorageUnavailable, Throttled, reject
+from asgi_apim.errors import ConfigError, RequestError, StorageUnavailable, Throttled, reject
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Route
 from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, MemoryEngine, StorageGuard, build_engine
@@ -51,6 +51,7 @@ logger = logging.getLogger("asgi_apim.throttling")
 
 API_CODE, RESOURCE_CODE, SUBSCRIPTION_CODE, BURST_CODE = 900800, 900802, 900804, 900807
 _ANONYMOUS = object()  # the tier key of a caller without a Principal: the default tier
+LATER = object()  # `admit_now`: the decision needs the remote storage; await `admit`
 _LEVEL_TEXT = {"api": "the API's", "resource": "the resource's", "subscription": "your"}
 
 
@@ -126,13 +127,44 @@ class ThrottlingMiddleware:
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
-        if isinstance(user, Principal):  # CallerKeys.__call__, inline (the tier is resolved once per plan)
-            caller = user.throttle_key or f"{user.method}:{user.subject}"
-            tier = user.tier
-        else:
-            caller = self.callers.anonymous(scope)
-            tier = _ANONYMOUS
+        if not isinstance(user, Principal):
+            user = None
         route = scope.get(ROUTE)
+        admitted = self.admit_now(scope, send, user, route)
+        if admitted is LATER:
+            await self.admit(scope, receive, send, user, route)
+        elif isinstance(admitted, RequestError):
+            await reject(scope, send, admitted)
+        else:
+            await self.app(scope, receive, admitted)
+
+    def admit_now(self, scope: Scope, send: Send, user: Principal | None, route: Route | None) -> Send | RequestError | object:
+        """The throttling decision on a request by ``user`` (None: anonymous) on ``route``, made
+        without awaiting when it can be (no limit applies, or the counts are in memory): the
+        ``send`` to go on with (adding the success headers), the error to answer with, or
+        `LATER` when the counts are remote (then `admit`). The security stage calls this
+        directly, so a request crosses no second middleware layer."""
+        tier = user.tier if user is not None else _ANONYMOUS
+        known = self._routes.get((id(route), tier))
+        plan = known[1] if known is not None and known[0] is route else self._route_plan(route, tier)
+        if not plan.limits:
+            return send
+        take = plan.take
+        if take is None or self.guard.down:  # remote counts, or the storage is being retried
+            return LATER
+        try:
+            result = take(self._caller(scope, user))
+        except STORAGE_ERRORS as exc:  # a memory storage of the user's own that fails
+            self.guard.failed(exc, fail_open=self.fail_open)
+            return send if self.fail_open else self._unavailable()
+        if result[0]:
+            return self._throttled(plan.limits[int(result[0]) - 1], max(1, ceil(result[1])))
+        advertiser = plan.advertiser
+        return advertiser.wrap(send, result) if advertiser is not None and scope["type"] == "http" else send
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send, user: Principal | None, route: Route | None) -> None:
+        """Throttle a request by ``user`` on ``route`` and hand it to the app (or answer 429/503)."""
+        tier = user.tier if user is not None else _ANONYMOUS
         known = self._routes.get((id(route), tier))
         plan = known[1] if known is not None and known[0] is route else self._route_plan(route, tier)
         if not plan.limits:
@@ -142,13 +174,11 @@ class ThrottlingMiddleware:
         if guard.down and not guard.available():
             await self._storage_away(scope, receive, send, None)
             return
-        advertiser = plan.advertiser if kind == "http" else None
+        advertiser = plan.advertiser if scope["type"] == "http" else None
+        caller = self._caller(scope, user)
         try:
             take = plan.take
-            if take is not None:
-                result = take(caller)
-            else:
-                result = await self._acquire(plan, caller, advertiser is not None)
+            result = take(caller) if take is not None else await self._acquire(plan, caller, advertiser is not None)
         except STORAGE_ERRORS as exc:
             await self._storage_away(scope, receive, send, exc)
             return
@@ -162,6 +192,12 @@ class ThrottlingMiddleware:
             send = advertiser.wrap(send, result)
         await self.app(scope, receive, send)
 
+    def _caller(self, scope: Scope, user: Principal | None) -> str:
+        """Who is counted (`CallerKeys.__call__`, inline: the tier was resolved with the plan)."""
+        if user is not None:
+            return user.throttle_key or f"{user.method}:{user.subject}"
+        return self.callers.anonymous(scope)
+
     async def _acquire(self, plan: _Plan, caller: str, report: bool) -> list[float]:
         """A remote engine's verdict, in the shape of a memory plan's ``take``."""
         verdict = await self.engine.acquire(plan.limits, plan.ids(caller), report)
@@ -174,7 +210,11 @@ class ThrottlingMiddleware:
         if self.fail_open:
             await self.app(scope, receive, send)
         else:
-            await reject(scope, send, StorageUnavailable("the rate-limit storage is unavailable; try again shortly"))
+            await reject(scope, send, self._unavailable())
+
+    @staticmethod
+    def _unavailable() -> StorageUnavailable:
+        return StorageUnavailable("the rate-limit storage is unavailable; try again shortly")
 
     def _throttled(self, limit: Limit, retry_after: int) -> Throttled:
         item = limit.item
