@@ -68,6 +68,15 @@ class ExpiringCache(Generic[K, V]):
             self._evict(now)
         self._data[key] = (expires, value)
 
+    def alias(self, key: K, existing: K) -> None:
+        """Make ``key`` find what ``existing`` finds, with the same expiry (and gone with it on
+        `clear`): a raw header value beside the credential parsed from it."""
+        item = self._data.get(existing)
+        if item is not None and self.maxsize > 0:
+            if len(self._data) >= self.maxsize:
+                self._evict(time.time())
+            self._data[key] = item
+
     def _evict(self, now: float) -> None:
         for key in [k for k, (exp, _) in self._data.items() if exp <= now]:
             del self._data[key]

@@ -232,6 +232,7 @@ class OAuth2Authenticator:
         self.challenge = f'Bearer realm="{realm}"'
         self.invalid_challenge = f'Bearer realm="{realm}", error="invalid_token"'
         self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
+        self.header = b"authorization"
 
     @classmethod
     def from_config(cls, config: Config) -> OAuth2Authenticator:
@@ -249,12 +250,17 @@ class OAuth2Authenticator:
     def credential(self, scope: Scope) -> str | None:
         return authorization(scope, "bearer")
 
-    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
-        """The caller of a token validated before and still good (cached, keys unchanged), else None."""
-        hit = self._cache.get(credential, now())
+    def recall(self, credential: str | bytes, api: ApiConfig) -> Principal | None:
+        """The caller of a token validated before and still good (cached, keys unchanged), else
+        None. ``credential`` is the token, or the raw ``Authorization`` value `remember`-ed for it."""
+        hit = self._cache.get(credential, now())  # type: ignore[arg-type]
         if hit is not None and hit.current():
             return hit.principal(api.name)
         return None
+
+    def remember(self, raw: bytes, credential: str) -> None:
+        """Let `recall` find a cached token by the raw header value it was read from, without parsing it again."""
+        self._cache.alias(raw, credential)  # type: ignore[arg-type]
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         if len(credential) > MAX_TOKEN_BYTES:

@@ -95,7 +95,7 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
-        self._plans: dict[int, tuple[Route, tuple[str, str, tuple[tuple[Authenticator, Any], ...], frozenset[str]]]] = {}
+        self._plans: dict[int, tuple[Route, tuple[str, str, tuple[tuple[Authenticator, Any, bytes | None], ...], frozenset[str]]]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -167,17 +167,30 @@ class APISecurityMiddleware:
         if kind == _CERTIFICATE_ONLY:
             return certificate_principal(self._certificate(scope), api_name)
         if kind == _APPLICATION_ONLY:
-            for auth, recall in schemes:
+            api = route.api
+            for auth, recall, header in schemes:
+                raw = None
+                if header is not None:  # first, by the raw header value: a credential seen before is not parsed again
+                    for name, value in scope["headers"]:
+                        if name == header:
+                            raw = value
+                            break
+                    if raw is not None:
+                        principal = recall(raw, api)
+                        if principal is not None:
+                            return principal if not scopes or not scopes.isdisjoint(principal.scopes) else None
                 credential = auth.credential(scope)
                 if credential is None:
                     continue
-                principal = recall(credential, route.api)
+                principal = recall(credential, api)
                 if principal is None or (scopes and scopes.isdisjoint(principal.scopes)):
                     return None
+                if raw is not None:
+                    auth.remember(raw, credential)  # type: ignore[attr-defined]
                 return principal
         return None
 
-    def _plan(self, route: Route) -> tuple[str, str, tuple[tuple[Authenticator, Any], ...], frozenset[str]]:
+    def _plan(self, route: Route) -> tuple[str, str, tuple[tuple[Authenticator, Any, bytes | None], ...], frozenset[str]]:
         api = route.api
         if api is None:
             return (_UNDECIDED, "", (), frozenset())
@@ -186,8 +199,8 @@ class APISecurityMiddleware:
         if security.mutual_ssl == "mandatory" and not security.application_mandatory:
             return (_CERTIFICATE_ONLY, api.name, (), scopes)
         if security.mutual_ssl == "disabled":
-            schemes = tuple((self.authenticators[s], getattr(self.authenticators[s], "recall", None)) for s in security.application)
-            if schemes and all(recall is not None for _, recall in schemes):
+            schemes = tuple(_recaller(self.authenticators[s]) for s in security.application)
+            if schemes and all(recall is not None for _, recall, _ in schemes):
                 return (_APPLICATION_ONLY, api.name, schemes, scopes)
         return (_UNDECIDED, api.name, (), scopes)
 
@@ -299,6 +312,14 @@ class APISecurityMiddleware:
             raise ScopeMismatch(f"this resource requires one of the scopes: {' '.join(resource.scopes)}")
         if trace is not _no_trace:
             trace("scopes: satisfied")
+
+
+def _recaller(auth: Authenticator) -> tuple[Authenticator, Any, bytes | None]:
+    """``(auth, its recall, the header its credential is read from)``: the header only when the
+    scheme can `remember` a raw value of it (then the value's bytes find the credential)."""
+    recall = getattr(auth, "recall", None)
+    header = getattr(auth, "header", None) if hasattr(auth, "remember") else None
+    return auth, recall, header if isinstance(header, bytes) else None
 
 
 def _combine(cert: Principal, app: Principal) -> Principal:

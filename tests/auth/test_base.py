@@ -84,6 +84,26 @@ def test_expiring_cache() -> None:
     off: ExpiringCache[str, int] = ExpiringCache(0)
     off.put("a", 1, expires=1000, now=0)
     assert off.get("a", 1) is None
+    off.alias("b", "a")
+    assert off.get("b", 1) is None
+
+
+def test_expiring_cache_alias_shares_expiry_and_clearing() -> None:
+    cache: ExpiringCache[object, int] = ExpiringCache(4)
+    cache.alias(b"raw", "missing")
+    assert cache.get(b"raw", 100) is None and len(cache) == 0
+    cache.put("tok", 7, expires=110, now=100)
+    cache.alias(b"Bearer tok", "tok")
+    assert cache.get(b"Bearer tok", 105) == 7
+    assert cache.get(b"Bearer tok", 110) is None  # expires with the credential it stands for
+    cache.put("tok", 7, expires=200, now=100)
+    cache.alias(b"Bearer tok", "tok")
+    cache.clear()
+    assert cache.get(b"Bearer tok", 150) is None
+    for i in range(10):
+        cache.put(str(i), i, expires=1000, now=100)
+        cache.alias(str(i).encode(), str(i))
+    assert len(cache) <= 4
 
 
 @pytest.mark.parametrize(

@@ -241,5 +241,12 @@ async def test_recall_answers_only_for_tokens_validated_before(auth: OAuth2Authe
     first = await auth.authenticate(token, API, {})
     assert auth.recall(token, API) is first
     assert auth.recall(token, ApiConfig(name="cats", context="/cats")).api == "cats"  # type: ignore[union-attr]
-    monkeypatch.setattr("asgi_apim.auth.jwt.now", lambda: time.time() + 100)  # past its exp: forgotten
+    raw = f"Bearer {token}".encode()
+    assert auth.recall(raw, API) is None  # a raw value is found only once remembered
+    auth.remember(raw, token)
+    assert auth.recall(raw, API) is first
+    auth.remember(b"Bearer never-validated", "never-validated")
+    assert auth.recall(b"Bearer never-validated", API) is None
+    monkeypatch.setattr("asgi_apim.auth.jwt.now", lambda: time.time() + 100)  # past its exp: forgotten, by either key
     assert auth.recall(token, API) is None
+    assert auth.recall(raw, API) is None

@@ -63,7 +63,9 @@ class RecallingAuth(FakeAuth):
     def __init__(self, scheme: str, header: str) -> None:
         super().__init__(scheme, header)
         self.checked = 0
+        self.parsed = 0
         self.remembered: dict[tuple[str, str], Principal] = {}
+        self.raw: dict[bytes, str] = {}
 
     async def authenticate(self, credential: str, api: Any, scope: dict) -> Principal:
         self.checked += 1
@@ -71,8 +73,17 @@ class RecallingAuth(FakeAuth):
         self.remembered[(credential, api.name)] = principal
         return principal
 
-    def recall(self, credential: str, api: Any) -> Principal | None:
-        return self.remembered.get((credential, api.name))
+    def recall(self, credential: str | bytes, api: Any) -> Principal | None:
+        if isinstance(credential, bytes):  # a raw header value remembered for a credential
+            credential = self.raw.get(credential)  # type: ignore[assignment]
+        return self.remembered.get((credential, api.name))  # type: ignore[arg-type]
+
+    def remember(self, raw: bytes, credential: str) -> None:
+        self.raw[raw] = credential
+
+    def credential(self, scope: dict) -> str | None:
+        self.parsed += 1
+        return super().credential(scope)
 
 
 AUTHS = {"oauth2": FakeAuth("oauth2", "x-token"), "basic": FakeAuth("basic", "x-basic")}
@@ -140,7 +151,7 @@ async def test_decision_table(
     mutual_ssl: str, mandatory: bool, cert: str, cred: str, status: int, method: str | None, code: int | None, remembering: bool
 ) -> None:
     app = stack(mutual_ssl, mandatory, recalling() if remembering else None)
-    for _ in range(2 if remembering else 1):  # the second time, a remembered credential may decide without decide()
+    for _ in range(3 if remembering else 1):  # then a remembered credential may decide without decide(), then by its raw value
         r = await call(app, "GET", "/pets/whoami", CREDS[cred], **{CERTIFICATE: CERTS[cert]})
     assert r.status == status, r.body
     if status == 200:
@@ -242,6 +253,21 @@ async def test_a_remembered_credential_is_not_checked_again() -> None:
         r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
         assert r.status == 200 and r.json()["method"] == "oauth2"
     assert auths["oauth2"].checked == 1
+    assert auths["oauth2"].parsed == 3  # checked, recalled (then remembered by its raw value), and recalled before
+    for _ in range(3):
+        assert (await call(app, "GET", "/pets/whoami", [("x-token", "good")])).status == 200
+    assert auths["oauth2"].parsed == 3, "a remembered raw value is not parsed again"
+
+
+async def test_a_raw_value_of_another_scheme_is_not_taken_for_this_one() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths)
+    for _ in range(3):
+        r = await call(app, "GET", "/pets/whoami", [("x-basic", "good")])
+        assert r.status == 200 and r.json()["method"] == "basic"
+    refused = await call(app, "GET", "/pets/whoami", [("x-token", "bad"), ("x-basic", "good")])
+    assert refused.status == 200 and refused.json()["method"] == "basic"
+    assert (await call(app, "GET", "/pets/whoami", [("x-token", "bad")])).status == 401
 
 
 async def test_a_remembered_credential_still_needs_the_resource_scopes() -> None:
