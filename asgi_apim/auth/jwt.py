@@ -253,9 +253,12 @@ class OAuth2Authenticator:
     def recall(self, credential: str | bytes, api: ApiConfig) -> Principal | None:
         """The caller of a token validated before and still good (cached, keys unchanged), else
         None. ``credential`` is the token, or the raw ``Authorization`` value `remember`-ed for it."""
-        hit = self._cache.get(credential, now())  # type: ignore[arg-type]
-        if hit is not None and hit.current():
-            return hit.principal(api.name)
+        item = self._cache._data.get(credential)  # type: ignore[call-overload]  # ExpiringCache.get and Verified.current, inline
+        if item is not None and item[0] > now():
+            hit = item[1]
+            source = hit.source
+            if source is None or source.generation == hit.at_generation:
+                return hit._principals.get(api.name) or hit.principal(api.name)
         return None
 
     def remember(self, raw: bytes, credential: str) -> None:

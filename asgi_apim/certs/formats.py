@@ -117,8 +117,24 @@ def _from_pem(text: str | bytes) -> tuple[bytes, ...]:
     return tuple(ders)
 
 
+def _url_decode(text: str) -> bytes:
+    """`urllib.parse.unquote_to_bytes`, in C for the usual header: binascii's quoted-printable
+    decoder reads ``=XX`` as unquote reads ``%XX``. It is used only when that is exact: no
+    ``=`` in the input (every one in the output then comes from an escape), no ``%`` before a
+    line break (a soft line break to a2b_qp), and the output is shorter by exactly two bytes
+    per ``%`` (so every ``%`` began a valid escape: an invalid or trailing one, or ``%%``,
+    shortens it by less). Anything else goes to unquote_to_bytes."""
+    raw = text.encode("utf-8")
+    if b"=" in raw or b"%\n" in raw or b"%\r" in raw:
+        return unquote_to_bytes(raw)
+    decoded = binascii.a2b_qp(raw.replace(b"%", b"="))
+    if len(decoded) != len(raw) - 2 * raw.count(b"%"):
+        return unquote_to_bytes(raw)
+    return decoded
+
+
 def _from_url_pem(text: str) -> tuple[bytes, ...]:
-    return _from_pem(unquote_to_bytes(text))  # unquote's decoding, without its UTF-8 round trip
+    return _from_pem(_url_decode(text))  # unquote's decoding, without its UTF-8 round trip
 
 
 def _from_base64_der(text: str) -> tuple[bytes, ...]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
+from asgi_apim._keys import PEER
 from asgi_apim.certs.trust import TrustedProxies, peer_host
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
@@ -31,10 +31,10 @@ _REJECT_TTL = 60.0
 _WARN_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateOutcome:
+class CertificateOutcome(NamedTuple):
     """What the certificate stage found. ``verdict`` is None when no certificate
-    was presented or the presentation itself was faulty (then ``error`` says why)."""
+    was presented or the presentation itself was faulty (then ``error`` says why).
+    Immutable and cheap to make (a tuple: one per new certificate on the request path)."""
 
     source: str | None = None  # "tls" | "header"
     verdict: CertificateVerdict | None = None
@@ -56,6 +56,7 @@ class CertificateResolver:
         self.header = mutual_ssl.certificate_header.lower().encode("latin-1")
         self.header_format = mutual_ssl.header_format
         self.trusted = TrustedProxies(mutual_ssl.trusted_proxies)
+        self._trusted_hosts = self.trusted._seen
         self.client_validation = mutual_ssl.enable_client_validation
         self.chain_validation = mutual_ssl.enable_certificate_chain_validation
         self._generation = -1
@@ -74,19 +75,28 @@ class CertificateResolver:
 
     def resolve(self, scope: dict) -> CertificateOutcome:
         raw: bytes | None = None
+        header = self.header
         for name, value in scope["headers"]:
-            if name == self.header:
+            if name == header:
                 if raw is not None:
                     return CertificateOutcome("header", error=CertificateHeaderError("the client certificate header appears more than once"))
                 raw = value
-        tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
+        tls = (scope["extensions"] or {}).get("tls") if "extensions" in scope else None
         chain = tls.get("client_cert_chain") if tls else None
         if raw is not None:
-            if peer_host(scope) in self.trusted:
+            peer = scope.get(PEER) or scope.get("client")
+            host = peer[0] if peer else None
+            trusted = self._trusted_hosts.get(host)  # TrustedProxies' own memo, read without a call
+            if trusted is None:
+                trusted = host in self.trusted
+            if trusted:
                 if self.client_validation:
                     refused = self._check_relay(chain)
                     if refused is not None:
                         return refused
+                hit = self._cache.get(raw)  # the common request: a header seen before, same truststore
+                if hit is not None and hit[1] > time.time() and self.trust._current.generation == self._generation:
+                    return hit[0]
                 return self._lookup(raw, "header")
             self._untrusted(scope)
         if chain:

@@ -26,7 +26,7 @@ class TrustedProxies:
     def __init__(self, cidrs: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
         self.always_trust = any(n.prefixlen == 0 for n in self.networks)
-        self._seen: dict[str, bool] = {}
+        self._seen: dict[str, bool] = {}  # read directly on hot paths (CertificateResolver): cleared, never rebound
 
     def __contains__(self, host: object) -> bool:
         if not isinstance(host, str):

@@ -1,6 +1,6 @@
 import base64
 import hashlib
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes
 
 import pytest
 from cryptography import x509
@@ -13,6 +13,7 @@ from asgi_apim.certs.formats import (
     MAX_HEADER_BYTES,
     _from_pem,
     _from_url_pem,
+    _url_decode,
     parse_certificate_header,
     pem_chain_to_der,
 )
@@ -458,3 +459,27 @@ def test_url_pem_decodes_as_unquote_would(pieces: list[str]) -> None:
 def test_url_pem_of_a_real_header() -> None:
     assert _from_url_pem(ROOT_ESCAPED) == (ROOT.der(),)
     assert _from_url_pem(ROOT_ESCAPED.replace("%0A", "%0a").replace("%2B", "%2b")) == (ROOT.der(),)  # lower-case escapes
+
+
+_URL_PIECES = st.sampled_from(["%", "=", "%%", "%0A", "%0a", "%3D", "%3d", "%2B", "%FF", "%e2%82%ac", "%zz", "%4", "\n", "\r", "%\n", "%\r\n", "A", "+", "/", "\u20ac"])
+
+
+@given(st.lists(st.one_of(_URL_PIECES, st.text(max_size=4)), max_size=30))
+def test_url_decode_is_unquote_to_bytes(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert _url_decode(text) == unquote_to_bytes(text)
+
+
+def test_url_decode_takes_c_path_for_real_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asgi_apim.certs.formats as formats
+
+    def refuse(data: bytes) -> bytes:
+        raise AssertionError("unquote_to_bytes was called")
+
+    monkeypatch.setattr(formats, "unquote_to_bytes", refuse)
+    pem = ROOT.cert_pem()
+    assert _url_decode(ROOT_ESCAPED) == pem
+    assert _url_decode(ROOT_ESCAPED.replace("%0A", "%0a")) == pem
+    for fallback in ("=" + ROOT_ESCAPED, ROOT_ESCAPED + "%", ROOT_ESCAPED + "%zz", ROOT_ESCAPED + "%\n"):
+        with pytest.raises(AssertionError):
+            _url_decode(fallback)
