@@ -76,6 +76,10 @@ class Principal(BaseUser):
         }
 
 
+_CERTIFICATE_CREDENTIALS = AuthCredentials()
+_CERTIFICATE_CREDENTIALS.scopes = ("authenticated",)  # type: ignore[assignment]
+
+
 class CertificatePrincipal(Principal):
     """A mutual-SSL caller, built per (accepted certificate, API) and shared by every request
     of that verdict. Its ``subject`` (RFC 4514, ~25 µs) and ``throttle_key`` (SHA-256 of
@@ -94,6 +98,7 @@ class CertificatePrincipal(Principal):
         attrs["certificate"] = verdict.leaf
         attrs["claims"] = claims
         attrs["_verdict"] = verdict
+        attrs["_credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
     def subject(self) -> str:  # type: ignore[override]

@@ -104,10 +104,9 @@ class APISecurityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type == "lifespan":
-            await self.app(scope, self.background.lifespan(receive, self._close_authenticators), send)
-            return
-        if scope_type not in ("http", "websocket"):
+        if scope_type != "http" and scope_type != "websocket":
+            if scope_type == "lifespan":
+                receive = self.background.lifespan(receive, self._close_authenticators)
             await self.app(scope, receive, send)
             return
         if not self.background.started:

@@ -98,6 +98,9 @@ def refused(limit: Limit, retry_after: float) -> Verdict:
     return Verdict(limit, max(1, ceil(retry_after)), ())
 
 
+_KEY_MEMO = 65_536  # callers whose storage key a single-limit plan remembers
+
+
 class MemoryEngine:
     """`LazyMemoryStorage`, every limit of a request in one synchronous call."""
 
@@ -127,7 +130,17 @@ class MemoryEngine:
                 shared_key = limit.key(limit.shared)
                 return lambda caller: one(shared_key, amount, expiry)
             head, tail = limit.around(prefix)
-            return lambda caller: one(head + caller + tail, amount, expiry)
+            keys: dict[str, str] = {}  # caller -> its storage key, made once (and its hash with it)
+
+            def take(caller: str) -> list[float]:
+                key = keys.get(caller)
+                if key is None:
+                    if len(keys) >= _KEY_MEMO:
+                        keys.clear()
+                    key = keys[caller] = head + caller + tail
+                return one(key, amount, expiry)
+
+            return take
         static = [(limit.key(limit.shared) if limit.shared is not None else None, *limit.around(prefix),
                    limit.amount, limit.expiry, limit.report) for limit in limits]
         return lambda caller: storage.acquire_all(

@@ -176,10 +176,16 @@ async def test_one_call_engine_agrees_with_limits(strategy: str, clock: Clock) -
 
 @pytest.mark.parametrize("strategy", ALL)
 @pytest.mark.parametrize("shared", [False, True])
-async def test_single_limit_charge_agrees_with_all_limits_call_and_limits(strategy: str, shared: bool, clock: Clock) -> None:
+@pytest.mark.parametrize("memo", [65_536, 1], ids=["keys-remembered", "keys-memo-cleared"])
+async def test_single_limit_charge_agrees_with_all_limits_call_and_limits(
+    strategy: str, shared: bool, memo: int, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A plan of one limit is charged by `MemoryEngine.bind`'s one-step path: the same answers, to the
-    last bit, as `acquire_all` on a twin storage, and the same admissions and remaining as limits'."""
+    last bit, as `acquire_all` on a twin storage, and the same admissions and remaining as limits'
+    (also when its memo of callers' keys is cleared all the time)."""
     from asgi_apim.throttling.engine import Limit, MemoryEngine
+
+    monkeypatch.setattr("asgi_apim.throttling.engine._KEY_MEMO", memo)
 
     rng = random.Random(f"{strategy}-one-{shared}")
     reference = STRATEGIES[strategy](MemoryStorage())
