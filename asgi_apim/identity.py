@@ -43,16 +43,14 @@ class Principal(BaseUser):
     def is_authenticated(self) -> bool:
         return True
 
-    @property
+    @cached_property
     def credentials(self) -> AuthCredentials:
         """``scope["auth"]``: "authenticated" first, as Starlette's own examples do (so
         ``@requires("authenticated")`` works), then the scopes. Built once per principal
-        (a cached principal serves many requests), its ``scopes`` a tuple that none of them can change."""
-        credentials = self.__dict__.get("_credentials")
-        if credentials is None:
-            credentials = AuthCredentials()
-            credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]
-            object.__setattr__(self, "_credentials", credentials)
+        (a cached principal serves many requests; after the first, a plain attribute read),
+        its ``scopes`` a tuple that none of them can change."""
+        credentials = AuthCredentials()
+        credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]
         return credentials
 
     @property
@@ -98,7 +96,7 @@ class CertificatePrincipal(Principal):
         attrs["certificate"] = verdict.leaf
         attrs["claims"] = claims
         attrs["_verdict"] = verdict
-        attrs["_credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
+        attrs["credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
     def subject(self) -> str:  # type: ignore[override]

@@ -73,6 +73,8 @@ def _no_trace(step: str) -> None:
 
 
 _CERTIFICATE_ONLY, _APPLICATION_ONLY, _UNDECIDED = "certificate", "application", "undecided"
+# how a route is decided without awaiting: (kind, API name, (authenticator, recall, raw header) per scheme, resource scopes)
+_Plan = tuple[str, str, tuple[tuple["Authenticator", Any, "bytes | None"], ...], frozenset[str]]
 
 
 class APISecurityMiddleware:
@@ -95,7 +97,8 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
-        self._plans: dict[int, tuple[Route, tuple[str, str, tuple[tuple[Authenticator, Any, bytes | None], ...], frozenset[str]]]] = {}
+        # (method, path) -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup
+        self._routes: dict[tuple[str, str], tuple[Route, _Plan]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -111,13 +114,17 @@ class APISecurityMiddleware:
             return
         if not self.background.started:
             self.background.ensure_started()
-        route = self.router.match(scope.get("method", "GET"), scope["path"])
+        key = (scope.get("method", "GET"), scope["path"])
+        known = self._routes.get(key)
+        if known is None:
+            known = self._route(key)
+        route = known[0]
         scope[ROUTE] = route
         if route.public:
             principal = None
             scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
         else:
-            principal = None if self.explain else self._recall(scope, route)
+            principal = None if self.explain else self._recall(scope, route, known[1])
             if principal is None:  # not decided without awaiting (a credential validated before): the general path
                 trace = _Trace() if self.explain else _no_trace
                 try:
@@ -151,18 +158,19 @@ class APISecurityMiddleware:
         for auth in self.authenticators.values():
             await auth.aclose()
 
-    def _recall(self, scope: Scope, route: Route) -> Principal | None:
+    def _route(self, key: tuple[str, str]) -> tuple[Route, _Plan]:
+        route = self.router.match(*key)
+        if len(self._routes) >= 4096:
+            self._routes.clear()
+        known = self._routes[key] = (route, self._plan(route))
+        return known
+
+    def _recall(self, scope: Scope, route: Route, plan: _Plan) -> Principal | None:
         """The principal `decide` would reach, when it can be found without awaiting anything:
         an accepted certificate on an API that needs nothing else, or an application
         credential that its authenticator validated before (`recall`) and that carries the
         resource's scopes. None in every other case (refusals included): `decide` answers."""
-        plan = self._plans.get(id(route))
-        if plan is None or plan[0] is not route:
-            plan = (route, self._plan(route))
-            if len(self._plans) >= 4096:
-                self._plans.clear()
-            self._plans[id(route)] = plan
-        kind, api_name, schemes, scopes = plan[1]
+        kind, api_name, schemes, scopes = plan
         if kind == _CERTIFICATE_ONLY:
             return certificate_principal(self._certificate(scope), api_name)
         if kind == _APPLICATION_ONLY:
@@ -189,7 +197,7 @@ class APISecurityMiddleware:
                 return principal
         return None
 
-    def _plan(self, route: Route) -> tuple[str, str, tuple[tuple[Authenticator, Any, bytes | None], ...], frozenset[str]]:
+    def _plan(self, route: Route) -> _Plan:
         api = route.api
         if api is None:
             return (_UNDECIDED, "", (), frozenset())
