@@ -220,7 +220,7 @@ class CertificateValidator:
         if not ders:
             return _refused(None, ders, "no certificate presented", valid_until=now + CACHE_MAX_TTL)
         try:
-            certs = [x509.load_der_x509_certificate(d) for d in ders]
+            certs = [x509.load_der_x509_certificate(ders[0])] if len(ders) == 1 else [x509.load_der_x509_certificate(d) for d in ders]
         except (ValueError, TypeError, UnsupportedAlgorithm):
             return _refused(None, ders, UNPARSEABLE, valid_until=now + CACHE_MAX_TTL)
         leaf = certs[0]
