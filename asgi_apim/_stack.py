@@ -4,6 +4,12 @@ A request flows one way: routing -> certificate (source, trust gate,
 validation) -> application policy -> throttling -> app. Everything is parsed
 and loaded here, once; background work (truststore, CRL and registry reloads,
 JWKS refreshes) starts with the app's lifespan or its first request.
+
+Two middlewares, one layer: `APISecurityMiddleware` wraps `ThrottlingMiddleware`
+and, seeing it, calls its `admit_now` directly with the caller and route it
+has just decided, so a request whose counts are in memory crosses a single
+middleware coroutine (the throttling one still serves lifespan and, used on
+its own, every request).
 """
 
 from __future__ import annotations
