@@ -9,9 +9,12 @@ a `BaseUser` and ``scope["auth"]`` an `AuthCredentials` carrying the scopes, so
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 
@@ -78,11 +81,26 @@ _CERTIFICATE_CREDENTIALS = AuthCredentials()
 _CERTIFICATE_CREDENTIALS.scopes = ("authenticated",)  # type: ignore[assignment]
 
 
+def certificate_subject(cert: Any) -> str:
+    """A certificate's subject, RFC 4514 ("" without a certificate)."""
+    return cert.subject.rfc4514_string() if cert is not None else ""
+
+
+def public_key_sha256(cert: Any) -> str:
+    """SHA-256 (hex) of a certificate's SubjectPublicKeyInfo: what a certificate caller is counted
+    by, so that a renewed certificate with the same key keeps its count ("" without one)."""
+    if cert is None:
+        return ""
+    return hashlib.sha256(cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
 class CertificatePrincipal(Principal):
     """A mutual-SSL caller, built per (accepted certificate, API) and shared by every request
     of that verdict. Its ``subject`` (RFC 4514, ~25 µs) and ``throttle_key`` (SHA-256 of
-    the public key, ~20 µs) are worked out from the verdict the first time someone reads
-    them (the app, throttling, a log line), not on the way in."""
+    the public key, ~20 µs) are worked out from the certificate the first time someone reads
+    them (the app, throttling, a log line), not on the way in. It holds the certificate, not
+    the verdict, whose ``principals`` hold it: no reference cycle, so a verdict dropped from
+    the caches is freed at once, not by the garbage collector."""
 
     def __init__(self, verdict: Any, api: str, tier: str, alias: str | None, claims: Any) -> None:
         # the frozen dataclass's fields, straight into the instance dict; subject and throttle_key stay lazy
@@ -95,16 +113,15 @@ class CertificatePrincipal(Principal):
         attrs["methods"] = ("mutual_ssl",)
         attrs["certificate"] = verdict.leaf
         attrs["claims"] = claims
-        attrs["_verdict"] = verdict
         attrs["credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
     def subject(self) -> str:  # type: ignore[override]
-        return self.__dict__["_verdict"].subject  # type: ignore[no-any-return]
+        return certificate_subject(self.certificate)
 
     @cached_property
     def throttle_key(self) -> str:  # type: ignore[override]
-        return f"cert:{self.__dict__['_verdict'].spki_sha256}"
+        return f"cert:{public_key_sha256(self.certificate)}"
 
 
 ANONYMOUS = UnauthenticatedUser()

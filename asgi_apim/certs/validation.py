@@ -35,11 +35,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from asgi_apim.certs.crl import Revocations
 from asgi_apim.certs.truststore import RegisteredCertificate, TrustMaterial
 from asgi_apim.certs.verifier import CHAIN_TIME, NOT_TRUSTED, ChainVerifier, self_signed
+from asgi_apim.identity import certificate_subject, public_key_sha256
 
 logger = logging.getLogger("asgi_apim.certs.validation")
 
@@ -113,14 +114,11 @@ class CertificateVerdict:
 
     @cached_property
     def subject(self) -> str:
-        return self.leaf.subject.rfc4514_string() if self.leaf is not None else ""
+        return certificate_subject(self.leaf)
 
     @cached_property
     def spki_sha256(self) -> str:
-        if self.leaf is None:
-            return ""
-        spki = self.leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return hashlib.sha256(spki).hexdigest()
+        return public_key_sha256(self.leaf)
 
     def accepted_for(self, api: str) -> Acceptance | None:
         return self.acceptances.get(api)

@@ -443,3 +443,26 @@ def test_a_leaf_in_the_truststore_is_trusted_itself_but_still_checked(root: Issu
     assert v.validate(ders(selfie)).accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
     assert v.validate(ders(server)).reason == "lacks the clientAuth extended key usage"
     assert CertificateValidator(material([root])).validate(ders(root)).reason == "is a CA certificate, not a client certificate"
+
+
+def test_a_dropped_verdict_and_its_principals_are_freed_without_the_garbage_collector(root: Issued, leaf: Issued, inter: Issued) -> None:
+    import gc
+    import weakref
+
+    from asgi_apim.certs.middleware import certificate_principal
+    from asgi_apim.certs.resolver import CertificateOutcome
+
+    v = CertificateValidator(material([root]))
+    verdict = v.validate(ders(leaf, inter), cache=False)
+    principal = certificate_principal(CertificateOutcome("header", verdict), "open")
+    assert principal is not None and principal is certificate_principal(CertificateOutcome("header", verdict), "open")
+    # the principal's lazy identity is the verdict's
+    assert (principal.subject, principal.throttle_key) == (verdict.subject, f"cert:{verdict.spki_sha256}")
+    assert principal.subject.startswith("CN=alice")
+    alive = weakref.ref(verdict), weakref.ref(principal)
+    gc.disable()
+    try:
+        del verdict, principal
+        assert [ref() for ref in alive] == [None, None]  # freed by reference counting: no cycle
+    finally:
+        gc.enable()
