@@ -232,6 +232,7 @@ class OAuth2Authenticator:
         self.challenge = f'Bearer realm="{realm}"'
         self.invalid_challenge = f'Bearer realm="{realm}", error="invalid_token"'
         self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
+        self._entries = self._cache._data  # read by `recall` (the dict is never replaced)
         self.header = b"authorization"
 
     @classmethod
@@ -253,7 +254,7 @@ class OAuth2Authenticator:
     def recall(self, credential: str | bytes, api: ApiConfig) -> Principal | None:
         """The caller of a token validated before and still good (cached, keys unchanged), else
         None. ``credential`` is the token, or the raw ``Authorization`` value `remember`-ed for it."""
-        item = self._cache._data.get(credential)  # type: ignore[call-overload]  # ExpiringCache.get and Verified.current, inline
+        item = self._entries.get(credential)  # type: ignore[call-overload]  # ExpiringCache.get and Verified.current, inline
         if item is not None and item[0] > now():
             hit = item[1]
             source = hit.source

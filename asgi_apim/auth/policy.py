@@ -29,7 +29,7 @@ the app unauthenticated; a path no API owns is 404 (900906).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,9 +72,10 @@ def _no_trace(step: str) -> None:
     return None
 
 
-_CERTIFICATE_ONLY, _APPLICATION_ONLY, _UNDECIDED = "certificate", "application", "undecided"
-# how a route is decided without awaiting: (kind, API name, (authenticator, recall, raw header) per scheme, resource scopes)
-_Plan = tuple[str, str, tuple[tuple["Authenticator", Any, "bytes | None"], ...], frozenset[str]]
+# How a route is decided without awaiting, where it can be: a function of the request giving the
+# principal `decide` would reach, or None when that needs `decide` (refusals included). Made once
+# per route (`_plan`), so the request pays for no plan of its own.
+_Recall = Callable[[Scope], "Principal | None"]
 
 
 class APISecurityMiddleware:
@@ -98,7 +99,7 @@ class APISecurityMiddleware:
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
         # (method, path) -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup
-        self._routes: dict[tuple[str, str], tuple[Route, _Plan]] = {}
+        self._routes: dict[tuple[str, str], tuple[Route, _Recall | None]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -114,7 +115,7 @@ class APISecurityMiddleware:
             return
         if not self.background.started:
             self.background.ensure_started()
-        key = (scope.get("method", "GET"), scope["path"])
+        key = (scope["method"] if scope_type == "http" else "GET", scope["path"])  # a WebSocket scope has no method
         known = self._routes.get(key)
         if known is None:
             known = self._route(key)
@@ -124,7 +125,8 @@ class APISecurityMiddleware:
             principal = None
             scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
         else:
-            principal = None if self.explain else self._recall(scope, route, known[1])
+            recall = known[1]
+            principal = recall(scope) if recall is not None else None
             if principal is None:  # not decided without awaiting (a credential validated before): the general path
                 trace = _Trace() if self.explain else _no_trace
                 try:
@@ -158,58 +160,29 @@ class APISecurityMiddleware:
         for auth in self.authenticators.values():
             await auth.aclose()
 
-    def _route(self, key: tuple[str, str]) -> tuple[Route, _Plan]:
+    def _route(self, key: tuple[str, str]) -> tuple[Route, _Recall | None]:
         route = self.router.match(*key)
         if len(self._routes) >= 4096:
             self._routes.clear()
         known = self._routes[key] = (route, self._plan(route))
         return known
 
-    def _recall(self, scope: Scope, route: Route, plan: _Plan) -> Principal | None:
-        """The principal `decide` would reach, when it can be found without awaiting anything:
-        an accepted certificate on an API that needs nothing else, or an application
-        credential that its authenticator validated before (`recall`) and that carries the
-        resource's scopes. None in every other case (refusals included): `decide` answers."""
-        kind, api_name, schemes, scopes = plan
-        if kind == _CERTIFICATE_ONLY:
-            return certificate_principal(self._certificate(scope), api_name)
-        if kind == _APPLICATION_ONLY:
-            api = route.api
-            for auth, recall, header in schemes:
-                raw = None
-                if header is not None:  # first, by the raw header value: a credential seen before is not parsed again
-                    for name, value in scope["headers"]:
-                        if name == header:
-                            raw = value
-                            break
-                    if raw is not None:
-                        principal = recall(raw, api)
-                        if principal is not None:
-                            return principal if not scopes or not scopes.isdisjoint(principal.scopes) else None
-                credential = auth.credential(scope)
-                if credential is None:
-                    continue
-                principal = recall(credential, api)
-                if principal is None or (scopes and scopes.isdisjoint(principal.scopes)):
-                    return None
-                if raw is not None:
-                    auth.remember(raw, credential)  # type: ignore[attr-defined]
-                return principal
-        return None
-
-    def _plan(self, route: Route) -> _Plan:
+    def _plan(self, route: Route) -> _Recall | None:
+        """How requests on ``route`` are decided without awaiting: an accepted certificate on an
+        API that needs nothing else, or an application credential that its authenticator
+        validated before (`recall`) and that carries the resource's scopes. None where only
+        `decide` can answer, and for every route when the decision is to be explained."""
         api = route.api
-        if api is None:
-            return (_UNDECIDED, "", (), frozenset())
+        if api is None or self.explain:
+            return None
         security = route.resource.security if route.resource and route.resource.security else api.security
-        scopes = frozenset(route.resource.scopes) if route.resource else frozenset()
         if security.mutual_ssl == "mandatory" and not security.application_mandatory:
-            return (_CERTIFICATE_ONLY, api.name, (), scopes)
+            return _certificate_recall(self._certificate, api.name)
         if security.mutual_ssl == "disabled":
             schemes = tuple(_recaller(self.authenticators[s]) for s in security.application)
             if schemes and all(recall is not None for _, recall, _ in schemes):
-                return (_APPLICATION_ONLY, api.name, schemes, scopes)
-        return (_UNDECIDED, api.name, (), scopes)
+                return _application_recall(api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset())
+        return None
 
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:
@@ -319,6 +292,43 @@ class APISecurityMiddleware:
             raise ScopeMismatch(f"this resource requires one of the scopes: {' '.join(resource.scopes)}")
         if trace is not _no_trace:
             trace("scopes: satisfied")
+
+
+def _certificate_recall(certificate: Callable[[Scope], CertificateOutcome], api_name: str) -> _Recall:
+    def recall(scope: Scope) -> Principal | None:
+        return certificate_principal(certificate(scope), api_name)
+
+    return recall
+
+
+def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any, bytes | None], ...], scopes: frozenset[str]) -> _Recall:
+    """The principal of the first scheme (in order) whose credential its authenticator validated
+    before, if it carries one of ``scopes`` (when the resource sets some)."""
+
+    def recall(scope: Scope) -> Principal | None:
+        for auth, recall_of, header in schemes:
+            raw = None
+            if header is not None:  # first, by the raw header value: a credential seen before is not parsed again
+                for name, value in scope["headers"]:
+                    if name == header:
+                        raw = value
+                        break
+                if raw is not None:
+                    principal = recall_of(raw, api)
+                    if principal is not None:
+                        return principal if not scopes or not scopes.isdisjoint(principal.scopes) else None
+            credential = auth.credential(scope)
+            if credential is None:
+                continue
+            principal = recall_of(credential, api)
+            if principal is None or (scopes and scopes.isdisjoint(principal.scopes)):
+                return None
+            if raw is not None:
+                auth.remember(raw, credential)  # type: ignore[attr-defined]
+            return principal
+        return None
+
+    return recall
 
 
 def _recaller(auth: Authenticator) -> tuple[Authenticator, Any, bytes | None]:
