@@ -1,6 +1,6 @@
 """Throughput on real servers: bare uvicorn against ``asgi-apim serve``.
 
-    python bench/bench_uvicorn.py [--duration 3] [--rounds 3] [--connections 16] [--load auto|wrk|httpx]
+    python bench/bench_uvicorn.py [--duration 3] [--rounds 3] [--connections 16] [--load auto|wrk|httpx] [--no-pin]
 
 Starts, on loopback, the example app under bare uvicorn and under
 ``asgi-apim serve`` (our protocol classes, the stack from a temporary
@@ -16,9 +16,14 @@ machine state:
   the same request and ignores the header.
 
 The load comes from ``wrk`` when it is installed (keep-alive connections), else
-from an httpx client sending a bounded number of requests. Prints the median
-requests/second of each server and its ratio to bare uvicorn on the same
-transport and request. All servers are stopped at the end, whatever happens.
+from an httpx client sending a bounded number of requests. With two CPUs or
+more and ``taskset`` (util-linux), servers run on one CPU and the load on
+another (``--no-pin`` to share them), so the load generator does not take the
+server's time slices. Prints the median requests/second of each server, and
+its ratio to bare uvicorn on the same transport and request: the median of the
+rounds' ratios, each round's pair measured one right after the other, so a
+drift in the machine's speed between rounds cancels out. All servers are
+stopped at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -129,7 +134,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def servers(work: Path) -> list[Server]:
+def servers(work: Path, pin: list[str]) -> list[Server]:
     pki = work / "pki"
     config = work / "deployment.toml"
     tls = ["--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key")]
@@ -141,14 +146,15 @@ def servers(work: Path) -> list[Server]:
         extra = tls if transport == "tls" else []
         for name, argv in (("bare uvicorn", uvicorn), ("asgi-apim serve", apim)):
             port = free_port()
-            found.append(Server(name, transport, [*argv, "--port", str(port), *extra], port))
+            found.append(Server(name, transport, [*pin, *argv, "--port", str(port), *extra], port))
     return found
 
 
-def wrk(url: str, headers: tuple[tuple[str, str], ...], duration: int, connections: int) -> float:
+def wrk(url: str, headers: tuple[tuple[str, str], ...], duration: int, connections: int, pin: list[str]) -> float:
     extra = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
+    threads = "1" if pin else "2"
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, duration)}s", *extra, url], capture_output=True, text=True, check=True
+        [*pin, "wrk", "-t", threads, "-c", str(connections), "-d", f"{max(1, duration)}s", *extra, url], capture_output=True, text=True, check=True
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None or "Non-2xx" in out or "Socket errors" in out:
@@ -176,14 +182,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto", help="load generator (auto: wrk if installed)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                        help="servers on one CPU, the load on another (default: when there are two CPUs and taskset)")
     args = parser.parse_args()
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk") is not None)
+    pin = args.pin if args.pin is not None else (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    server_cpu, load_cpu = (["taskset", "-c", "1"], ["taskset", "-c", "0"]) if pin else ([], [])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         init_pki(work / "pki")
         (work / "deployment.toml").write_text(CONFIG.format(key=os.urandom(32).hex()))
         verify = ssl.create_default_context(cafile=str(work / "pki" / "ca.pem"))
-        started = servers(work)
+        started = servers(work, server_cpu)
         requests = cases(work)
         try:
             for s in started:
@@ -194,7 +204,7 @@ def main() -> int:
                 for case in requests:
                     for s in started:
                         if use_wrk:
-                            rate = wrk(s.url(case), case.headers, args.duration, args.connections)
+                            rate = wrk(s.url(case), case.headers, args.duration, args.connections, load_cpu)
                         else:
                             rate = asyncio.run(_httpx(s.url(case), case.headers, args.requests, args.connections, verify))
                         s.rates.setdefault(case, []).append(rate)
@@ -202,14 +212,16 @@ def main() -> int:
             for s in started:
                 s.stop()
     load = f"wrk, {args.connections} connections, {args.duration}s" if use_wrk else f"httpx, {args.connections} connections, {args.requests} requests"
-    print(f"{args.rounds} rounds round-robin ({load}); median requests/second\n")
+    where = "; servers on CPU 1, load on CPU 0" if pin else ""
+    print(f"{args.rounds} rounds round-robin ({load}{where}); median requests/second, median of the rounds' ratios\n")
     print(f"| {'request':<26} | {'server':<16} | {'transport':<9} | {'req/s':>9} | {'vs bare':>7} |")
     print(f"| {'-' * 26} | {'-' * 16} | {'-' * 9} | {'-' * 9}:| {'-' * 7}:|")
     for case in requests:
         for s in started:
             bare = next(b for b in started if b.transport == s.transport and b.name == "bare uvicorn")
-            rate, base = statistics.median(s.rates[case]), statistics.median(bare.rates[case])
-            print(f"| {case.label:<26} | {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {rate / base:>6.2f}x |")
+            rate = statistics.median(s.rates[case])
+            ratio = statistics.median(r / b for r, b in zip(s.rates[case], bare.rates[case]))
+            print(f"| {case.label:<26} | {s.name:<16} | {s.transport:<9} | {rate:>9.0f} | {ratio:>6.2f}x |")
     return 0
 
 
