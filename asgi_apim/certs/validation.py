@@ -224,13 +224,14 @@ class CertificateValidator:
         leaf = certs[0]
         chain: list[x509.Certificate] | None = None
         chain_reason: str | None = None
+        # read before the verify, whose big-number work leaves the CPU caches cold for what follows
+        not_after = leaf.not_valid_after_utc.timestamp()
         if self.chain_validation:
             # first, as cryptography would: it also checks every validity period, at its time
             intermediates = certs[1:] + self._intermediates if self._intermediates else certs[1:]
             chain, chain_reason = self._verifier.verify(leaf, intermediates, now)
         if chain is None:
             return self._unchained(certs, ders, chain_reason, now)
-        not_after = leaf.not_valid_after_utc.timestamp()
         if not_after < now:  # expired since the verifier's time
             return _refused(leaf, ders, EXPIRED, not_after, now)
         chain_ders, until = self._facts(chain, certs, ders, not_after)
