@@ -165,16 +165,22 @@ class ApiKeyAuthenticator:
                     return value
         return None
 
-    def recall(self, credential: str | bytes, api: ApiConfig) -> Principal | None:
-        """The caller of a key validated before (cached) and valid for ``api``, else None.
-        ``credential`` is the key, or the raw header value `remember`-ed for it."""
-        verified = self._cache.get(credential, now())  # type: ignore[arg-type]
+    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
+        """The caller of a key validated before (cached) and valid for ``api``, else None."""
+        return self._for_api(self._cache.get(credential, now()), api)
+
+    def recall_raw(self, raw: bytes, api: ApiConfig) -> Principal | None:
+        """`recall` by the raw header value `remember`-ed for a key."""
+        return self._for_api(self._cache.aliased(raw, now()), api)
+
+    @staticmethod
+    def _for_api(verified: Verified | None, api: ApiConfig) -> Principal | None:
         if verified is None or api.name not in verified.claims["apis"]:
             return None
         return verified.principal(api.name)
 
     def remember(self, raw: bytes, credential: str) -> None:
-        """Let `recall` find a cached key by the raw header value it was read from."""
+        """Let `recall_raw` find a cached key by the raw header value it was read from."""
         self._cache.alias(raw, credential)  # type: ignore[arg-type]
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:

@@ -21,6 +21,8 @@ from asgi_apim.errors import ConfigError, InvalidCredentials
 from asgi_apim.identity import Principal
 
 MAX_TOKEN_BYTES = 16 * 1024
+ALIAS_TAIL = 24  # the last bytes of a raw header value, which `ExpiringCache.alias` files it under
+TAIL = slice(-ALIAS_TAIL, None)  # value[TAIL]: made once, not a slice object per request
 DEFAULT_REALM = "asgi-apim"
 
 K = TypeVar("K")
@@ -51,6 +53,7 @@ class ExpiringCache(Generic[K, V]):
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._data: dict[K, tuple[float, V]] = {}
+        self._aliases: dict[bytes, tuple[bytes, tuple[float, V]]] = {}  # see `alias`
 
     def get(self, key: K, now: float) -> V | None:
         item = self._data.get(key)
@@ -68,16 +71,29 @@ class ExpiringCache(Generic[K, V]):
             self._evict(now)
         self._data[key] = (expires, value)
 
-    def alias(self, key: K, existing: K) -> None:
-        """Make ``key`` find what ``existing`` finds, with the same expiry (and gone with it on
-        `clear`): a raw header value beside the credential parsed from it."""
+    def alias(self, raw: bytes, existing: K) -> None:
+        """Make the raw header value ``raw`` find (`aliased`) what ``existing``, the credential
+        parsed from it, finds, with the same expiry; gone with it on `clear` and whenever the
+        cache evicts. Filed under its last `ALIAS_TAIL` bytes and compared whole on a hit: a
+        server makes a new bytes object for every request, so a dict keyed by the whole value
+        would hash all of it every time (a JWT's ~800 bytes: most of what a cached lookup
+        costs). Values that share their last bytes (a token's are its signature's) only
+        displace each other."""
         item = self._data.get(existing)
         if item is not None and self.maxsize > 0:
-            if len(self._data) >= self.maxsize:
-                self._evict(time.time())
-            self._data[key] = item
+            if len(self._aliases) >= self.maxsize:
+                self._aliases.clear()
+            self._aliases[raw[TAIL]] = (raw, item)
+
+    def aliased(self, raw: bytes, now: float) -> V | None:
+        """What `alias` made ``raw`` find, unless it has expired."""
+        found = self._aliases.get(raw[TAIL])
+        if found is None or found[0] != raw or found[1][0] <= now:
+            return None
+        return found[1][1]
 
     def _evict(self, now: float) -> None:
+        self._aliases.clear()
         for key in [k for k, (exp, _) in self._data.items() if exp <= now]:
             del self._data[key]
         excess = len(self._data) - self.maxsize + max(1, self.maxsize // 8)
@@ -86,6 +102,7 @@ class ExpiringCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._data.clear()
+        self._aliases.clear()
 
     def __len__(self) -> int:
         return len(self._data)

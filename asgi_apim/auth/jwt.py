@@ -27,6 +27,7 @@ from starlette.types import Scope
 from asgi_apim.auth.base import (
     DEFAULT_REALM,
     MAX_TOKEN_BYTES,
+    TAIL,
     ExpiringCache,
     Verified,
     audiences,
@@ -232,7 +233,8 @@ class OAuth2Authenticator:
         self.challenge = f'Bearer realm="{realm}"'
         self.invalid_challenge = f'Bearer realm="{realm}", error="invalid_token"'
         self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
-        self._entries = self._cache._data  # read by `recall` (the dict is never replaced)
+        self._entries = self._cache._data  # read by `recall` and `recall_raw` (these dicts are never replaced)
+        self._aliases = self._cache._aliases
         self.header = b"authorization"
 
     @classmethod
@@ -251,19 +253,33 @@ class OAuth2Authenticator:
     def credential(self, scope: Scope) -> str | None:
         return authorization(scope, "bearer")
 
-    def recall(self, credential: str | bytes, api: ApiConfig) -> Principal | None:
-        """The caller of a token validated before and still good (cached, keys unchanged), else
-        None. ``credential`` is the token, or the raw ``Authorization`` value `remember`-ed for it."""
-        item = self._entries.get(credential)  # type: ignore[call-overload]  # ExpiringCache.get and Verified.current, inline
-        if item is not None and item[0] > now():
-            hit = item[1]
-            source = hit.source
-            if source is None or source.generation == hit.at_generation:
-                return hit._principals.get(api.name) or hit.principal(api.name)
+    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
+        """The caller of a token validated before and still good (cached, keys unchanged), else None."""
+        return self._current(self._entries.get(credential), api)
+
+    def recall_raw(self, raw: bytes, api: ApiConfig) -> Principal | None:
+        """`recall` by the raw ``Authorization`` value `remember`-ed for a token, without parsing it."""
+        # ExpiringCache.aliased and `_current`, inline: the request path of every cached token
+        found = self._aliases.get(raw[TAIL])
+        if found is not None and found[0] == raw:
+            item = found[1]
+            if item[0] > now():
+                hit = item[1]
+                source = hit.source
+                if source is None or source.generation == hit.at_generation:
+                    return hit._principals.get(api.name) or hit.principal(api.name)
+        return None
+
+    @staticmethod
+    def _current(item: tuple[float, Verified] | None, api: ApiConfig) -> Principal | None:
+        """The principal of a cache item (expiry, `Verified`) that has not expired and whose
+        issuer's keys have not changed since (`Verified.current`)."""
+        if item is not None and item[0] > now() and item[1].current():
+            return item[1].principal(api.name)
         return None
 
     def remember(self, raw: bytes, credential: str) -> None:
-        """Let `recall` find a cached token by the raw header value it was read from, without parsing it again."""
+        """Let `recall_raw` find a cached token by the raw header value it was read from, without parsing it again."""
         self._cache.alias(raw, credential)  # type: ignore[arg-type]
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:

@@ -180,7 +180,7 @@ class APISecurityMiddleware:
             return _certificate_recall(self._certificate, api.name)
         if security.mutual_ssl == "disabled":
             schemes = tuple(_recaller(self.authenticators[s]) for s in security.application)
-            if schemes and all(recall is not None for _, recall, _ in schemes):
+            if schemes and all(recall is not None for _, recall, _, _ in schemes):
                 return _application_recall(api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset())
         return None
 
@@ -301,12 +301,12 @@ def _certificate_recall(certificate: Callable[[Scope], CertificateOutcome], api_
     return recall
 
 
-def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any, bytes | None], ...], scopes: frozenset[str]) -> _Recall:
+def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any, Any, bytes | None], ...], scopes: frozenset[str]) -> _Recall:
     """The principal of the first scheme (in order) whose credential its authenticator validated
     before, if it carries one of ``scopes`` (when the resource sets some)."""
 
     def recall(scope: Scope) -> Principal | None:
-        for auth, recall_of, header in schemes:
+        for auth, recall_of, recall_raw, header in schemes:
             raw = None
             if header is not None:  # first, by the raw header value: a credential seen before is not parsed again
                 for name, value in scope["headers"]:
@@ -314,7 +314,7 @@ def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any,
                         raw = value
                         break
                 if raw is not None:
-                    principal = recall_of(raw, api)
+                    principal = recall_raw(raw, api)
                     if principal is not None:
                         return principal if not scopes or not scopes.isdisjoint(principal.scopes) else None
             credential = auth.credential(scope)
@@ -328,15 +328,32 @@ def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any,
             return principal
         return None
 
-    return recall
+    if len(schemes) != 1 or schemes[0][3] is None:
+        return recall
+    _, _, recall_raw, header = schemes[0]
+
+    def recall_one(scope: Scope) -> Principal | None:
+        """One scheme with a header (the usual API): its raw value looked up directly; on a miss,
+        the general recall, which parses the credential and remembers the raw value for next time."""
+        for name, value in scope["headers"]:
+            if name == header:
+                principal = recall_raw(value, api)
+                if principal is not None:
+                    return principal if not scopes or not scopes.isdisjoint(principal.scopes) else None
+                break
+        return recall(scope)
+
+    return recall_one
 
 
-def _recaller(auth: Authenticator) -> tuple[Authenticator, Any, bytes | None]:
-    """``(auth, its recall, the header its credential is read from)``: the header only when the
-    scheme can `remember` a raw value of it (then the value's bytes find the credential)."""
+def _recaller(auth: Authenticator) -> tuple[Authenticator, Any, Any, bytes | None]:
+    """``(auth, its recall, its recall_raw, the header its credential is read from)``: the header
+    only when the scheme can `remember` a raw value of it (then `recall_raw` finds the credential
+    by the value's bytes)."""
     recall = getattr(auth, "recall", None)
-    header = getattr(auth, "header", None) if hasattr(auth, "remember") else None
-    return auth, recall, header if isinstance(header, bytes) else None
+    recall_raw = getattr(auth, "recall_raw", None)
+    header = getattr(auth, "header", None) if hasattr(auth, "remember") and recall_raw is not None else None
+    return auth, recall, recall_raw, header if isinstance(header, bytes) else None
 
 
 def _combine(cert: Principal, app: Principal) -> Principal:

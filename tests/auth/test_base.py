@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from asgi_apim.auth.apikey import ApiKeyAuthenticator
-from asgi_apim.auth.base import Authenticator, ExpiringCache, authorization, build_authenticators, schemes_in_use
+from asgi_apim.auth.base import ALIAS_TAIL, Authenticator, ExpiringCache, authorization, build_authenticators, schemes_in_use
 from asgi_apim.auth.basic import BasicAuthenticator
 from asgi_apim.auth.jwt import OAuth2Authenticator
 from asgi_apim.config import Config, parse_config
@@ -91,19 +91,43 @@ def test_expiring_cache() -> None:
 def test_expiring_cache_alias_shares_expiry_and_clearing() -> None:
     cache: ExpiringCache[object, int] = ExpiringCache(4)
     cache.alias(b"raw", "missing")
-    assert cache.get(b"raw", 100) is None and len(cache) == 0
+    assert cache.aliased(b"raw", 100) is None and len(cache) == 0
     cache.put("tok", 7, expires=110, now=100)
     cache.alias(b"Bearer tok", "tok")
-    assert cache.get(b"Bearer tok", 105) == 7
-    assert cache.get(b"Bearer tok", 110) is None  # expires with the credential it stands for
+    assert cache.aliased(b"Bearer tok", 105) == 7
+    assert cache.get(b"Bearer tok", 105) is None  # an alias is not a key of its own
+    assert cache.aliased(b"Bearer tok", 110) is None  # expires with the credential it stands for
     cache.put("tok", 7, expires=200, now=100)
     cache.alias(b"Bearer tok", "tok")
     cache.clear()
-    assert cache.get(b"Bearer tok", 150) is None
+    assert cache.aliased(b"Bearer tok", 150) is None
     for i in range(10):
         cache.put(str(i), i, expires=1000, now=100)
         cache.alias(str(i).encode(), str(i))
-    assert len(cache) <= 4
+    assert len(cache) <= 4 and len(cache._aliases) <= 4
+
+
+def test_expiring_cache_alias_is_filed_by_its_tail_and_compared_whole() -> None:
+    cache: ExpiringCache[str, int] = ExpiringCache(8)
+    tail = b"x" * ALIAS_TAIL
+    cache.put("a", 1, expires=1000, now=0)
+    cache.put("b", 2, expires=1000, now=0)
+    cache.alias(b"Bearer a." + tail, "a")
+    assert cache.aliased(b"Bearer a." + tail, 1) == 1
+    assert cache.aliased(b"Bearer b." + tail, 1) is None  # the same last bytes, another value: not found
+    cache.alias(b"Bearer b." + tail, "b")  # displaces the first
+    assert cache.aliased(b"Bearer b." + tail, 1) == 2 and cache.aliased(b"Bearer a." + tail, 1) is None
+    cache.alias(b"short", "a")  # shorter than the tail: filed whole
+    assert cache.aliased(b"short", 1) == 1 and cache.aliased(b"hort", 1) is None
+
+
+def test_expiring_cache_eviction_drops_aliases() -> None:
+    cache: ExpiringCache[str, int] = ExpiringCache(2)
+    cache.put("a", 1, expires=1000, now=0)
+    cache.alias(b"Bearer a", "a")
+    cache.put("b", 2, expires=1000, now=0)
+    cache.put("c", 3, expires=1000, now=0)  # full: evicts, and forgets every alias with it
+    assert cache.aliased(b"Bearer a", 1) is None
 
 
 @pytest.mark.parametrize(

@@ -242,11 +242,13 @@ async def test_recall_answers_only_for_tokens_validated_before(auth: OAuth2Authe
     assert auth.recall(token, API) is first
     assert auth.recall(token, ApiConfig(name="cats", context="/cats")).api == "cats"  # type: ignore[union-attr]
     raw = f"Bearer {token}".encode()
-    assert auth.recall(raw, API) is None  # a raw value is found only once remembered
+    assert auth.recall_raw(raw, API) is None  # a raw value is found only once remembered
     auth.remember(raw, token)
-    assert auth.recall(raw, API) is first
+    assert auth.recall_raw(raw, API) is first
+    assert auth.recall_raw(b"Bearer " + token[:-40].encode() + b"x" + raw[-39:], API) is None  # the same last bytes, another token
+    assert auth.recall_raw(b"Bearer  " + token.encode(), API) is None  # the same tail, not the value remembered
     auth.remember(b"Bearer never-validated", "never-validated")
-    assert auth.recall(b"Bearer never-validated", API) is None
+    assert auth.recall_raw(b"Bearer never-validated", API) is None
     monkeypatch.setattr("asgi_apim.auth.jwt.now", lambda: time.time() + 100)  # past its exp: forgotten, by either key
     assert auth.recall(token, API) is None
-    assert auth.recall(raw, API) is None
+    assert auth.recall_raw(raw, API) is None

@@ -73,10 +73,11 @@ class RecallingAuth(FakeAuth):
         self.remembered[(credential, api.name)] = principal
         return principal
 
-    def recall(self, credential: str | bytes, api: Any) -> Principal | None:
-        if isinstance(credential, bytes):  # a raw header value remembered for a credential
-            credential = self.raw.get(credential)  # type: ignore[assignment]
-        return self.remembered.get((credential, api.name))  # type: ignore[arg-type]
+    def recall(self, credential: str, api: Any) -> Principal | None:
+        return self.remembered.get((credential, api.name))
+
+    def recall_raw(self, raw: bytes, api: Any) -> Principal | None:  # a raw header value remembered for a credential
+        return self.remembered.get((self.raw.get(raw), api.name))  # type: ignore[arg-type]
 
     def remember(self, raw: bytes, credential: str) -> None:
         self.raw[raw] = credential
@@ -96,8 +97,10 @@ INVALID = CertificateOutcome("tls", verdict=FakeVerdict({}, reason="not issued b
 MISSING = CertificateOutcome()
 
 
-def stack(mutual_ssl: str, app_mandatory: bool, authenticators: Any = None, **extra: Any) -> APISecurityMiddleware:
-    security = {"mutual_ssl": mutual_ssl, "application": ["oauth2", "basic"], "application_mandatory": app_mandatory}
+def stack(
+    mutual_ssl: str, app_mandatory: bool, authenticators: Any = None, application: tuple[str, ...] = ("oauth2", "basic"), **extra: Any
+) -> APISecurityMiddleware:
+    security = {"mutual_ssl": mutual_ssl, "application": list(application), "application_mandatory": app_mandatory}
     cfg = parse_config(
         {"public_paths": ["/health"], "apis": [{"name": "pets", "context": "/pets", "security": security, "resources": [
             {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write", "pets:admin"]},
@@ -257,6 +260,23 @@ async def test_a_remembered_credential_is_not_checked_again() -> None:
     for _ in range(3):
         assert (await call(app, "GET", "/pets/whoami", [("x-token", "good")])).status == 200
     assert auths["oauth2"].parsed == 3, "a remembered raw value is not parsed again"
+
+
+async def test_one_scheme_recalls_by_the_raw_value_and_checks_what_it_does_not_know() -> None:
+    auths = recalling()
+    app = stack("disabled", True, auths, application=("oauth2",))
+    for _ in range(3):
+        r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
+        assert r.status == 200 and r.json()["method"] == "oauth2"
+    assert (auths["oauth2"].checked, auths["oauth2"].parsed) == (1, 3)  # checked, recalled and remembered, found raw
+    for token, status in [("bad", 401), ("good:pets:read", 200), ("bad", 401), ("good:pets:read", 200)]:  # then remembered raw
+        assert (await call(app, "GET", "/pets/whoami", [("x-token", token)])).status == status
+    assert (await call(app, "GET", "/pets/whoami", [])).status == 401
+    for _ in range(2):  # a remembered raw value still needs the resource's scopes
+        r = await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:read")])
+        assert (r.status, r.json()["code"]) == (403, 900910)
+        assert (await call(app, "DELETE", "/pets/1", [("x-token", "good:pets:admin")])).status == 200
+    assert (await call(app, "GET", "/pets/whoami", [("x-basic", "good")])).status == 401  # not a scheme of this API
 
 
 async def test_a_raw_value_of_another_scheme_is_not_taken_for_this_one() -> None:
