@@ -52,16 +52,16 @@ class Advertiser:
         self.names = [f'"{limit.policy}"' for limit in limits]
         self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
-        self._single = self.names[0] if self.ratelimit and len(limits) == 1 else None
+        # the usual case, one limit: its RateLimit value as a bytes format ("%" of a policy name doubled)
+        self._single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(limits) == 1 else None
 
     def wrap(self, send: Send, result: Sequence[float]) -> Send:
         """``send``, adding the headers of ``result`` to the response. Not a coroutine itself: it
         hands back ``send``'s awaitable, so a message costs no extra coroutine."""
-        name = self._single
-        if name is not None:  # the common case, rendered here without a call
+        single = self._single
+        if single is not None:  # the common case, rendered here without a call
             remaining, reset = result[1], result[2]
-            current = f"{name};r={remaining if remaining > 0 else 0};t={ceil(reset) if reset > 0 else 0}"
-            extra = [self.policy, (b"ratelimit", current.encode())]
+            extra = [self.policy, (b"ratelimit", single % (remaining if remaining > 0 else 0, ceil(reset) if reset > 0 else 0))]
         else:
             extra = self(result)
 

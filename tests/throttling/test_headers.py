@@ -59,3 +59,14 @@ def test_negative_remaining_and_reset_are_clamped() -> None:
 
     asyncio.run(Advertiser("ratelimit", [GOLD]).wrap(send, [0, -3, -0.5])({"type": "http.response.start", "headers": []}))  # type: ignore[arg-type]
     assert sent[0]["headers"][-1] == (b"ratelimit", b'"Gold";r=0;t=0')
+
+
+def test_a_percent_sign_in_a_policy_name_is_rendered_as_itself() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(m: dict[str, Any]) -> None:
+        sent.append(m)
+
+    odd = Limit(level="subscription", tier="100%", item=parse("10/second"), code=900804, policy=policy_name("100%d"), report=True)
+    asyncio.run(Advertiser("ratelimit", [odd]).wrap(send, [0, 7, 0.2])({"type": "http.response.start", "headers": []}))  # type: ignore[arg-type]
+    assert sent[0]["headers"][-1] == (b"ratelimit", b'"100%d";r=7;t=1')
