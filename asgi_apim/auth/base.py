@@ -69,7 +69,7 @@ class ExpiringCache(Generic[K, V]):
             return
         if len(self._data) >= self.maxsize:
             self._evict(now)
-        self._data[key] = (expires, value)
+        self._data[key] = (float(expires), value)  # compared with time.time() on every hit: float to float
 
     def alias(self, raw: bytes, existing: K) -> None:
         """Make the raw header value ``raw`` find (`aliased`) what ``existing``, the credential

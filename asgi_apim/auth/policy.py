@@ -108,24 +108,26 @@ class APISecurityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type != "http" and scope_type != "websocket":
+        if scope_type == "http":
+            key = (scope["method"], scope["path"])
+        elif scope_type == "websocket":
+            key = ("GET", scope["path"])  # a WebSocket scope has no method
+        else:
             if scope_type == "lifespan":
                 receive = self.background.lifespan(receive, self._close_authenticators)
             await self.app(scope, receive, send)
             return
         if not self.background.started:
             self.background.ensure_started()
-        key = (scope["method"] if scope_type == "http" else "GET", scope["path"])  # a WebSocket scope has no method
         known = self._routes.get(key)
         if known is None:
             known = self._route(key)
-        route = known[0]
+        route, recall = known
         scope[ROUTE] = route
         if route.public:
             principal = None
             scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
         else:
-            recall = known[1]
             principal = recall(scope) if recall is not None else None
             if principal is None:  # not decided without awaiting (a credential validated before): the general path
                 trace = _Trace() if self.explain else _no_trace
