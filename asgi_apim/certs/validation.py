@@ -168,6 +168,7 @@ class CertificateValidator:
             if reg.is_ca:
                 cas.setdefault(der, reg)
                 ca_certs.setdefault(der, reg.cert)
+        self._exact_sizes = frozenset(map(len, self._exact))  # a presented leaf of another size is not hashed to look it up
         anchors = {self._der[id(c)]: c for c in material.anchors}
         self._verifier = ChainVerifier(tuple({**anchors, **ca_certs}.values()))
         self._intermediates = [c for c in anchors.values() if not self_signed(c)]
@@ -240,7 +241,7 @@ class CertificateValidator:
         revoked = self._revocations.revoked_in_chain(chain, chain_ders)
         if revoked is not None:
             return _refused(leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after, min(until, now + CACHE_MAX_TTL))
-        exact = self._exact.get(ders[0]) if self._exact else None
+        exact = self._exact.get(ders[0]) if len(ders[0]) in self._exact_sizes else None
         acceptances: dict[str, Acceptance] = dict(exact) if exact else {}
         reasons: dict[str, str] = {}
         settled = True  # no refusal below changes when a presented certificate becomes valid
