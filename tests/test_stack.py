@@ -139,3 +139,22 @@ async def test_lifespan_starts_and_stops_background_work(setup: Setup) -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert states == [False, True]  # started by the startup message, before the shutdown one arrived
     assert app.background.started is False and app.background._tasks == []  # type: ignore[attr-defined]
+
+
+async def test_a_request_leaves_only_starlettes_entries_and_a_refusal_keeps_its_reason(setup: Setup) -> None:
+    """Decided without awaiting, an accepted certificate leaves ``user`` and ``auth`` in the scope
+    and nothing of ours; a refused one, decided by the general path, still says exactly why."""
+    from asgi_apim.certs.pki import make_ca as another_ca
+    from tests.asgi import call_scope, echo_user, make_scope
+
+    app = protect(echo_user, setup.config)
+    for _ in range(2):  # uncached, then cached
+        scope = make_scope("GET", "/pets/whoami", setup.header())
+        before = set(scope)
+        assert (await call_scope(app, scope)).status == 200
+        assert set(scope) - before == {"user", "auth"}
+    stranger = issue_client(another_ca("stranger CA"), "stranger")
+    for _ in range(2):
+        refused = await call(app, "GET", "/pets/whoami", setup.header(stranger))
+        assert (refused.status, refused.json()["code"]) == (401, 900901)
+        assert refused.json()["detail"] == "not issued by a trusted CA"

@@ -239,8 +239,44 @@ async def test_debug_header_explains() -> None:
     assert "rejected: 401 900902" in r.headers["x-apim-decision"]
 
 
-def test_route_and_decision_left_in_scope() -> None:
-    assert ROUTE.startswith("asgi_apim.") and DECISION.startswith("asgi_apim.")
+async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly() -> None:
+    """Fused (throttling right inside the security stage) the route is handed over in the call;
+    with a layer between them it goes through the scope, and API tiers apply either way."""
+    from asgi_apim.throttling import ThrottlingMiddleware
+
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(dict(scope))
+        await echo_user(scope, receive, send)
+
+    async def layer(inner: Any) -> Any:
+        async def between(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await inner(scope, receive, send)
+
+        return between
+
+    cfg = parse_config(
+        {"public_paths": ["/health"], "throttling": {"tiers": {"Pair": "2/minute"}},
+         "apis": [{"name": "pets", "context": "/pets", "tier": "Pair",
+                                                "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}]},
+        base=Path("/"),
+    )
+    tiers = {"Pair": "2/minute", "Silver": "100/minute", "Unauthenticated": "100/minute"}
+    for fused in (True, False):
+        throttle = ThrottlingMiddleware(app, tiers=tiers)
+        inner = throttle if fused else await layer(throttle)
+        security = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
+        assert (security.throttle is throttle) is fused
+        seen.clear()
+        statuses = [(await call(security, "GET", "/pets/whoami", [("x-token", "good")])).status for _ in range(3)]
+        assert statuses == [200, 200, 429]  # the API's tier, found either way
+        assert (ROUTE in seen[0]) is not fused
+        if not fused:
+            assert seen[0][ROUTE].api.name == "pets"
+        r = await call(security, "GET", "/health")
+        assert r.status == 200 and ROUTE not in seen[-1]  # outside every API there is no route to hand over
+        assert r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'  # a public path: per client, default tier
 
 
 def test_listed_scheme_without_authenticator_is_refused() -> None:
