@@ -2,8 +2,10 @@
 
     python bench/bench_stack.py
 
-Variants, round-robin in one run: the bare endpoint; a public path through the
-stack; a cached certificate from the proxy header; a cached certificate from
+Variants, round-robin in one run: the bare endpoint (the same app the stack
+wraps, on the same route: Starlette tries its routes in order, and each one
+tried first costs about 1 µs); the bare endpoint on the public path, and that
+path through the stack (compared with it); a cached certificate from the proxy header; a cached certificate from
 the TLS extension; an uncached header certificate (every request a header the
 resolver and the validator have not seen, so decode + parse + validate each
 time); and, for that one, the bare endpoint behind cryptography's own work on
@@ -108,7 +110,8 @@ def main() -> None:
 
         variants = [
             Variant("bare endpoint", inner, scope_factory("GET", "/pets/whoami", [(name, header)])),  # the same route as the stack's
-            Variant("public path through the stack", stack, scope_factory("GET", "/health")),
+            Variant("bare endpoint, /health", inner, scope_factory("GET", "/health", [(name, header)])),
+            Variant("public path through the stack", stack, scope_factory("GET", "/health", [(name, header)])),
             Variant("cached certificate (header)", stack, scope_factory("GET", "/pets/whoami", [(name, header)])),
             Variant("cached certificate (TLS extension)", stack, scope_factory(
                 "GET", "/pets/whoami", extensions={"tls": {"client_cert_chain": [pem], "server_cert": None}})),
@@ -119,7 +122,7 @@ def main() -> None:
         print(table(results, "bare endpoint", {
             "public path through the stack": "≤ 1.05×",
             "cached certificate (header)": "≤ 1.3×",
-        }))
+        }, against={"public path through the stack": "bare endpoint, /health"}))
         print()
         print(uncached_table(results))
 

@@ -106,6 +106,41 @@ def test_cache_hit_does_not_parse_again(tmp_path: Path, pki: dict[str, Issued], 
     assert calls == []
 
 
+def test_values_that_share_the_hint_slice_are_told_apart(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached-header hint is keyed by a slice of the value but compared whole: a value that
+    only differs after the slice gets its own outcome, and neither is parsed again."""
+    r = build(tmp_path)
+    good = header(pki["client"])
+    bad = good + quote("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", safe="")
+    assert good.encode()[resolver_mod._HINT] == bad.encode()[resolver_mod._HINT]
+    resolve = lambda value: r.resolve(make_scope("GET", "/pets", [(HDR, value)]))  # noqa: E731
+    accepted, refused = resolve(good), resolve(bad)
+    assert "pets" in accepted.verdict.acceptances
+    assert refused.verdict is None and isinstance(refused.error, CertificateHeaderError)
+    calls = []
+    monkeypatch.setattr(resolver_mod, "parse_certificate_header", lambda *a: calls.append(a) or ())
+    for _ in range(2):
+        assert resolve(good) is accepted
+        assert resolve(bad) is refused
+    assert calls == []
+
+
+def test_a_hint_does_not_outlive_its_certificate(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+    import time
+
+    r = build(tmp_path)
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    value = header(issue_client(pki["ca"], "short-lived", not_after=soon))
+    resolve = lambda: r.resolve(make_scope("GET", "/pets", [(HDR, value)]))  # noqa: E731
+    assert "pets" in resolve().verdict.acceptances
+    assert "pets" in resolve().verdict.acceptances  # from the hint
+    later = soon.timestamp() + 5
+    monkeypatch.setattr(time, "time", lambda: later)
+    outcome = resolve()
+    assert "pets" not in outcome.verdict.acceptances and outcome.verdict.reason == "expired"
+
+
 def test_cache_entries_never_outlive_the_certificate(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
