@@ -101,7 +101,7 @@ def main() -> None:
 
         def uncached_scope():  # type: ignore[no-untyped-def]
             counter[0] += 1
-            stack.resolver._cache.clear()  # the only cache on this path (the resolver validates without the validator's)
+            stack.resolver.clear()  # the only cache on this path (the resolver validates without the validator's)
             return scope_factory("GET", "/pets/whoami", [(name, bytes(bytearray(fresh[counter[0] % 64])))])()
 
         def crypto_scope():  # type: ignore[no-untyped-def]

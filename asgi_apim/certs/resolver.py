@@ -115,6 +115,11 @@ class CertificateResolver:
             return self._lookup(tuple(chain), "tls")
         return ABSENT
 
+    def clear(self) -> None:
+        """Forget every cached outcome (the next request of each certificate is validated again)."""
+        self._cache.clear()
+        self._hints.clear()
+
     def _check_relay(self, chain: Any) -> CertificateOutcome | None:
         if not chain:
             return CertificateOutcome("header", error=CertificateRejected("the proxy presented no TLS client certificate"))
