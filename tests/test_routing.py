@@ -53,3 +53,12 @@ def test_cache_is_bounded() -> None:
     for i in range(5000):
         r.match("GET", f"/x/{i}")
     assert len(r._cache) <= 4096
+
+
+def test_which_paths_route_by_method() -> None:
+    r = router()
+    assert r.varies_by_method("/pets/7")  # DELETE has its resource, GET has none
+    assert r.varies_by_method("/pets/open")
+    for path in ("/pets", "/pets/7/extra", "/pets/admin/7", "/health", "/api/x", "/elsewhere"):
+        assert not r.varies_by_method(path), path
+        assert len({r.match(m, path) for m in ("GET", "POST", "DELETE")}) == 1, path

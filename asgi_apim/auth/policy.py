@@ -76,6 +76,7 @@ def _no_trace(step: str) -> None:
 # principal `decide` would reach, or None when that needs `decide` (refusals included). Made once
 # per route (`_plan`), so the request pays for no plan of its own.
 _Recall = Callable[[Scope], "Principal | None"]
+_Known = tuple["Route", "_Recall | None"]
 
 
 class APISecurityMiddleware:
@@ -98,8 +99,9 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
-        # (method, path) -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup
-        self._routes: dict[tuple[str, str], tuple[Route, _Recall | None]] = {}
+        # path -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup;
+        # path -> {method: (route, plan)} where a resource on the path names methods
+        self._routes: dict[str, _Known | dict[str, _Known]] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -109,9 +111,13 @@ class APISecurityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type == "http":
-            key = (scope["method"], scope["path"])
-        elif scope_type == "websocket":
-            key = ("GET", scope["path"])  # a WebSocket scope has no method
+            known = self._routes.get(scope["path"])
+            if type(known) is not tuple:  # new, or a path whose route depends on the method
+                known = self._route(scope["method"], scope["path"], known)
+        elif scope_type == "websocket":  # a WebSocket scope has no method
+            known = self._routes.get(scope["path"])
+            if type(known) is not tuple:
+                known = self._route("GET", scope["path"], known)
         else:
             if scope_type == "lifespan":
                 receive = self.background.lifespan(receive, self._close_authenticators)
@@ -119,9 +125,6 @@ class APISecurityMiddleware:
             return
         if not self.background.started:
             self.background.ensure_started()
-        known = self._routes.get(key)
-        if known is None:
-            known = self._route(key)
         route, recall = known
         throttle = self.throttle
         if throttle is None and route.api is not None:
@@ -165,11 +168,24 @@ class APISecurityMiddleware:
         for auth in self.authenticators.values():
             await auth.aclose()
 
-    def _route(self, key: tuple[str, str]) -> tuple[Route, _Recall | None]:
-        route = self.router.match(*key)
+    def _route(self, method: str, path: str, by_method: dict[str, _Known] | None) -> _Known:
+        """The route of a request and its plan, remembered by path alone when no resource on the
+        path names methods (most paths), else by path and then method."""
+        if by_method is not None:
+            known = by_method.get(method)
+            if known is not None:
+                return known
         if len(self._routes) >= 4096:
             self._routes.clear()
-        known = self._routes[key] = (route, self._plan(route))
+            by_method = None
+        route = self.router.match(method, path)
+        known = (route, self._plan(route))
+        if self.router.varies_by_method(path):
+            if by_method is None:
+                by_method = self._routes[path] = {}
+            by_method[method] = known
+        else:
+            self._routes[path] = known
         return known
 
     def _plan(self, route: Route) -> _Recall | None:

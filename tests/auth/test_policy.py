@@ -194,6 +194,19 @@ async def test_resource_scopes() -> None:
     assert r.status == 200 and r.json()["method"] == "mutual_ssl"
 
 
+async def test_one_path_routed_by_method_keeps_each_methods_rules() -> None:
+    """Routes are remembered per path and, where a resource names methods, per method too."""
+    app = stack("disabled", True, application=("oauth2",))
+    reader = [("x-token", "good:pets:read")]
+    for _ in range(2):
+        assert (await call(app, "GET", "/pets/1", reader)).status == 200
+        r = await call(app, "DELETE", "/pets/1", reader)
+        assert (r.status, r.json()["code"]) == (403, 900910)
+        assert (await call(app, "PUT", "/pets/1", reader)).status == 200
+    assert (await call(app, "GET", "/pets/free")).status == 200  # public for GET only
+    assert (await call(app, "POST", "/pets/free")).status == 401
+
+
 async def test_public_paths_and_unknown_paths() -> None:
     app = stack("mandatory", False)
     r = await call(app, "GET", "/health")
