@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -102,9 +103,14 @@ def _serve(ns: argparse.Namespace) -> int:
 
 
 def _pki_init(ns: argparse.Namespace) -> int:
-    from asgi_apim.certs.pki import init_pki
+    from asgi_apim.certs.pki import PKI_FILES, existing_pki, init_pki
 
-    for name in init_pki(ns.dir, days=ns.days):
+    if not ns.force and len(existing_pki(ns.dir)) == len(PKI_FILES):  # run again: keep what is there
+        print(f"asgi-apim: {ns.dir} already holds a development PKI; kept (--force replaces it)", file=sys.stderr)
+        names = [os.path.join(ns.dir, n) for n in PKI_FILES]
+    else:
+        names = init_pki(ns.dir, days=ns.days, force=ns.force)
+    for name in names:
         print(name)
     return 0
 
@@ -131,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = pki_sub.add_parser("init", help="write ca, server and client certificates and keys to DIR")
     q.add_argument("dir")
     q.add_argument("--days", type=_positive_days, default=365, help="validity of every certificate (default: 365)")
+    q.add_argument("--force", action="store_true", help="replace a PKI already in DIR (by default a complete one is kept)")
     q.set_defaults(handler=_pki_init)
 
     p = sub.add_parser("check", help="would this certificate (or request) be accepted, and why")

@@ -178,6 +178,23 @@ def test_check_usage_is_reported_before_the_configuration_is_read(tmp_path: Path
     assert r.returncode == 2 and "--request" in r.stderr
 
 
+def test_pki_init_keeps_an_existing_pki_and_replaces_it_only_when_forced(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    assert run("pki", "init", str(d)).returncode == 0
+    ca = (d / "ca.key").read_bytes()
+    again = run("pki", "init", str(d))
+    assert again.returncode == 0 and "kept" in again.stderr
+    assert again.stdout.split() == [str(d / n) for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")]
+    assert (d / "ca.key").read_bytes() == ca
+    (d / "client.key").unlink()  # a partial PKI is neither kept nor silently replaced
+    partial = run("pki", "init", str(d))
+    assert partial.returncode == 1 and "--force" in partial.stderr and "Traceback" not in partial.stderr
+    assert (d / "ca.key").read_bytes() == ca and not (d / "client.key").exists()
+    forced = run("pki", "init", str(d), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (d / "ca.key").read_bytes() != ca and (d / "client.key").exists()
+
+
 def test_pki_init_refuses_a_non_positive_lifetime(tmp_path: Path) -> None:
     for days in ("-5", "0", "ten"):
         r = run("pki", "init", str(tmp_path / "pki"), "--days", days)

@@ -186,9 +186,26 @@ def make_crl(ca: Issued, revoked_serials: Sequence[int] = (), *, next_update_day
     return b.sign(ca.key, _sign_alg(ca.key))
 
 
-def init_pki(directory: str | os.PathLike[str], *, days: int = 365) -> list[str]:
-    """Write the development PKI into ``directory``; returns the files written."""
+PKI_FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+
+
+class PKIExists(ValueError):
+    """``directory`` already holds part of a PKI, which `init_pki` would not silently replace."""
+
+
+def existing_pki(directory: str | os.PathLike[str]) -> list[str]:
+    """The files of a development PKI already in ``directory``."""
+    return [n for n in PKI_FILES if (Path(directory) / n).exists()]
+
+
+def init_pki(directory: str | os.PathLike[str], *, days: int = 365, force: bool = False) -> list[str]:
+    """Write the development PKI into ``directory``; returns the files written. A directory that
+    already holds some of its files is refused unless ``force``: a new CA key would orphan every
+    certificate the old one issued and every configuration that trusts it."""
     d = Path(directory)
+    present = existing_pki(d)
+    if present and not force:
+        raise PKIExists(f"{d} already holds {', '.join(present)}; pass --force to replace the development PKI")
     d.mkdir(parents=True, exist_ok=True)
     ca = make_ca(days=days)
     server = issue_server(ca, days=days)
@@ -196,4 +213,4 @@ def init_pki(directory: str | os.PathLike[str], *, days: int = 365) -> list[str]
     ca.write(d / "ca.pem", d / "ca.key")
     server.write(d / "server.pem", d / "server.key")
     client.write(d / "client.pem", d / "client.key")
-    return [str(d / n) for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")]
+    return [str(d / n) for n in PKI_FILES]

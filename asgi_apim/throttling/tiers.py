@@ -53,6 +53,8 @@ def parse_tier(name: str, value: str) -> Tier:
     for item in items:
         if item.get_expiry() <= 0:
             raise ConfigError(key, f"{value!r} has an empty window")
+        if item.amount < 1:  # would answer every request 429 ("retry later"), which no later retry changes
+            raise ConfigError(key, f"{value!r} allows no request; to refuse callers, remove their registration or credentials")
     return Tier(name, tuple(sorted(set(items), key=lambda i: (i.get_expiry(), i.amount))))
 
 

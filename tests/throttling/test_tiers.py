@@ -34,7 +34,7 @@ def test_unlimited_any_case(value: str) -> None:
     assert parse_tier("X", value).unlimited
 
 
-@pytest.mark.parametrize("value", ["", "  ", "lots", "5/fortnight", "-1/minute", "five per minute", "10/second;bogus"])
+@pytest.mark.parametrize("value", ["", "  ", "lots", "5/fortnight", "-1/minute", "0/minute", "10/second;0/hour", "five per minute", "10/second;bogus"])
 def test_bad_limit_names_the_key(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_tier("Shiny", value)
