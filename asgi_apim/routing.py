@@ -63,16 +63,11 @@ class Router:
             self._cache[key] = route
         return route
 
-    def varies_by_method(self, path: str) -> bool:
-        """Whether the route of ``path`` may depend on the method: a resource that names methods
-        matches it (else every method gets the same route)."""
-        for p in self.public_paths:
-            if _under(path, p):
-                return False
-        for api in self.apis:
-            if _under(path, api.context):
-                return any(methods and regex.match(path) for regex, methods, _ in self._resources[api.name])
-        return False
+    def varies_by_method(self, route: Route, path: str) -> bool:
+        """Whether the route of ``path`` (``route``, for any method) may depend on the method: a
+        resource of its API that names methods matches it (else every method gets the same route)."""
+        api = route.api
+        return api is not None and any(methods and regex.match(path) for regex, methods, _ in self._resources[api.name])
 
     def _match(self, method: str, path: str) -> Route:
         for p in self.public_paths:

@@ -57,8 +57,9 @@ def test_cache_is_bounded() -> None:
 
 def test_which_paths_route_by_method() -> None:
     r = router()
-    assert r.varies_by_method("/pets/7")  # DELETE has its resource, GET has none
-    assert r.varies_by_method("/pets/open")
+    for method in ("GET", "DELETE"):
+        assert r.varies_by_method(r.match(method, "/pets/7"), "/pets/7")  # DELETE has its resource, GET has none
+        assert r.varies_by_method(r.match(method, "/pets/open"), "/pets/open")
     for path in ("/pets", "/pets/7/extra", "/pets/admin/7", "/health", "/api/x", "/elsewhere"):
-        assert not r.varies_by_method(path), path
+        assert not r.varies_by_method(r.match("GET", path), path), path
         assert len({r.match(m, path) for m in ("GET", "POST", "DELETE")}) == 1, path

@@ -110,14 +110,10 @@ class APISecurityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type == "http":
+        if scope_type == "http" or scope_type == "websocket":
             known = self._routes.get(scope["path"])
             if type(known) is not tuple:  # new, or a path whose route depends on the method
-                known = self._route(scope["method"], scope["path"], known)
-        elif scope_type == "websocket":  # a WebSocket scope has no method
-            known = self._routes.get(scope["path"])
-            if type(known) is not tuple:
-                known = self._route("GET", scope["path"], known)
+                known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
         else:
             if scope_type == "lifespan":
                 receive = self.background.lifespan(receive, self._close_authenticators)
@@ -180,7 +176,7 @@ class APISecurityMiddleware:
             by_method = None
         route = self.router.match(method, path)
         known = (route, self._plan(route))
-        if self.router.varies_by_method(path):
+        if self.router.varies_by_method(route, path):
             if by_method is None:
                 by_method = self._routes[path] = {}
             by_method[method] = known
