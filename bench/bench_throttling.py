@@ -69,17 +69,20 @@ def with_user(make: Callable[[], dict[str, Any]], user: Any) -> Callable[[], dic
     return scope
 
 
-def stacks(tmp: Path, tiers: tuple[str, ...]) -> tuple[list[Any], bytes]:
-    """One app per caller tier, protected from a configuration; the header of a client they accept."""
+def stacks(tmp: Path, tiers: tuple[str, ...], headers: tuple[str, ...] = ()) -> tuple[list[Any], bytes]:
+    """One app per caller tier (with the ``[throttling] headers`` style of the same position, default
+    ``ratelimit``), protected from a configuration; the header of a client they all accept."""
     ca = make_ca("bench CA")
     client = issue_client(ca, "bench-client")
     (tmp / "ca.pem").write_bytes(ca.cert_pem())
     apps = []
-    for tier in tiers:
-        config = tmp / f"deployment-{tier}.toml"
+    for i, tier in enumerate(tiers):
+        style = headers[i] if i < len(headers) else "ratelimit"
+        config = tmp / f"deployment-{i}.toml"
         config.write_text(
             '[encryption]\nkey = "' + "ab" * 32 + '"\n'
             '[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+            f'[throttling]\nheaders = "{style}"\n'
             f'[throttling.tiers]\nGold = "{BIG}"\n'
             '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
             f'[[apis.certificates]]\nalias = "dev"\ncertificate = "ca.pem"\ntier = "{tier}"\n'
