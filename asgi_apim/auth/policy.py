@@ -24,11 +24,15 @@ credential was presented at all and 900901 when one was presented and refused,
 with one ``WWW-Authenticate`` challenge per scheme. Resource scopes (any one of
 a resource's scopes suffices, as in WSO2) apply to application credentials;
 mutual-SSL-only access ignores them. Public paths and public resources reach
-the app unauthenticated; a path no API owns is 404 (900906).
+the app unauthenticated; a path no API owns is 404 (900906). An authenticator
+that fails in an unforeseen way refuses the credential (logged by exception
+type, never with its message, which could quote the credential): the request
+fails closed with a 401, not a 500.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +58,8 @@ from asgi_apim.throttling.middleware import LATER, ThrottlingMiddleware
 
 if TYPE_CHECKING:
     from asgi_apim.auth.base import Authenticator
+
+logger = logging.getLogger("asgi_apim.auth")
 
 
 class _Trace:
@@ -277,6 +283,15 @@ class APISecurityMiddleware:
                 last = exc
                 if "www-authenticate" in exc.headers:
                     challenges[-1] = exc.headers["www-authenticate"]
+                continue
+            except RequestError:
+                raise  # a clear answer of its own (a key manager that cannot be reached: 503)
+            except Exception as exc:  # a defect, not the client's doing: refuse the credential all the same
+                logger.error("the %s authenticator failed unexpectedly (%s); the credential is refused", scheme, type(exc).__name__)
+                logger.debug("the %s authenticator's failure", scheme, exc_info=True)
+                if trace is not _no_trace:
+                    trace(f"{scheme}: could not be validated")
+                last = InvalidCredentials(f"the {scheme} credential could not be validated")
                 continue
             if trace is not _no_trace:
                 trace(f"{scheme}: accepted {principal.subject}")
