@@ -26,13 +26,14 @@ a resource's scopes suffices, as in WSO2) apply to application credentials;
 mutual-SSL-only access ignores them. Public paths and public resources reach
 the app unauthenticated; a path no API owns is 404 (900906). An authenticator
 that fails in an unforeseen way refuses the credential (logged by exception
-type, never with its message, which could quote the credential): the request
-fails closed with a 401, not a 500.
+type, and at DEBUG where it failed, never with its message, which could quote
+the credential): the request fails closed with a 401, not a 500.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -288,7 +289,7 @@ class APISecurityMiddleware:
                 raise  # a clear answer of its own (a key manager that cannot be reached: 503)
             except Exception as exc:  # a defect, not the client's doing: refuse the credential all the same
                 logger.error("the %s authenticator failed unexpectedly (%s); the credential is refused", scheme, type(exc).__name__)
-                logger.debug("the %s authenticator's failure", scheme, exc_info=True)
+                logger.debug("where the %s authenticator failed:\n%s", scheme, "".join(traceback.format_tb(exc.__traceback__)))
                 if trace is not _no_trace:
                     trace(f"{scheme}: could not be validated")
                 last = InvalidCredentials(f"the {scheme} credential could not be validated")
