@@ -232,7 +232,10 @@ def check(world: World, scope: dict[str, Any], result: Result) -> None:
 def test_any_request_is_refused_cleanly_or_reaches_the_app_authenticated(world: World, data: st.DataObject) -> None:
     scope = data.draw(requests(world))
     result = world.loop.run_until_complete(call_scope(world.app, scope))
-    check(world, scope, result)
+    try:
+        check(world, scope, result)
+    except AssertionError as exc:  # what the stack answered, beside the drawn request hypothesis prints
+        raise AssertionError(f"{exc}\nanswer: {result.status} {result.headers} {result.body[:600]!r}") from None
 
 
 def test_the_drawn_credentials_do_get_through(world: World) -> None:
