@@ -39,6 +39,7 @@ import time
 from math import ceil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +49,7 @@ import bench_throttling as bt  # noqa: E402
 from harness import Variant, sample, scope_factory, table  # noqa: E402
 
 from asgi_apim.certs.middleware import certificate_principal  # noqa: E402
+from asgi_apim.certs.resolver import _HINT  # noqa: E402
 from asgi_apim.throttling.storage import _Events  # noqa: E402
 
 HEADER = b"x-wso2-client-certificate"
@@ -66,19 +68,18 @@ class EmptyLayer:
 
 def floor(app: Any, stack: Any, header: bytes, *, count: bool, headers: bool) -> Any:
     """The inlined stack for ``header``'s certificate on `bt.PATH`, from the real stack's own results."""
-    security = stack  # `protect` gives the security stage, with the throttling stage fused in
-    outcome = security.resolver.resolve(scope_factory("GET", bt.PATH, [(HEADER, header)])())
+    # `protect` gives the security stage, with the throttling stage fused in
+    outcome = stack.resolver.resolve(scope_factory("GET", bt.PATH, [(HEADER, header)])())
     principal = certificate_principal(outcome, "pets")
     assert principal is not None and principal.tier == "Gold"
-    hints = {header[32:128]: (header, principal, time.time() + 3600.0)}
+    hints = {header[_HINT]: (header, principal, time.time() + 3600.0)}
     trusted = {"127.0.0.1": True}
     routes = {bt.PATH: True}
     credentials = principal.credentials
-    plan = security.throttle._route_plan(security._routes[bt.PATH][0], "Gold")
+    plan = stack.throttle._route_plan(stack._routes[bt.PATH][0], "Gold")
     (limit,) = plan.limits
     amount, expiry = limit.amount, limit.expiry
-    entries: dict[str, Any] = {}
-    entries[principal.throttle_key] = _Events()
+    entries = {principal.throttle_key: _Events()}
     policy = (b"ratelimit-policy", f'"Gold";q={amount};w={expiry}'.encode())
     current = b'"Gold";r=%d;t=%d'
     clock = time.time
@@ -96,7 +97,7 @@ def floor(app: Any, stack: Any, header: bytes, *, count: bool, headers: bool) ->
         client = scope.get("client")
         if raw is None or not trusted.get(client[0]):
             raise ValueError("no header, or not from a trusted proxy")
-        hint = hints.get(raw[32:128])
+        hint = hints.get(raw[_HINT])
         now = clock()
         if hint is None or hint[0] != raw or hint[2] <= now or routes.get(scope["path"]) is None:
             raise ValueError("not the known certificate and path")
@@ -129,13 +130,10 @@ def floor(app: Any, stack: Any, header: bytes, *, count: bool, headers: bool) ->
 
 
 def part1(quick: bool) -> None:
-    name = HEADER
     with tempfile.TemporaryDirectory() as d:
         inner, stack, _, client = bench_stack.build(Path(d))
-        from urllib.parse import quote
-
         header = quote(client.cert_pem().decode(), safe="").encode()
-        health = scope_factory("GET", "/health", [(name, header)])
+        health = scope_factory("GET", "/health", [(HEADER, header)])
         variants = [
             Variant("bare endpoint, /health", inner, health),
             Variant("floor: an empty middleware class", EmptyLayer(inner), health),
