@@ -33,16 +33,17 @@ the credential): the request fails closed with a 401, not a 500.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asgi_apim._keys import CERTIFICATE, DECISION, ROUTE
+from asgi_apim._keys import CERTIFICATE, DECISION, PEER, ROUTE
 from asgi_apim._lifecycle import BackgroundTasks
 from asgi_apim.certs.middleware import certificate_error, certificate_principal
-from asgi_apim.certs.resolver import ABSENT, CertificateOutcome, CertificateResolver
+from asgi_apim.certs.resolver import _HINT, ABSENT, CertificateOutcome, CertificateResolver
 from asgi_apim.config import ApiConfig, SecurityConfig
 from asgi_apim.errors import (
     AuthenticationError,
@@ -55,6 +56,7 @@ from asgi_apim.errors import (
 )
 from asgi_apim.identity import ANONYMOUS, NO_CREDENTIALS, Principal
 from asgi_apim.routing import Route, Router
+from asgi_apim.throttling.engine import STORAGE_ERRORS
 from asgi_apim.throttling.middleware import LATER, ThrottlingMiddleware
 
 if TYPE_CHECKING:
@@ -83,7 +85,20 @@ def _no_trace(step: str) -> None:
 # principal `decide` would reach, or None when that needs `decide` (refusals included). Made once
 # per route (`_plan`), so the request pays for no plan of its own.
 _Recall = Callable[[Scope], "Principal | None"]
-_Known = tuple["Route", "_Recall | None"]
+
+
+class _Fast:
+    """A route decided by its certificate alone and throttled in memory: the API's name and,
+    per caller tier, the throttling plan (False for a plan `_admit_certificate` does not charge)."""
+
+    __slots__ = ("api", "plans")
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.plans: dict[str | None, Any] = {}
+
+
+_Known = tuple["Route", "_Recall | None", "_Fast | None"]
 
 
 class APISecurityMiddleware:
@@ -106,6 +121,9 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
+        # the fast path of a route decided by its certificate alone (`_admit_certificate`)
+        self._inline = (self.throttle is not None and self.throttle.inline and resolver is not None
+                        and not resolver.client_validation and not self.explain)
         # path -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup;
         # path -> {method: (route, plan)} where a resource on the path names methods
         self._routes: dict[str, _Known | dict[str, _Known]] = {}
@@ -128,7 +146,16 @@ class APISecurityMiddleware:
             return
         if not self.background.started:
             self.background.ensure_started()
-        route, recall = known
+        route, recall, fast = known
+        if fast is not None and scope_type == "http":
+            try:
+                admitted = self._admit_certificate(scope, send, route, fast)
+            except RequestError as exc:
+                await reject(scope, send, exc)
+                return
+            if admitted is not None:
+                await self.throttle.app(scope, receive, admitted)  # type: ignore[union-attr]
+                return
         throttle = self.throttle
         if throttle is None and route.api is not None:
             # for a ThrottlingMiddleware further in, which finds the route there (outside every
@@ -182,7 +209,7 @@ class APISecurityMiddleware:
             self._routes.clear()
             by_method = None
         route = self.router.match(method, path)
-        known = (route, self._plan(route))
+        known = (route, self._plan(route), self._fast(route))
         if self.router.varies_by_method(route, path):
             if by_method is None:
                 by_method = self._routes[path] = {}
@@ -207,6 +234,77 @@ class APISecurityMiddleware:
             if schemes and all(recall is not None for _, recall, _, _ in schemes):
                 return _application_recall(api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset())
         return None
+
+    def _fast(self, route: Route) -> _Fast | None:
+        """Whether `_admit_certificate` may decide requests on ``route``: an API that mutual SSL alone
+        decides, in a stack that throttles in memory, believes a proxy's header without a relay
+        check and explains nothing."""
+        api = route.api
+        if not self._inline or api is None:
+            return None
+        security = route.resource.security if route.resource and route.resource.security else api.security
+        if security.mutual_ssl != "mandatory" or security.application_mandatory:
+            return None
+        return _Fast(api.name)
+
+    def _admit_certificate(self, scope: Scope, send: Send, route: Route, fast: _Fast) -> Send | None:
+        """The usual request on a route that mutual SSL alone decides, settled in one step: a
+        certificate header seen before (the resolver's cache, read as `CertificateResolver.resolve`
+        reads it), from a trusted proxy, accepted for the API, charged to the caller's one limit in
+        memory. Answers the ``send`` to go on with (adding the success headers); raises the
+        refusal (429, or 503 when a failing storage is not to fail open); None when anything is
+        not so (a first sighting, a second header, an untrusted peer, a new truststore, a
+        refused certificate, a plan of several limits): then the general path decides it all,
+        with nothing charged here."""
+        resolver: CertificateResolver = self.resolver  # type: ignore[assignment]
+        header = resolver.header
+        raw = None
+        for name, value in scope["headers"]:
+            if name == header:
+                if raw is not None:
+                    return None  # twice: the general path refuses it
+                raw = value
+        if raw is None:
+            return None
+        peer = scope.get(PEER) or scope.get("client")
+        if not peer or not resolver._trusted_hosts.get(peer[0]):
+            return None
+        hint = resolver._hints.get(raw[_HINT])
+        if hint is None or hint[0] != raw:
+            return None
+        now = time.time()
+        if hint[2] <= now or resolver.trust._current.generation != resolver._generation:
+            return None
+        verdict = hint[1].verdict
+        user = verdict.principals.get(fast.api) if verdict is not None else None
+        if user is None:
+            return None
+        throttle: ThrottlingMiddleware = self.throttle  # type: ignore[assignment]
+        plan = fast.plans.get(user.tier)
+        if not plan:
+            if plan is False:
+                return None
+            plan = throttle.plan_for(route, user.tier)
+            plan = fast.plans[user.tier] = plan if plan.charge is not None or not plan.limits else False
+            if not plan:
+                return None
+        if throttle.guard.down:  # a storage of the user's own failed: the general path retries it
+            return None
+        scope["user"] = user
+        scope["auth"] = user.credentials
+        charge = plan.charge
+        if charge is None:  # no limit applies
+            return send
+        caller = user.throttle_key
+        key = plan.keys.get(caller) or plan.key(caller)
+        try:
+            result = charge(key, plan.amount, plan.expiry)
+        except STORAGE_ERRORS as exc:  # a memory storage of the user's own that fails
+            return throttle.storage_failed(exc, send)
+        if result[0]:
+            raise throttle.refusal(plan, result)
+        advertiser = plan.advertiser
+        return send if advertiser is None else advertiser.wrap(send, result)
 
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:

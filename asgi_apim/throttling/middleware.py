@@ -39,7 +39,7 @@ from asgi_apim.certs.trust import TrustedProxies
 from asgi_apim.errors import ConfigError, RequestError, StorageUnavailable, Throttled, reject
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Route
-from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, MemoryEngine, StorageGuard, build_engine
+from asgi_apim.throttling.engine import _KEY_MEMO, STORAGE_ERRORS, Engine, Limit, MemoryEngine, StorageGuard, build_engine
 from asgi_apim.throttling.headers import Advertiser, HeaderStyle, policy_name
 from asgi_apim.throttling.keys import CallerKeys
 from asgi_apim.throttling.tiers import Tier, parse_tiers
@@ -59,18 +59,37 @@ class _Plan:
     """The limits of one (API, resource, caller tier), in checking order, and their success headers.
 
     ``take`` (memory engines) charges them synchronously for a caller: ``take(caller)`` answers
-    ``[0, remaining, reset, ...]`` or ``[i, retry_after]`` with the i-th (from 1) exhausted."""
+    ``[0, remaining, reset, ...]`` or ``[i, retry_after]`` with the i-th (from 1) exhausted.
 
-    __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take")
+    ``charge`` (memory engines, one limit counted per caller: the usual plan) is that limit's
+    storage step, ``charge(head + caller + tail, amount, expiry)``, with the same answer; ``keys``
+    remembers each caller's storage key. The security stage's fast path charges with it inline
+    (`APISecurityMiddleware._admit_certificate`); None for any other plan."""
+
+    __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take", "charge", "amount", "expiry", "head", "tail", "keys")
 
     def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None,
-                 take: Callable[[str], list[float]] | None) -> None:
+                 take: Callable[[str], list[float]] | None, charge: Callable[[str, int, int], list[float]] | None = None) -> None:
         self.api = api
         self.resource = resource
         self.limits = limits
         self.prefix = prefix
         self.advertiser = advertiser
         self.take = take
+        self.charge = charge
+        limit = limits[0] if charge is not None else None
+        self.amount = limit.amount if limit is not None else 0
+        self.expiry = limit.expiry if limit is not None else 0
+        self.head, self.tail = limit.around(prefix) if limit is not None else ("", "")
+        self.keys: dict[str, str] = {}
+
+    def key(self, caller: str) -> str:
+        """The storage key of ``caller``'s count under `charge`, remembered (bounded)."""
+        keys = self.keys
+        if len(keys) >= _KEY_MEMO:
+            keys.clear()
+        key = keys[caller] = self.head + caller + self.tail
+        return key
 
     def ids(self, caller: str) -> list[str]:
         prefix = self.prefix
@@ -192,6 +211,27 @@ class ThrottlingMiddleware:
             send = advertiser.wrap(send, result)
         await self.app(scope, receive, send)
 
+    @property
+    def inline(self) -> bool:
+        """Whether counts are charged without awaiting (memory): the security stage's fast path."""
+        return isinstance(self.engine, MemoryEngine)
+
+    def plan_for(self, route: Route, tier: str | None) -> _Plan:
+        """The plan of a caller of ``tier`` on ``route`` (the security stage's fast path keeps it)."""
+        return self._route_plan(route, tier)
+
+    def storage_failed(self, exc: BaseException, send: Send) -> Send:
+        """A memory storage of the user's own failed while charging inline: ``send`` when failing
+        open, else the 503 is raised."""
+        self.guard.failed(exc, fail_open=self.fail_open)
+        if self.fail_open:
+            return send
+        raise self._unavailable()
+
+    def refusal(self, plan: _Plan, result: Sequence[float]) -> Throttled:
+        """The 429 of a charge's refusing ``result`` on ``plan``."""
+        return self._throttled(plan.limits[int(result[0]) - 1], max(1, ceil(result[1])))
+
     def _caller(self, scope: Scope, user: Principal | None) -> str:
         """Who is counted (`CallerKeys.__call__`, inline: the tier was resolved with the plan)."""
         if user is not None:
@@ -286,8 +326,10 @@ class ThrottlingMiddleware:
         advertiser = self.headers.advertiser([limit for limit in limits if limit.report])
         prefix = f"sub|{name}|"
         engine = self.engine
-        take = engine.bind(limits, prefix) if limits and isinstance(engine, MemoryEngine) else None
-        return _Plan(api, resource, tuple(limits), prefix, advertiser, take)
+        memory = isinstance(engine, MemoryEngine)
+        take = engine.bind(limits, prefix) if limits and memory else None
+        charge = engine.storage.charger(engine.strategy) if memory and len(limits) == 1 and limits[0].shared is None else None  # type: ignore[attr-defined]
+        return _Plan(api, resource, tuple(limits), prefix, advertiser, take, charge)
 
     @staticmethod
     def _limits(level: str, tier: Tier, code: int, shared: str | None, label: str) -> list[Limit]:
