@@ -28,6 +28,15 @@ the app unauthenticated; a path no API owns is 404 (900906). An authenticator
 that fails in an unforeseen way refuses the credential (logged by exception
 type, and at DEBUG where it failed, never with its message, which could quote
 the credential): the request fails closed with a 401, not a 500.
+
+The usual request on a route that mutual SSL alone decides (a certificate
+header seen before, from a trusted proxy, charged to one limit in memory) is
+admitted in one step, `_admit_certificate`, which reads the resolver's cache
+and the throttling plan directly; anything else about the request (a first
+sighting, a second header, an untrusted peer, a new truststore generation, a
+refused certificate, several limits, a storage that failed) leaves it, before
+anything is charged, to the general path. tests/test_fast_path.py holds the
+two paths to the same answers.
 """
 
 from __future__ import annotations
