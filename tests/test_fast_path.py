@@ -1,9 +1,9 @@
 """The security stage's fast path decides exactly as the general path does.
 
-`APISecurityMiddleware._admit_certificate` settles the usual request on a route
-that mutual SSL alone decides (a certificate header seen before, a trusted
-proxy, one limit counted per caller in memory) in one step, and hands every
-other request to the general path. Hypothesis drives two stacks built from the
+`APISecurityMiddleware._certificate_step` (with `ThrottlingMiddleware.ticket`)
+settles the usual request on a route that mutual SSL alone decides (a
+certificate header seen before, a trusted proxy, one limit counted per caller
+in memory) in one step, and hands every other request to the general path. Hypothesis drives two stacks built from the
 same configuration, one with the fast path and one without, through the same
 sequences of requests, clock steps and truststore reloads (a CRL that revokes
 a client, then lifts it), and every answer must be the same: status, headers
@@ -216,24 +216,35 @@ def test_the_fast_path_is_taken(pair: Pair) -> None:
     only on the stack that has it."""
     calls = []
     for app in (pair.fast, pair.general):
-        original = app._admit_certificate
+        original = app._certificate_step
 
-        def spy(*args: Any, original: Any = original, app: Any = app) -> Any:
-            admitted = original(*args)
-            calls.append((app, admitted is not None))
-            return admitted
+        def spying(route: Any, original: Any = original, app: Any = app) -> Any:
+            step = original(route)
 
-        app._admit_certificate = spy
-    values = {"new": quote(issue_client(pair.ca, "new client").cert_pem().decode(), safe="")}
+            def spy(scope: Any, send: Any) -> Any:
+                admitted = step(scope, send)
+                calls.append((app, admitted is not None))
+                return admitted
+
+            return spy
+
+        app._certificate_step = spying
+        app._routes.clear()  # the paths' steps are made anew, spied on
+        app._steps.clear()
+    values = {name: quote(issue_client(pair.ca, f"{name} client").cert_pem().decode(), safe="") for name in ("new", "newer")}
     try:
-        for _ in range(2):  # the first sighting is validated by the general path, the second is fast
+        # the path's first request makes its step; a certificate's first sighting is validated by
+        # the general path, the second is fast
+        for client in ("new", "new", "newer", "newer"):
             for app in (pair.fast, pair.general):
-                result = pair.loop.run_until_complete(call_scope(app, _scope(values, ("request", "/pets/z", "new", 1, TRUSTED, "GET"))))
+                result = pair.loop.run_until_complete(call_scope(app, _scope(values, ("request", "/pets/z", client, 1, TRUSTED, "GET"))))
                 assert result.status == 200 and result.json()["alias"] == "partners"
     finally:
         for app in (pair.fast, pair.general):
-            del app._admit_certificate
-    assert calls == [(pair.fast, False), (pair.fast, True)]
+            del app._certificate_step
+            app._routes.clear()
+            app._steps.clear()
+    assert calls == [(pair.fast, True), (pair.fast, False), (pair.fast, True)]
 
 
 @pytest.mark.parametrize("fail_open", [True, False])

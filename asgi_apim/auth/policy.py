@@ -29,14 +29,17 @@ that fails in an unforeseen way refuses the credential (logged by exception
 type, and at DEBUG where it failed, never with its message, which could quote
 the credential): the request fails closed with a 401, not a 500.
 
-The usual request on a route that mutual SSL alone decides (a certificate
-header seen before, from a trusted proxy, charged to one limit in memory) is
-admitted in one step, `_admit_certificate`, which reads the resolver's cache
-and the throttling plan directly; anything else about the request (a first
+Two kinds of request are admitted in one synchronous step, made once per path
+when its route is first met (`_steps`): a public path, when no throttling stage
+is called from here; and the usual request on a route that mutual SSL alone
+decides in a stack that throttles in memory: a certificate header seen before,
+from a trusted proxy, accepted for the API, charged to its caller's one limit
+(`_certificate_step`, which reads the resolver's cache directly, and
+`ThrottlingMiddleware.ticket`). Anything else about the request (a first
 sighting, a second header, an untrusted peer, a new truststore generation, a
-refused certificate, several limits, a storage that failed) leaves it, before
-anything is charged, to the general path. tests/test_fast_path.py holds the
-two paths to the same answers.
+refused certificate, several limits, a storage being retried) leaves it, before
+anything is charged, to the general path. tests/test_fast_path.py holds the two
+paths to the same answers.
 """
 
 from __future__ import annotations
@@ -65,8 +68,7 @@ from asgi_apim.errors import (
 )
 from asgi_apim.identity import ANONYMOUS, NO_CREDENTIALS, Principal
 from asgi_apim.routing import Route, Router
-from asgi_apim.throttling.engine import STORAGE_ERRORS
-from asgi_apim.throttling.middleware import LATER, ThrottlingMiddleware
+from asgi_apim.throttling.middleware import LATER, ThrottlingMiddleware, Ticket
 
 if TYPE_CHECKING:
     from asgi_apim.auth.base import Authenticator
@@ -96,18 +98,21 @@ def _no_trace(step: str) -> None:
 _Recall = Callable[[Scope], "Principal | None"]
 
 
-class _Fast:
-    """A route decided by its certificate alone and throttled in memory: the API's name and,
-    per caller tier, the throttling plan (False for a plan `_admit_certificate` does not charge)."""
+# How a request on a known path is admitted in one step, where it can be (`APISecurityMiddleware._steps`):
+# ``step(scope, send)`` sets the scope's user and answers the ``send`` to go on with, raises the
+# refusal, or answers None (nothing charged) to leave the request to the general path.
+_Step = Callable[[Scope, Send], "Send | None"]
 
-    __slots__ = ("api", "plans")
-
-    def __init__(self, api: str) -> None:
-        self.api = api
-        self.plans: dict[str | None, Any] = {}
+_Known = tuple["Route", "_Recall | None"]
+_NEW = object()  # `_certificate_step`: a tier whose ticket is not made yet
 
 
-_Known = tuple["Route", "_Recall | None", "_Fast | None"]
+def _public(scope: Scope, send: Send) -> Send:
+    """The step of a public path outside every API when no throttling stage is called from here
+    (`APISecurityMiddleware.__call__` takes it inline)."""
+    scope["user"] = ANONYMOUS
+    scope["auth"] = NO_CREDENTIALS
+    return send
 
 
 class APISecurityMiddleware:
@@ -130,12 +135,15 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
-        # the fast path of a route decided by its certificate alone (`_admit_certificate`)
+        self._next = self.throttle.app if self.throttle is not None else app  # where a request admitted in one step goes
+        # whether a route decided by its certificate alone gets a step (`_certificate_step`)
         self._inline = (self.throttle is not None and self.throttle.inline and resolver is not None
                         and not resolver.client_validation and not self.explain)
         # path -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup;
         # path -> {method: (route, plan)} where a resource on the path names methods
         self._routes: dict[str, _Known | dict[str, _Known]] = {}
+        # path -> the one step of an HTTP request on it, for paths whose route does not depend on the method
+        self._steps: dict[str, _Step] = {}
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
@@ -144,27 +152,33 @@ class APISecurityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type == "http" or scope_type == "websocket":
-            known = self._routes.get(scope["path"])
-            if type(known) is not tuple:  # new, or a path whose route depends on the method
-                known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
-        else:
+        if scope_type == "http":
+            step = self._steps.get(scope["path"])
+            if step is not None:
+                if step is _public:  # its step, inline
+                    scope["user"] = ANONYMOUS
+                    scope["auth"] = NO_CREDENTIALS
+                    await self._next(scope, receive, send)
+                    return
+                try:
+                    admitted = step(scope, send)
+                except RequestError as exc:
+                    await reject(scope, send, exc)
+                    return
+                if admitted is not None:
+                    await self._next(scope, receive, admitted)
+                    return
+        elif scope_type != "websocket":
             if scope_type == "lifespan":
                 receive = self.background.lifespan(receive, self._close_authenticators)
             await self.app(scope, receive, send)
             return
         if not self.background.started:
             self.background.ensure_started()
-        route, recall, fast = known
-        if fast is not None and scope_type == "http":
-            try:
-                admitted = self._admit_certificate(scope, send, route, fast)
-            except RequestError as exc:
-                await reject(scope, send, exc)
-                return
-            if admitted is not None:
-                await self.throttle.app(scope, receive, admitted)  # type: ignore[union-attr]
-                return
+        known = self._routes.get(scope["path"])
+        if type(known) is not tuple:  # new, or a path whose route depends on the method
+            known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
+        route, recall = known
         throttle = self.throttle
         if throttle is None and route.api is not None:
             # for a ThrottlingMiddleware further in, which finds the route there (outside every
@@ -209,22 +223,27 @@ class APISecurityMiddleware:
 
     def _route(self, method: str, path: str, by_method: dict[str, _Known] | None) -> _Known:
         """The route of a request and its plan, remembered by path alone when no resource on the
-        path names methods (most paths), else by path and then method."""
+        path names methods (most paths), else by path and then method. A path of the first kind
+        gets its step, where it has one (`_steps`)."""
         if by_method is not None:
             known = by_method.get(method)
             if known is not None:
                 return known
         if len(self._routes) >= 4096:
             self._routes.clear()
+            self._steps.clear()
             by_method = None
         route = self.router.match(method, path)
-        known = (route, self._plan(route), self._fast(route))
+        known = (route, self._plan(route))
         if self.router.varies_by_method(route, path):
             if by_method is None:
                 by_method = self._routes[path] = {}
             by_method[method] = known
         else:
             self._routes[path] = known
+            step = self._step(route)
+            if step is not None:
+                self._steps[path] = step
         return known
 
     def _plan(self, route: Route) -> _Recall | None:
@@ -244,76 +263,67 @@ class APISecurityMiddleware:
                 return _application_recall(api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset())
         return None
 
-    def _fast(self, route: Route) -> _Fast | None:
-        """Whether `_admit_certificate` may decide requests on ``route``: an API that mutual SSL alone
-        decides, in a stack that throttles in memory, believes a proxy's header without a relay
+    def _step(self, route: Route) -> _Step | None:
+        """The one step of HTTP requests on ``route``, where there is one: a public path outside
+        every API when no throttling stage is called from here, or a route that mutual SSL alone
+        decides in a stack that throttles in memory, believes a proxy's header without a relay
         check and explains nothing."""
         api = route.api
-        if not self._inline or api is None:
+        if api is None:
+            return _public if route.public and self.throttle is None else None
+        if not self._inline:
             return None
         security = route.resource.security if route.resource and route.resource.security else api.security
         if security.mutual_ssl != "mandatory" or security.application_mandatory:
             return None
-        return _Fast(api.name)
+        return self._certificate_step(route)
 
-    def _admit_certificate(self, scope: Scope, send: Send, route: Route, fast: _Fast) -> Send | None:
-        """The usual request on a route that mutual SSL alone decides, settled in one step: a
+    def _certificate_step(self, route: Route) -> _Step:
+        """The usual request on ``route`` (which mutual SSL alone decides) in one step: a
         certificate header seen before (the resolver's cache, read as `CertificateResolver.resolve`
-        reads it), from a trusted proxy, accepted for the API, charged to the caller's one limit in
-        memory. Answers the ``send`` to go on with (adding the success headers); raises the
-        refusal (429, or 503 when a failing storage is not to fail open); None when anything is
-        not so (a first sighting, a second header, an untrusted peer, a new truststore, a
-        refused certificate, a plan of several limits): then the general path decides it all,
+        reads it), from a trusted proxy, accepted for the API, then the caller's ticket
+        (`ThrottlingMiddleware.ticket`: one limit charged in memory). None when anything is not
+        so (a first sighting, a second header, an untrusted peer, a new truststore, a refused
+        certificate, a plan the ticket does not charge): then the general path decides it all,
         with nothing charged here."""
         resolver: CertificateResolver = self.resolver  # type: ignore[assignment]
-        header = resolver.header
-        raw = None
-        for name, value in scope["headers"]:
-            if name == header:
-                if raw is not None:
-                    return None  # twice: the general path refuses it
-                raw = value
-        if raw is None:
-            return None
-        peer = scope.get(PEER) or scope.get("client")
-        if not peer or not resolver._trusted_hosts.get(peer[0]):
-            return None
-        hint = resolver._hints.get(raw[_HINT])
-        if hint is None or hint[0] != raw:
-            return None
-        now = time.time()
-        if hint[2] <= now or resolver.trust._current.generation != resolver._generation:
-            return None
-        verdict = hint[1].verdict
-        user = verdict.principals.get(fast.api) if verdict is not None else None
-        if user is None:
-            return None
         throttle: ThrottlingMiddleware = self.throttle  # type: ignore[assignment]
-        plan = fast.plans.get(user.tier)
-        if not plan:
-            if plan is False:
+        header, trusted, trust, hint_of = resolver.header, resolver._trusted_hosts, resolver.trust, _HINT
+        api = route.api.name  # type: ignore[union-attr]
+        tickets: dict[str | None, Ticket | None | object] = {}  # per caller tier (the registrations' tiers: few)
+
+        def step(scope: Scope, send: Send) -> Send | None:
+            raw = None
+            for name, value in scope["headers"]:
+                if name == header:
+                    if raw is not None:
+                        return None  # twice: the general path refuses it
+                    raw = value
+            if raw is None:
                 return None
-            plan = throttle.plan_for(route, user.tier)
-            plan = fast.plans[user.tier] = plan if plan.charge is not None or not plan.limits else False
-            if not plan:
+            peer = scope.get(PEER) or scope.get("client")
+            if not peer or not trusted.get(peer[0]):
                 return None
-        if throttle.guard.down:  # a storage of the user's own failed: the general path retries it
-            return None
-        scope["user"] = user
-        scope["auth"] = user.credentials
-        charge = plan.charge
-        if charge is None:  # no limit applies
-            return send
-        caller = user.throttle_key
-        key = plan.keys.get(caller) or plan.key(caller)
-        try:
-            result = charge(key, plan.amount, plan.expiry)
-        except STORAGE_ERRORS as exc:  # a memory storage of the user's own that fails
-            return throttle.storage_failed(exc, send)
-        if result[0]:
-            raise throttle.refusal(plan, result)
-        advertiser = plan.advertiser
-        return send if advertiser is None else advertiser.wrap(send, result)
+            hint = resolver._hints.get(raw[hint_of])
+            if hint is None or hint[0] != raw:
+                return None
+            now = time.time()
+            if hint[2] <= now or trust._current.generation != resolver._generation:
+                return None
+            verdict = hint[1].verdict
+            user = verdict.principals.get(api) if verdict is not None else None
+            if user is None:
+                return None
+            ticket = tickets.get(user.tier, _NEW)
+            if ticket is _NEW:
+                ticket = tickets[user.tier] = throttle.ticket(route, user.tier)
+            if ticket is None:
+                return None
+            scope["user"] = user
+            scope["auth"] = user.credentials
+            return ticket(send, user, now)
+
+        return step
 
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:

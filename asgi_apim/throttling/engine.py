@@ -101,6 +101,37 @@ def refused(limit: Limit, retry_after: float) -> Verdict:
 _KEY_MEMO = 65_536  # callers whose storage key a single-limit plan remembers
 
 
+class OneLimit:
+    """A plan of one limit counted per caller, charged in memory: the usual plan.
+
+    ``take(caller)`` checks and takes it in one step, answering what
+    `LazyMemoryStorage.acquire_all` answers. Each caller's storage key
+    (``head + caller + tail``) is made once and remembered in ``keys``
+    (bounded): a server makes a new string per request, and the remembered key
+    carries its hash. The security stage's fast path reads ``charge``,
+    ``amount``, ``expiry`` and ``keys`` to charge without calling ``take``."""
+
+    __slots__ = ("charge", "amount", "expiry", "head", "tail", "keys")
+
+    def __init__(self, charge: Callable[[str, int, int, float], list[float]], limit: Limit, prefix: str) -> None:
+        self.charge = charge  # the storage's one-limit step, ``charge(key, amount, expiry, now)``
+        self.amount = limit.amount
+        self.expiry = limit.expiry
+        self.head, self.tail = limit.around(prefix)
+        self.keys: dict[str, str] = {}
+
+    def key(self, caller: str) -> str:
+        """The storage key of ``caller``'s count, made and remembered."""
+        keys = self.keys
+        if len(keys) >= _KEY_MEMO:
+            keys.clear()
+        key = keys[caller] = self.head + caller + self.tail
+        return key
+
+    def take(self, caller: str) -> list[float]:
+        return self.charge(self.keys.get(caller) or self.key(caller), self.amount, self.expiry, time.time())
+
+
 class MemoryEngine:
     """`LazyMemoryStorage`, every limit of a request in one synchronous call."""
 
@@ -118,29 +149,24 @@ class MemoryEngine:
             return refused(limits[int(result[0]) - 1], result[1])
         return Verdict(None, 0, result[1:]) if report else TAKEN
 
+    def one(self, limits: Sequence[Limit], prefix: str) -> OneLimit | None:
+        """The `OneLimit` of a plan of ``limits`` when it is one, counted per caller; else None."""
+        if len(limits) != 1 or limits[0].shared is not None:
+            return None
+        return OneLimit(self.storage.charger(self.strategy), limits[0], prefix)
+
     def bind(self, limits: Sequence[Limit], prefix: str) -> Callable[[str], list[float]]:
         """The synchronous charge of one plan: ``take(caller)`` is `acquire` of ``limits`` with the ids
         ``limit.shared or prefix + caller``, its answer `LazyMemoryStorage.acquire_all`'s list.
         Everything but the caller's part of each key is worked out here, once."""
+        one = self.one(limits, prefix)
+        if one is not None:
+            return one.take
         storage, strategy = self.storage, self.strategy
-        if len(limits) == 1:
+        if len(limits) == 1:  # one shared count
             limit = limits[0]
-            one, amount, expiry = storage.charger(strategy), limit.amount, limit.expiry
-            if limit.shared is not None:
-                shared_key = limit.key(limit.shared)
-                return lambda caller: one(shared_key, amount, expiry)
-            head, tail = limit.around(prefix)
-            keys: dict[str, str] = {}  # caller -> its storage key, made once (and its hash with it)
-
-            def take(caller: str) -> list[float]:
-                key = keys.get(caller)
-                if key is None:
-                    if len(keys) >= _KEY_MEMO:
-                        keys.clear()
-                    key = keys[caller] = head + caller + tail
-                return one(key, amount, expiry)
-
-            return take
+            charge, shared_key, amount, expiry = storage.charger(strategy), limit.key(limit.shared), limit.amount, limit.expiry  # type: ignore[arg-type]
+            return lambda caller: charge(shared_key, amount, expiry, time.time())
         static = [(limit.key(limit.shared) if limit.shared is not None else None, *limit.around(prefix),
                    limit.amount, limit.expiry, limit.report) for limit in limits]
         return lambda caller: storage.acquire_all(

@@ -20,7 +20,7 @@ exhausted, whatever its level.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from math import ceil
 
 from starlette.types import Message, Send
@@ -42,9 +42,13 @@ def policy_item(limit: Limit) -> str:
 
 
 class Advertiser:
-    """The success headers of one set of limits: what is static is rendered once, here."""
+    """The success headers of one set of limits: what is static is rendered once, here.
 
-    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts", "_single")
+    ``wrap(send, result)`` is ``send`` adding the headers of ``result`` (a charge's answer) to
+    the response start. It is a function made once per advertiser, not a method: the request
+    path reads it from a slot and calls it, with no bound method made per call."""
+
+    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts", "wrap")
 
     def __init__(self, style: str, limits: Sequence[Limit]) -> None:
         self.ratelimit = style == "ratelimit"
@@ -52,27 +56,32 @@ class Advertiser:
         self.names = [f'"{limit.policy}"' for limit in limits]
         self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
+        self.wrap: Callable[[Send, Sequence[float]], Send] = self._wrapper()
+
+    def _wrapper(self) -> Callable[[Send, Sequence[float]], Send]:
+        render, policy = self.__call__, self.policy
         # the usual case, one limit: its RateLimit value as a bytes format ("%" of a policy name doubled)
-        self._single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(limits) == 1 else None
+        single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(self.limits) == 1 else None
 
-    def wrap(self, send: Send, result: Sequence[float]) -> Send:
-        """``send``, adding the headers of ``result`` to the response. Not a coroutine itself: it
-        hands back ``send``'s awaitable, so a message costs no extra coroutine."""
-        single = self._single
-        if single is not None:  # the common case, rendered here without a call
-            remaining, reset = result[1], result[2]
-            extra = [self.policy, (b"ratelimit", single % (remaining if remaining > 0 else 0, ceil(reset) if reset > 0 else 0))]
-        else:
-            extra = self(result)
+        def wrap(send: Send, result: Sequence[float]) -> Send:
+            if single is not None:  # rendered here, without a call
+                remaining, reset = result[1], result[2]
+                extra = [policy, (b"ratelimit", single % (remaining if remaining > 0 else 0, ceil(reset) if reset > 0 else 0))]
+            else:
+                extra = render(result)
 
-        def wrapped(message: Message) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers")
-                # a new list (the app may reuse its own): Starlette sends a list, the spec allows any iterable
-                message["headers"] = headers + extra if type(headers) is list else [*(headers or ()), *extra]
-            return send(message)
+            # not a coroutine itself: it hands back ``send``'s awaitable, so a message costs no extra coroutine
+            def wrapped(message: Message) -> Awaitable[None]:
+                if message["type"] == "http.response.start":
+                    try:  # a new list (the app may reuse its own): Starlette sends a list
+                        message["headers"] = message["headers"] + extra
+                    except (KeyError, TypeError):  # none, or another iterable (the spec allows any)
+                        message["headers"] = [*(message.get("headers") or ()), *extra]
+                return send(message)
 
-        return wrapped  # type: ignore[return-value]
+            return wrapped  # type: ignore[return-value]
+
+        return wrap
 
     def __call__(self, result: Sequence[float]) -> Headers:
         """``result``: a charge's answer, ``[0, remaining, seconds to reset, ...]`` for each limit, in order."""

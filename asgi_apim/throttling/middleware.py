@@ -39,7 +39,7 @@ from asgi_apim.certs.trust import TrustedProxies
 from asgi_apim.errors import ConfigError, RequestError, StorageUnavailable, Throttled, reject
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Route
-from asgi_apim.throttling.engine import _KEY_MEMO, STORAGE_ERRORS, Engine, Limit, MemoryEngine, StorageGuard, build_engine
+from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, MemoryEngine, OneLimit, StorageGuard, build_engine
 from asgi_apim.throttling.headers import Advertiser, HeaderStyle, policy_name
 from asgi_apim.throttling.keys import CallerKeys
 from asgi_apim.throttling.tiers import Tier, parse_tiers
@@ -60,40 +60,33 @@ class _Plan:
 
     ``take`` (memory engines) charges them synchronously for a caller: ``take(caller)`` answers
     ``[0, remaining, reset, ...]`` or ``[i, retry_after]`` with the i-th (from 1) exhausted.
+    ``one`` is the same charge when the plan is one limit counted per caller (the usual plan),
+    which `ThrottlingMiddleware.ticket` charges without the call; None for any other plan."""
 
-    ``charge`` (memory engines, one limit counted per caller: the usual plan) is that limit's
-    storage step, ``charge(head + caller + tail, amount, expiry)``, with the same answer; ``keys``
-    remembers each caller's storage key. The security stage's fast path charges with it inline
-    (`APISecurityMiddleware._admit_certificate`); None for any other plan."""
-
-    __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take", "charge", "amount", "expiry", "head", "tail", "keys")
+    __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take", "one")
 
     def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None,
-                 take: Callable[[str], list[float]] | None, charge: Callable[[str, int, int], list[float]] | None = None) -> None:
+                 take: Callable[[str], list[float]] | None, one: OneLimit | None = None) -> None:
         self.api = api
         self.resource = resource
         self.limits = limits
         self.prefix = prefix
         self.advertiser = advertiser
         self.take = take
-        self.charge = charge
-        limit = limits[0] if charge is not None else None
-        self.amount = limit.amount if limit is not None else 0
-        self.expiry = limit.expiry if limit is not None else 0
-        self.head, self.tail = limit.around(prefix) if limit is not None else ("", "")
-        self.keys: dict[str, str] = {}
-
-    def key(self, caller: str) -> str:
-        """The storage key of ``caller``'s count under `charge`, remembered (bounded)."""
-        keys = self.keys
-        if len(keys) >= _KEY_MEMO:
-            keys.clear()
-        key = keys[caller] = self.head + caller + self.tail
-        return key
+        self.one = one
 
     def ids(self, caller: str) -> list[str]:
         prefix = self.prefix
         return [limit.shared or prefix + caller for limit in self.limits]
+
+
+# `ThrottlingMiddleware.ticket`: ``ticket(send, user, now)``, the ``send`` to go on with, or None
+Ticket = Callable[[Send, Principal, float], "Send | None"]
+
+
+def _free(send: Send, user: Principal, now: float) -> Send:
+    """The ticket of a plan without limits: nothing to count."""
+    return send
 
 
 class ThrottlingMiddleware:
@@ -216,21 +209,40 @@ class ThrottlingMiddleware:
         """Whether counts are charged without awaiting (memory): the security stage's fast path."""
         return isinstance(self.engine, MemoryEngine)
 
-    def plan_for(self, route: Route, tier: str | None) -> _Plan:
-        """The plan of a caller of ``tier`` on ``route`` (the security stage's fast path keeps it)."""
-        return self._route_plan(route, tier)
+    def ticket(self, route: Route, tier: str | None) -> Ticket | None:
+        """The throttling decision on a caller of ``tier`` on ``route``, as one synchronous step for
+        the security stage's fast path (`APISecurityMiddleware`): ``ticket(send, user, now)``
+        charges ``user``'s one limit in memory at ``now`` and answers the ``send`` to go on with
+        (adding the success headers); it raises the 429, or the 503 when a failing storage is not
+        to fail open; it answers None, charging nothing, while the storage is being retried.
+        None for a plan the step does not charge (several limits, or a shared one): the caller
+        goes to `admit_now`."""
+        plan = self._route_plan(route, tier)
+        if not plan.limits:
+            return _free
+        one = plan.one
+        if one is None:
+            return None
+        charge, amount, expiry, keys, key = one.charge, one.amount, one.expiry, one.keys, one.key
+        guard, fail_open, throttled = self.guard, self.fail_open, self._throttled
+        wrap = plan.advertiser.wrap if plan.advertiser is not None else None
 
-    def storage_failed(self, exc: BaseException, send: Send) -> Send:
-        """A memory storage of the user's own failed while charging inline: ``send`` when failing
-        open, else the 503 is raised."""
-        self.guard.failed(exc, fail_open=self.fail_open)
-        if self.fail_open:
-            return send
-        raise self._unavailable()
+        def ticket(send: Send, user: Principal, now: float) -> Send | None:
+            if guard.down:  # the general path retries the storage
+                return None
+            caller = user.throttle_key
+            try:
+                result = charge(keys.get(caller) or key(caller), amount, expiry, now)
+            except STORAGE_ERRORS as exc:  # a memory storage of the user's own that fails
+                guard.failed(exc, fail_open=fail_open)
+                if fail_open:
+                    return send
+                raise self._unavailable() from None
+            if result[0]:
+                raise throttled(plan.limits[0], max(1, ceil(result[1])))
+            return send if wrap is None else wrap(send, result)
 
-    def refusal(self, plan: _Plan, result: Sequence[float]) -> Throttled:
-        """The 429 of a charge's refusing ``result`` on ``plan``."""
-        return self._throttled(plan.limits[int(result[0]) - 1], max(1, ceil(result[1])))
+        return ticket
 
     def _caller(self, scope: Scope, user: Principal | None) -> str:
         """Who is counted (`CallerKeys.__call__`, inline: the tier was resolved with the plan)."""
@@ -327,9 +339,9 @@ class ThrottlingMiddleware:
         prefix = f"sub|{name}|"
         engine = self.engine
         memory = isinstance(engine, MemoryEngine)
-        take = engine.bind(limits, prefix) if limits and memory else None
-        charge = engine.storage.charger(engine.strategy) if memory and len(limits) == 1 and limits[0].shared is None else None  # type: ignore[attr-defined]
-        return _Plan(api, resource, tuple(limits), prefix, advertiser, take, charge)
+        one = engine.one(limits, prefix) if memory else None  # type: ignore[attr-defined]
+        take = one.take if one is not None else engine.bind(limits, prefix) if limits and memory else None  # type: ignore[attr-defined]
+        return _Plan(api, resource, tuple(limits), prefix, advertiser, take, one)
 
     @staticmethod
     def _limits(level: str, tier: Tier, code: int, shared: str | None, label: str) -> list[Limit]:

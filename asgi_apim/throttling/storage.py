@@ -153,10 +153,11 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
 
     def acquire_one(self, strategy: str, key: str, limit: int, expiry: int) -> list[float]:
         """`acquire_all` of a single limit, checked and taken in one step (the common request)."""
-        return self.charger(strategy)(key, limit, expiry)
+        return self.charger(strategy)(key, limit, expiry, time.time())
 
-    def charger(self, strategy: str) -> Callable[[str, int, int], list[float]]:
-        """`acquire_one` of ``strategy`` as a function of ``(key, limit, expiry)``, looked up once."""
+    def charger(self, strategy: str) -> Callable[[str, int, int, float], list[float]]:
+        """`acquire_one` of ``strategy`` as a function of ``(key, limit, expiry, now)``, looked up
+        once: the caller reads the clock (the security stage's fast path has read it already)."""
         return getattr(self, _ONE[strategy])  # type: ignore[no-any-return]
 
     def acquire_all(self, strategy: str, requests: Sequence[tuple[str, int, int, bool]]) -> list[float]:
@@ -188,8 +189,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             entry.deadline = now + expiry
         return entry
 
-    def _fixed_one(self, key: str, limit: int, expiry: int) -> list[float]:
-        now = time.time()
+    def _fixed_one(self, key: str, limit: int, expiry: int, now: float) -> list[float]:
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
@@ -203,10 +203,9 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         entry.count += 1
         return [0, limit - entry.count, entry.deadline - now]
 
-    def _moving_one(self, key: str, limit: int, expiry: int) -> list[float]:
+    def _moving_one(self, key: str, limit: int, expiry: int, now: float) -> list[float]:
         if limit < 1:
             return [1, float(expiry)]
-        now = time.time()
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
@@ -223,10 +222,9 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         entry.deadline = now + expiry
         return [0, limit - count - 1, times[start] + expiry - now]
 
-    def _sliding_one(self, key: str, limit: int, expiry: int) -> list[float]:
+    def _sliding_one(self, key: str, limit: int, expiry: int, now: float) -> list[float]:
         if limit < 1:
             return [1, float(expiry)]
-        now = time.time()
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)

@@ -203,12 +203,12 @@ class ExplodingStorage(LazyMemoryStorage):
         self._calling()
         return super().acquire_all(strategy, requests)
 
-    def charger(self, strategy: str) -> Callable[[str, int, int], list[float]]:
+    def charger(self, strategy: str) -> Callable[[str, int, int, float], list[float]]:
         one = super().charger(strategy)
 
-        def charge(key: str, limit: int, expiry: int) -> list[float]:
+        def charge(key: str, limit: int, expiry: int, now: float) -> list[float]:
             self._calling()
-            return one(key, limit, expiry)
+            return one(key, limit, expiry, now)
 
         return charge
 
