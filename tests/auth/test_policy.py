@@ -16,7 +16,7 @@ from asgi_apim.config import parse_config
 from asgi_apim.errors import CertificateHeaderError, InvalidCredentials
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Router
-from tests.asgi import call, echo_user
+from tests.asgi import call, echo_user, make_scope
 
 
 @dataclass
@@ -217,6 +217,42 @@ async def test_public_paths_and_unknown_paths() -> None:
     assert r.status == 404 and r.json()["code"] == 900906
 
 
+async def test_a_public_path_is_admitted_in_one_step_once_its_route_is_known() -> None:
+    """From its second request on, a public path outside every API is admitted by its step: the
+    same anonymous caller, for HTTP; a WebSocket on it, and a public resource of an API (whose
+    route depends on the method, and which a throttling stage further in must be told), still go
+    the general way."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(dict(scope))
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await echo_user(scope, receive, send)
+
+    security = stack("mandatory", False)
+    security.app = security._next = app
+    answers = [await call(security, "GET", "/health") for _ in range(3)]
+    assert [(r.status, r.json()) for r in answers] == [(200, {"authenticated": False})] * 3
+    assert list(security._steps) == ["/health"]
+    assert all(not s["user"].is_authenticated and s["auth"].scopes == [] for s in seen)
+    seen.clear()
+    await security(make_scope("GET", "/health", type="websocket"), _receive, _ignore)
+    assert seen[0]["type"] == "websocket" and not seen[0]["user"].is_authenticated
+    for _ in range(2):
+        assert (await call(security, "GET", "/pets/free")).status == 200
+    assert "/pets/free" not in security._steps and seen[-1][ROUTE].resource.public
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "websocket.connect"}
+
+
+async def _ignore(message: dict[str, Any]) -> None:
+    return None
+
+
 async def test_malformed_certificate_header_is_400() -> None:
     bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
     r = await call(stack("mandatory", False), "GET", "/pets/x", **{CERTIFICATE: bad})
@@ -287,9 +323,12 @@ async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly(
         assert (ROUTE in seen[0]) is not fused
         if not fused:
             assert seen[0][ROUTE].api.name == "pets"
-        r = await call(security, "GET", "/health")
-        assert r.status == 200 and ROUTE not in seen[-1]  # outside every API there is no route to hand over
-        assert r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'  # a public path: per client, default tier
+        for remaining in (99, 98):  # the second request takes the public path's step where there is one (not fused)
+            r = await call(security, "GET", "/health")
+            assert r.status == 200 and ROUTE not in seen[-1]  # outside every API there is no route to hand over
+            assert r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'  # a public path: per client, default tier
+            assert r.headers["ratelimit"].startswith(f'"Unauthenticated";r={remaining};')
+        assert ("/health" in security._steps) is not fused  # fused, the public path is throttled in the general path
 
 
 def test_listed_scheme_without_authenticator_is_refused() -> None:
