@@ -104,7 +104,11 @@ _Recall = Callable[[Scope], "Principal | None"]
 _Step = Callable[[Scope, Send], "Send | None"]
 
 _Known = tuple["Route", "_Recall | None"]
-_NEW = object()  # `_certificate_step`: a tier whose ticket is not made yet
+
+
+def _general(send: Send, user: Principal, now: float) -> None:
+    """The ticket of a tier whose plan `ThrottlingMiddleware.ticket` does not charge: the general path decides."""
+    return None
 
 
 def _public(scope: Scope, send: Send) -> Send:
@@ -290,7 +294,11 @@ class APISecurityMiddleware:
         throttle: ThrottlingMiddleware = self.throttle  # type: ignore[assignment]
         header, trusted, trust, hint_of = resolver.header, resolver._trusted_hosts, resolver.trust, _HINT
         api = route.api.name  # type: ignore[union-attr]
-        tickets: dict[str | None, Ticket | None | object] = {}  # per caller tier (the registrations' tiers: few)
+        tickets: dict[str | None, Ticket] = {}  # per caller tier (the registrations' tiers: few)
+
+        def made(tier: str | None) -> Ticket:
+            ticket = tickets[tier] = throttle.ticket(route, tier) or _general
+            return ticket
 
         def step(scope: Scope, send: Send) -> Send | None:
             raw = None
@@ -314,11 +322,7 @@ class APISecurityMiddleware:
             user = verdict.principals.get(api) if verdict is not None else None
             if user is None:
                 return None
-            ticket = tickets.get(user.tier, _NEW)
-            if ticket is _NEW:
-                ticket = tickets[user.tier] = throttle.ticket(route, user.tier)
-            if ticket is None:
-                return None
+            ticket = tickets.get(user.tier) or made(user.tier)
             scope["user"] = user
             scope["auth"] = user.credentials
             return ticket(send, user, now)
