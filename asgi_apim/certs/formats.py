@@ -49,6 +49,7 @@ _WS = " \t\r\n\f\v"
 _DROP_WS = str.maketrans("", "", _WS)
 _URLSAFE = str.maketrans("-_", "+/")
 _ABSENT = frozenset({"", "(null)", "none", "-"})
+_ABSENT_BYTES = frozenset(a.encode("ascii") for a in _ABSENT)
 
 # The base64 body holds no "-", so [^-]* cannot run past its END marker.
 # "BEGIN+CERTIFICATE" is what a form encoder (Java's URLEncoder) makes of the space.
@@ -95,11 +96,32 @@ def _der(data: bytes, index: int) -> bytes:
     return data
 
 
+_BEGIN = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN+CERTIFICATE-----")
+_END = (b"-----END CERTIFICATE-----", b"-----END+CERTIFICATE-----")
+_BEGIN_SIZE, _END_SIZE = len(_BEGIN[0]), len(_END[0])
+
+
 def _from_pem(text: str | bytes) -> tuple[bytes, ...]:
     """PEM blocks, worked on as bytes (their whitespace dropped by bytes.split(), which splits
-    on exactly the ASCII whitespace of _WS and is ten times faster than str.translate)."""
+    on exactly the ASCII whitespace of _WS and is ten times faster than str.translate).
+
+    The usual value, one block and nothing but whitespace around it, is taken apart without
+    the regex: exactly when the stripped value starts with a BEGIN marker, ends with an END
+    marker and holds no ``-`` between them, the regex would find that one block and nothing
+    else; anything else goes to `_pem_blocks`."""
     if isinstance(text, str):
         text = text.encode("utf-8", "replace")
+    block = text.strip(_WS_BYTES)
+    size = len(block)
+    if size >= _BEGIN_SIZE + _END_SIZE and block[:_BEGIN_SIZE] in _BEGIN and block[size - _END_SIZE :] in _END:
+        body = block[_BEGIN_SIZE : size - _END_SIZE]
+        if b"-" not in body:
+            return (_der(_b64decode(b"".join(body.split()), urlsafe=False, index=1), 1),)
+    return _pem_blocks(text)
+
+
+def _pem_blocks(text: bytes) -> tuple[bytes, ...]:
+    """Every PEM block of ``text`` (any number), with only whitespace between and around them."""
     ders: list[bytes] = []
     pos = 0
     for match in _PEM_BLOCK.finditer(text):
@@ -117,15 +139,17 @@ def _from_pem(text: str | bytes) -> tuple[bytes, ...]:
     return tuple(ders)
 
 
-def _url_decode(text: str) -> bytes:
+def _url_decode(text: str | bytes) -> bytes:
     """`urllib.parse.unquote_to_bytes`, in C for the usual header: binascii's quoted-printable
     decoder reads ``=XX`` as unquote reads ``%XX``. It is used only when that is exact: no
     ``=`` in the input (every one in the output then comes from an escape), no ``%`` before a
     line break (a soft line break to a2b_qp), and the output is shorter by exactly two bytes
     per ``%`` (so every ``%`` began a valid escape: an invalid or trailing one, or ``%%``,
-    shortens it by less). Anything else goes to unquote_to_bytes."""
-    raw = text.encode("utf-8")
-    if b"=" in raw or b"%\n" in raw or b"%\r" in raw:
+    shortens it by less). Anything else goes to unquote_to_bytes. Bytes are taken as they
+    are (the header's own bytes: ASCII, so the same as their text's UTF-8)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    # a line break is looked for first: one byte is a memchr, two a slower search
+    if b"=" in raw or ((b"\n" in raw or b"\r" in raw) and (b"%\n" in raw or b"%\r" in raw)):
         return unquote_to_bytes(raw)
     decoded = binascii.a2b_qp(raw.replace(b"%", b"="))
     if len(decoded) != len(raw) - 2 * raw.count(b"%"):
@@ -133,7 +157,7 @@ def _url_decode(text: str) -> bytes:
     return decoded
 
 
-def _from_url_pem(text: str) -> tuple[bytes, ...]:
+def _from_url_pem(text: str | bytes) -> tuple[bytes, ...]:
     return _from_pem(_url_decode(text))  # unquote's decoding, without its UTF-8 round trip
 
 
@@ -260,6 +284,14 @@ def parse_certificate_header(value: bytes | str, fmt: str = "auto") -> tuple[byt
     `CertificateHeaderError`. An unknown ``fmt`` is a programming error and
     raises `ValueError`.
     """
+    if type(value) is bytes and (fmt == "auto" or fmt == "url_pem") and len(value) <= MAX_HEADER_BYTES and value.isascii():
+        # The usual header, URL-encoded PEM as a server hands it over: decoded from its bytes,
+        # exactly as the text path below would (the same strip, absence and detection rules).
+        raw = value.strip(_WS_BYTES)
+        if raw.startswith(b"-----BEGIN") and (b"%" in raw or raw.startswith(b"-----BEGIN+")) or raw[:3].lower() == b"%2d":
+            return _from_url_pem(raw)  # neither absent nor RFC 9440 nor XFCC: it starts with "-" or "%"
+        if fmt == "url_pem" and raw.lower() not in _ABSENT_BYTES:
+            return _from_url_pem(raw)
     parser = _PARSERS.get(fmt)
     if parser is None:
         raise ValueError(f"unknown certificate header format {fmt!r}; expected one of {', '.join(FORMATS)}")

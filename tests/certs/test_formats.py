@@ -14,6 +14,7 @@ from asgi_apim.certs.formats import (
     MAX_HEADER_BYTES,
     _from_pem,
     _from_url_pem,
+    _pem_blocks,
     _url_decode,
     parse_certificate_header,
     pem_chain_to_der,
@@ -485,3 +486,68 @@ def test_url_decode_takes_c_path_for_real_headers(monkeypatch: pytest.MonkeyPatc
     for fallback in ("=" + ROOT_ESCAPED, ROOT_ESCAPED + "%", ROOT_ESCAPED + "%zz", ROOT_ESCAPED + "%\n"):
         with pytest.raises(AssertionError):
             _url_decode(fallback)
+
+
+# the bytes path of a header and the single-block PEM path ------------------
+
+_HEADER_PIECES = st.sampled_from(
+    ["%0A", "%0a", "%20", "%2B", "%2D", "%2d", "%3D", "%25", "%", "%zz", "=", "+", "-", "\n", "\r", "%\n", "%\r", " ", "\t",
+     "\x0b", "\x0c", "\x1c", "\xe9", "(null)", "NONE", ":", "Cert=", "By=", "-----BEGIN", "-----BEGIN+", "-----BEGIN%20",
+     "CERTIFICATE-----", "-----END", "-----END+", "-----END%20", ROOT_ESCAPED[:200], ROOT_ESCAPED[200:], ROOT_ESCAPED]
+)
+
+
+def _parsed(value: object, fmt: str) -> object:
+    try:
+        return parse_certificate_header(value, fmt)  # type: ignore[arg-type]
+    except CertificateHeaderError as exc:
+        return ("refused", exc.detail)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@HYPO
+@given(pieces=st.lists(st.one_of(_HEADER_PIECES, st.text(max_size=5)), max_size=12))
+def test_header_bytes_decide_as_their_text(fmt: str, pieces: list[str]) -> None:
+    """A header's bytes (the server's form, which url_pem and auto decode without making text)
+    give exactly what the same value as text gives: the certificates or the same refusal."""
+    value = "".join(pieces).encode("utf-8")
+    assert _parsed(value, fmt) == _parsed(value.decode("latin-1"), fmt)
+
+
+@pytest.mark.parametrize("value", [ROOT_ESCAPED, "  " + ROOT_ESCAPED + "\t", quote(PEM_CHAIN, safe=""), quote_plus(PEM_CHAIN),
+                                   "%2d" + ROOT_ESCAPED[1:], "none", " (NULL) ", "", ROOT_ESCAPED + "%", "=" + ROOT_ESCAPED])
+@pytest.mark.parametrize("fmt", ["auto", "url_pem"])
+def test_header_bytes_known_values(value: str, fmt: str) -> None:
+    assert _parsed(value.encode("ascii"), fmt) == _parsed(value, fmt)
+    assert _parsed(bytearray(value.encode("ascii")), fmt) == _parsed(value, fmt)
+
+
+_PEM_PIECES = st.sampled_from(
+    ["-----BEGIN CERTIFICATE-----", "-----BEGIN+CERTIFICATE-----", "-----END CERTIFICATE-----", "-----END+CERTIFICATE-----",
+     "-----BEGIN", "CERTIFICATE-----", "-", "--", " ", "\n", "\r\n", "\t", "\x0b", "\x1c", "=", "MII", "AAAA",
+     b64(DERS[0])[:64], b64(DERS[0])[64:], b64(DERS[0]), PEMS[0], PEMS[1], PEMS[0][:-1]]
+)
+
+
+@HYPO
+@given(pieces=st.lists(st.one_of(_PEM_PIECES, st.text(max_size=4)), max_size=10))
+def test_single_block_pem_decides_as_the_blocks_parser(pieces: list[str]) -> None:
+    """`_from_pem`'s one-block path (no regex) answers exactly as `_pem_blocks` does, for any text."""
+    data = "".join(pieces).encode("utf-8", "replace")
+    assert _outcome(_from_pem, data) == _outcome(_pem_blocks, data)
+    assert _outcome(_from_pem, "".join(pieces)) == _outcome(_pem_blocks, data)
+
+
+def test_single_block_pem_errors_match() -> None:
+    for text in (PEMS[0], " \n" + PEMS[0] + "\t", PEMS[0].replace("M", "*", 1), PEMS[0].replace("\n", "\n\n"),
+                 "-----BEGIN CERTIFICATE----------END CERTIFICATE-----", PEMS[0] + PEMS[1], PEMS[0].replace("-----\n", "-----", 1)):
+        data = text.encode()
+        try:
+            expected: object = _pem_blocks(data)
+        except CertificateHeaderError as exc:
+            expected = exc.detail
+        try:
+            got: object = _from_pem(data)
+        except CertificateHeaderError as exc:
+            got = exc.detail
+        assert got == expected
