@@ -187,6 +187,9 @@ class CertificateValidator:
         known = (*anchors.values(), *ca_certs.values())
         self._not_after = {id(c): c.not_valid_after_utc.timestamp() for c in known}
         self._ca_after: dict[bytes, float] = {}  # presented CA certificates (clients resend theirs), bounded
+        # per chain end (the DER of the anchor, or the tuple of a longer chain's CA part): the
+        # acceptances and reasons of a leaf without exact registrations, when they rest on the end alone
+        self._ends: dict[Hashable, tuple[Mapping[str, Acceptance], Mapping[str, str]]] = {}
         self._revocations = Revocations(material.crls, known)
         self._cache: OrderedDict[Hashable, CertificateVerdict] = OrderedDict()
 
@@ -235,13 +238,27 @@ class CertificateValidator:
             return self._unchained(certs, ders, chain_reason, now)
         if not_after < now:  # expired since the verifier's time
             return _refused(leaf, ders, EXPIRED, not_after, now)
-        chain_ders, until = self._facts(chain, certs, ders, not_after)
+        end: Hashable  # the chain's CA part, by DER: what the acceptances of a leaf without exact registrations rest on
+        if len(chain) == 2 and (anchor := self._der.get(id(chain[1]))) is not None:
+            # the usual chain: the leaf and the truststore certificate (or registered CA) that issued it
+            chain_ders = [ders[0], anchor]
+            until = self._not_after[id(chain[1])]
+            if not_after < until:
+                until = not_after
+            end = anchor
+        else:
+            chain_ders, until = self._facts(chain, certs, ders, not_after)
+            end = tuple(chain_ders[1:])
         if until < now:
             return self._unchained(certs, ders, CHAIN_TIME, now)
-        revoked = self._revocations.revoked_in_chain(chain, chain_ders)
+        revoked = self._revocations.revoked_in_chain(chain, chain_ders)  # every time: it is the leaf's serial number
         if revoked is not None:
             return _refused(leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after, min(until, now + CACHE_MAX_TTL))
         exact = self._exact.get(ders[0]) if len(ders[0]) in self._exact_sizes else None
+        if not exact:
+            known = self._ends.get(end)
+            if known is not None:
+                return CertificateVerdict(leaf, ders[0], not_after, known[0], None, known[1], min(until, now + CACHE_MAX_TTL))
         acceptances: dict[str, Acceptance] = dict(exact) if exact else {}
         reasons: dict[str, str] = {}
         settled = True  # no refusal below changes when a presented certificate becomes valid
@@ -268,13 +285,21 @@ class CertificateValidator:
                 why = why or outcome
             else:
                 reasons[api] = why or _unregistered(api, scopes)
+        accepted, refused = MappingProxyType(acceptances), MappingProxyType(reasons) if reasons else _EMPTY
+        if not exact and not within:
+            # Decided by the chain's end alone (no scope needed a chain of its own): the same for
+            # every leaf that ends there. Only this validator (one truststore generation, its CRLs
+            # included) keeps it, and revocation is checked above for each leaf all the same.
+            if len(self._ends) >= _MEMO_SIZE:
+                self._ends.clear()
+            self._ends[end] = (accepted, refused)
         return CertificateVerdict(
             leaf,
             ders[0],
             not_after,
-            MappingProxyType(acceptances),
+            accepted,
             None,
-            MappingProxyType(reasons) if reasons else _EMPTY,
+            refused,
             min(until, now + CACHE_MAX_TTL) if settled else min(until, _expiry(now, certs)),
         )
 

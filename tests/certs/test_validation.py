@@ -466,3 +466,104 @@ def test_a_dropped_verdict_and_its_principals_are_freed_without_the_garbage_coll
         assert [ref() for ref in alive] == [None, None]  # freed by reference counting: no cycle
     finally:
         gc.enable()
+
+
+# the two-certificate chain (a leaf and the anchor that issued it) and the chain-end memo
+
+
+def _decided(verdict: validation.CertificateVerdict) -> tuple:
+    return dict(verdict.acceptances), verdict.reason, dict(verdict.api_reasons), verdict.der, verdict.not_after
+
+
+def test_two_certificate_chain_is_verified_and_checked(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    """A leaf issued by a truststore certificate: accepted without the generic chain facts, but
+    cryptography's verifier runs for every leaf and each refusal still stands."""
+    m = material([root], registrations=[reg("pets", "clients", root)], apis=("pets", "open"), tiers=OPEN)
+    good, sibling = issue_client(root, "good"), issue_client(root, "sibling")
+    revoked = issue_client(root, "revoked")
+    v = CertificateValidator(dataclasses.replace(m, crls=(make_crl(root, [revoked.cert.serial_number]),)))
+    calls: list[int] = []
+    real_verify = v._verifier.verify
+
+    def verify(leaf, intermediates, now):  # type: ignore[no-untyped-def]
+        calls.append(leaf.serial_number)
+        return real_verify(leaf, intermediates, now)
+
+    def no_facts(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("the two-certificate chain went through _facts")
+
+    monkeypatch.setattr(v._verifier, "verify", verify)
+    monkeypatch.setattr(v, "_facts", no_facts)
+    verdict = v.validate(ders(good))
+    assert verdict.reason is None
+    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "clients", "Gold", "ca")
+    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert verdict.valid_until <= min(good.cert.not_valid_after_utc.timestamp(), time.time() + validation.CACHE_MAX_TTL)
+    # the memo of the chain's end is warm: every refusal below must still be found
+    assert v.validate(ders(sibling)).accepted_for("pets") is not None
+    assert v.validate(ders(revoked)).reason == validation.REVOKED
+    expired = issue_client(root, "expired", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    assert v.validate(ders(expired)).reason == validation.EXPIRED
+    server_only = issue_client(root, "server-only", eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    assert v.validate(ders(server_only)).reason == "lacks the clientAuth extended key usage"
+    stranger = issue_client(make_ca("stranger"), "mallory")
+    assert v.validate(ders(stranger)).reason == "not issued by a trusted CA"
+    for refused in (revoked, expired, server_only, stranger):
+        assert v.validate(ders(refused)).acceptances == {}
+    assert calls[:3] == [good.cert.serial_number, sibling.cert.serial_number, revoked.cert.serial_number]
+    assert len(calls) >= 6
+
+
+def test_two_certificate_chain_ends_with_its_anchor(root: Issued) -> None:
+    short = custom(None, "short-lived root", ca=True, not_after=NOW + dt.timedelta(days=2))
+    leaf = custom(short, "leaf", not_after=NOW + dt.timedelta(days=20))
+    verdict = CertificateValidator(material([short])).validate(ders(leaf), cache=False)
+    assert verdict.accepted_for("open") is not None
+    assert verdict.valid_until <= short.cert.not_valid_after_utc.timestamp()
+
+
+def test_chain_end_memo_gives_each_leaf_its_own_identity(root: Issued, inter: Issued) -> None:
+    v = CertificateValidator(material([root], registrations=[reg("pets", "clients", root)], apis=("pets", "open")))
+    alice, bob = issue_client(root, "alice"), issue_client(root, "bob")
+    first, second = v.validate(ders(alice)), v.validate(ders(bob))
+    assert len(v._ends) == 1  # the second verdict came from the memo
+    assert first.acceptances is second.acceptances
+    assert (first.der, first.subject, first.spki_sha256) == (alice.der(), "CN=alice,O=asgi-apim dev", validation.public_key_sha256(alice.cert))
+    assert (second.der, second.subject, second.spki_sha256) == (bob.der(), "CN=bob,O=asgi-apim dev", validation.public_key_sha256(bob.cert))
+    assert first.principals is not second.principals
+    # a longer chain has an end of its own
+    carol = issue_client(inter, "carol")
+    assert v.validate(ders(carol, inter)).accepted_for("pets") is not None and len(v._ends) == 2
+
+
+@pytest.mark.parametrize("birds", [False, True], ids=["by-the-end", "a-scope-of-its-own"])
+def test_chain_end_memo_decides_as_a_fresh_validator(root: Issued, inter: Issued, birds: bool) -> None:
+    """Leaves of every kind through one validator (whose memo fills) are decided exactly as by a
+    new validator each: exact registrations, revocations, other CAs and APIs that need a chain
+    of their own are not taken from the memo."""
+    exact = issue_client(root, "exact")
+    revoked = issue_client(root, "revoked")
+    by_inter = issue_client(inter, "by-inter")
+    inter_revoked = issue_client(inter, "inter-revoked")
+    m = TrustMaterial(
+        (root.cert,),
+        (make_crl(root, [revoked.cert.serial_number]), make_crl(inter, [inter_revoked.cert.serial_number])),
+        (reg("pets", "clients", root), reg("pets", "exact", exact), *([reg("birds", "inter", inter)] if birds else [])),
+        1, b"d", ("pets", "birds", "open", "closed"), {"open": "Unlimited"},
+    )
+    leaves = [issue_client(root, "a"), exact, revoked, issue_client(root, "b"), (by_inter, inter), issue_client(root, "c"),
+              (inter_revoked, inter), (issue_client(inter, "d"), inter), issue_client(make_ca("other"), "e"), exact]
+    shared = CertificateValidator(m)
+    for item in leaves * 2:
+        chain = ders(*item) if isinstance(item, tuple) else ders(item)
+        assert _decided(shared.validate(chain, cache=False)) == _decided(CertificateValidator(m).validate(chain, cache=False))
+    assert bool(shared._ends) is not birds  # "birds" needs a chain to the intermediate: no verdict rests on the end alone
+
+
+def test_chain_end_memo_is_bounded(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+    monkeypatch.setattr(validation, "_MEMO_SIZE", 2)
+    cas = [make_ca(f"ca {i}") for i in range(4)]
+    v = CertificateValidator(material(cas))
+    for ca in cas:
+        assert v.validate(ders(issue_client(ca, "x")), cache=False).accepted_for("open") is not None
+        assert len(v._ends) <= 2
