@@ -51,6 +51,13 @@ class CertificateOutcome(NamedTuple):
 
 
 ABSENT = CertificateOutcome()
+_outcome = tuple.__new__  # a CertificateOutcome from its three fields, without NamedTuple's __new__ (a Python call)
+
+
+def _expires(verdict: CertificateVerdict, now: float) -> float:
+    """How long an outcome with this verdict is kept: an hour if it accepts, a minute if not, never past the verdict."""
+    expires = now + (_MAX_TTL if verdict.acceptances else _REJECT_TTL)
+    return verdict.valid_until if verdict.valid_until < expires else expires
 
 
 class CertificateResolver:
@@ -109,7 +116,7 @@ class CertificateResolver:
                 if hit is not None and hit[1] > time.time() and self.trust._current.generation == self._generation:
                     self._hint(raw, hit[0], hit[1])  # another value with the same slice had the hint
                     return hit[0]
-                return self._lookup(raw, "header")
+                return self._lookup_header(raw)
             self._untrusted(scope)
         if chain:
             return self._lookup(tuple(chain), "tls")
@@ -134,29 +141,60 @@ class CertificateResolver:
         now = time.time()
         if hit is not None and hit[1] > now:
             return hit[0]
+        if source == "header":
+            return self._lookup_header(key)
         try:
-            ders = parse_certificate_header(key, self.header_format) if source == "header" else pem_chain_to_der(key)
+            ders = pem_chain_to_der(key)
         except CertificateHeaderError as exc:
-            outcome = CertificateOutcome(source, error=exc)
-            self._store(key, outcome, now + _REJECT_TTL)
-            return outcome
+            return self._refused(key, source, exc, now)
+        if not ders:
+            return ABSENT
+        verdict = validator.validate(ders, cache=False)  # cached here, by the PEM chain
+        outcome = CertificateOutcome(source, verdict=verdict)
+        self._store(key, outcome, _expires(verdict, now))
+        return outcome
+
+    def _lookup_header(self, raw: bytes) -> CertificateOutcome:
+        """A header value found in neither cache of the current generation (`resolve` has just
+        looked, `_lookup` too): parsed, validated, kept in both. `_lookup`'s work with its
+        calls made here: this is the uncached request's path."""
+        validator = self._validator
+        if validator is None or self.trust._current.generation != self._generation:
+            validator = self.validator  # a new generation: its caches start empty
+        now = time.time()
+        try:
+            ders = parse_certificate_header(raw, self.header_format)
+        except CertificateHeaderError as exc:
+            return self._refused(raw, "header", exc, now)
         if not ders:
             return ABSENT
         verdict = validator.validate(ders, cache=False)  # cached here, by the raw value
-        outcome = CertificateOutcome(source, verdict=verdict)
-        ttl = _MAX_TTL if verdict.acceptances else _REJECT_TTL
-        expires = min(now + ttl, verdict.valid_until)
-        self._store(key, outcome, expires)
-        if source == "header":
-            self._hint(key, outcome, expires)
+        outcome = _outcome(CertificateOutcome, ("header", verdict, None))
+        expires = _expires(verdict, now)
+        cache = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            self._evict()
+        cache[raw] = (outcome, expires)
+        hints = self._hints
+        if len(hints) >= _CACHE_SIZE:
+            hints.clear()
+        hints[raw[_HINT]] = (raw, outcome, expires)
+        return outcome
+
+    def _refused(self, key: Any, source: str, error: CertificateHeaderError, now: float) -> CertificateOutcome:
+        outcome = CertificateOutcome(source, error=error)
+        self._store(key, outcome, now + _REJECT_TTL)
         return outcome
 
     def _store(self, key: Any, outcome: CertificateOutcome, expires: float) -> None:
         if len(self._cache) >= _CACHE_SIZE:
-            # Drop the oldest tenth: insertion order approximates age.
-            for old in list(self._cache)[: _CACHE_SIZE // 10]:
-                del self._cache[old]
+            self._evict()
         self._cache[key] = (outcome, expires)
+
+    def _evict(self) -> None:
+        # Drop the oldest tenth: insertion order approximates age.
+        for old in list(self._cache)[: _CACHE_SIZE // 10]:
+            del self._cache[old]
 
     def _hint(self, raw: bytes, outcome: CertificateOutcome, expires: float) -> None:
         hints = self._hints

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import pytest
 
+from cryptography.hazmat.primitives import serialization
+
 from asgi_apim.certs import resolver as resolver_mod
 from asgi_apim.certs.pki import Issued, issue_client, make_ca
 from asgi_apim.certs.resolver import ABSENT, CertificateResolver
@@ -220,3 +222,42 @@ def test_reject_ttl_is_short(tmp_path: Path, pki: dict[str, Issued]) -> None:
     import time
 
     assert expires <= time.time() + resolver_mod._REJECT_TTL + 1
+
+
+def test_a_crl_reload_is_not_answered_from_the_chain_end_memo(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    """Leaves of one CA share the validator's memo of what that CA's chains are accepted for; a
+    reloaded CRL is a new truststore generation, a new validator, and every leaf is checked anew."""
+    from asgi_apim.certs.pki import make_crl
+
+    ca = pki["ca"]
+    alice, bob = issue_client(ca, "alice"), issue_client(ca, "bob")
+    (tmp_path / "ca.crl").write_bytes(make_crl(ca, []).public_bytes(serialization.Encoding.PEM))
+    r = build(tmp_path, 'crl = ["ca.crl"]')
+    scope = lambda cert: make_scope("GET", "/pets", [(HDR, header(cert))])  # noqa: E731
+    first = r.resolve(scope(alice))
+    assert "pets" in first.verdict.acceptances and r._validator._ends
+    old = r._validator
+    (tmp_path / "ca.crl").write_bytes(make_crl(ca, [bob.cert.serial_number, alice.cert.serial_number]).public_bytes(serialization.Encoding.PEM))
+    assert r.trust.check()
+    for cert in (bob, alice):
+        out = r.resolve(scope(cert))
+        assert out.verdict.reason == "revoked" and out.verdict.acceptances == {}
+    assert r._validator is not old and not r._validator._ends  # refusals are not memoised either
+    carol = r.resolve(scope(issue_client(ca, "carol")))
+    assert "pets" in carol.verdict.acceptances and "CN=carol" in carol.verdict.subject
+    # a new truststore: the CA's memoised acceptance is not reused
+    (tmp_path / "ca.pem").write_bytes(make_ca("Replacement").cert_pem())
+    assert r.trust.check()
+    assert r.resolve(scope(issue_client(ca, "dave"))).verdict.acceptances == {}
+
+
+def test_an_uncached_header_is_kept_in_both_caches(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    raw = header(pki["client"]).encode()
+    out = r.resolve(make_scope("GET", "/pets", [(HDR, raw.decode())]))
+    assert type(out) is resolver_mod.CertificateOutcome and out.source == "header" and out.error is None and out.present
+    assert r._cache[raw][0] is out and r._hints[raw[resolver_mod._HINT]][:2] == (raw, out)
+    assert r._cache[raw][1] == r._hints[raw[resolver_mod._HINT]][2] <= out.verdict.valid_until
+    bad = r.resolve(make_scope("GET", "/pets", [(HDR, "%2Dnot a certificate")]))
+    assert type(bad) is resolver_mod.CertificateOutcome and isinstance(bad.error, CertificateHeaderError) and bad.verdict is None
+    assert len(r._cache) == 2 and len(r._hints) == 1
