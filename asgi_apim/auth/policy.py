@@ -106,6 +106,9 @@ _Step = Callable[[Scope, Send], "Send | None"]
 _Known = tuple["Route", "_Recall | None"]
 
 
+_NOWHERE = (None,)  # the peer of a scope without one: no host, never trusted
+
+
 def _general(send: Send, user: Principal, now: float) -> None:
     """The ticket of a tier whose plan `ThrottlingMiddleware.ticket` does not charge: the general path decides."""
     return None
@@ -309,8 +312,7 @@ class APISecurityMiddleware:
                     raw = value
             if raw is None:
                 return None
-            peer = scope.get(PEER) or scope.get("client")
-            if not peer or not trusted.get(peer[0]):
+            if not trusted.get((scope.get(PEER) or scope.get("client") or _NOWHERE)[0]):
                 return None
             hint = resolver._hints.get(raw[hint_of])
             if hint is None or hint[0] != raw:
@@ -318,8 +320,7 @@ class APISecurityMiddleware:
             now = time.time()
             if hint[2] <= now or trust._current.generation != resolver._generation:
                 return None
-            verdict = hint[1].verdict
-            user = verdict.principals.get(api) if verdict is not None else None
+            user = hint[3].get(api)
             if user is None:
                 return None
             ticket = tickets.get(user.tier) or made(user.tier)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
@@ -51,6 +53,7 @@ class CertificateOutcome(NamedTuple):
 
 
 ABSENT = CertificateOutcome()
+_NO_PRINCIPALS: Mapping[str, Any] = MappingProxyType({})  # a hint's principals when its outcome has no verdict
 _outcome = tuple.__new__  # a CertificateOutcome from its three fields, without NamedTuple's __new__ (a Python call)
 
 
@@ -74,7 +77,8 @@ class CertificateResolver:
         self._generation = -1
         self._validator: CertificateValidator | None = None
         self._cache: dict[Any, tuple[CertificateOutcome, float]] = {}
-        self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float]] = {}  # raw[_HINT] -> (raw, outcome, expires)
+        # raw[_HINT] -> (raw, outcome, expires, the verdict's principals: what `APISecurityMiddleware`'s step reads)
+        self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float, Mapping[str, Any]]] = {}
         self._last_warning = 0.0
 
     @property
@@ -178,7 +182,7 @@ class CertificateResolver:
         hints = self._hints
         if len(hints) >= _CACHE_SIZE:
             hints.clear()
-        hints[raw[_HINT]] = (raw, outcome, expires)
+        hints[raw[_HINT]] = (raw, outcome, expires, verdict.principals)
         return outcome
 
     def _refused(self, key: Any, source: str, error: CertificateHeaderError, now: float) -> CertificateOutcome:
@@ -200,7 +204,7 @@ class CertificateResolver:
         hints = self._hints
         if len(hints) >= _CACHE_SIZE:
             hints.clear()
-        hints[raw[_HINT]] = (raw, outcome, expires)
+        hints[raw[_HINT]] = (raw, outcome, expires, outcome.verdict.principals if outcome.verdict is not None else _NO_PRINCIPALS)
 
     def _untrusted(self, scope: dict) -> None:
         now = time.monotonic()

@@ -48,7 +48,7 @@ class Advertiser:
     the response start. It is a function made once per advertiser, not a method: the request
     path reads it from a slot and calls it, with no bound method made per call."""
 
-    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts", "wrap")
+    __slots__ = ("ratelimit", "limits", "names", "policy", "amounts", "single", "wrap")
 
     def __init__(self, style: str, limits: Sequence[Limit]) -> None:
         self.ratelimit = style == "ratelimit"
@@ -56,12 +56,12 @@ class Advertiser:
         self.names = [f'"{limit.policy}"' for limit in limits]
         self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
+        # the usual case, one limit: its RateLimit value as a bytes format ("%" of a policy name doubled)
+        self.single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(self.limits) == 1 else None
         self.wrap: Callable[[Send, Sequence[float]], Send] = self._wrapper()
 
     def _wrapper(self) -> Callable[[Send, Sequence[float]], Send]:
-        render, policy = self.__call__, self.policy
-        # the usual case, one limit: its RateLimit value as a bytes format ("%" of a policy name doubled)
-        single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(self.limits) == 1 else None
+        render, policy, single = self.__call__, self.policy, self.single
 
         def wrap(send: Send, result: Sequence[float]) -> Send:
             if single is not None:  # rendered here, without a call

@@ -27,7 +27,7 @@ every ten seconds) or answers 503; the storage is retried after half a second.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
@@ -225,7 +225,12 @@ class ThrottlingMiddleware:
             return None
         charge, amount, expiry, keys, key = one.charge, one.amount, one.expiry, one.keys, one.key
         guard, fail_open, throttled = self.guard, self.fail_open, self._throttled
-        wrap = plan.advertiser.wrap if plan.advertiser is not None else None
+        advertiser = plan.advertiser
+        wrap = advertiser.wrap if advertiser is not None else None
+        # one RateLimit header value (the default): rendered and added here, with no call of
+        # `Advertiser.wrap`; the storage's one-limit answers are never negative (no clamping)
+        single = advertiser.single if advertiser is not None else None
+        policy = advertiser.policy if advertiser is not None else None
 
         def ticket(send: Send, user: Principal, now: float) -> Send | None:
             if guard.down:  # the general path retries the storage
@@ -240,7 +245,19 @@ class ThrottlingMiddleware:
                 raise self._unavailable() from None
             if result[0]:
                 raise throttled(plan.limits[0], max(1, ceil(result[1])))
-            return send if wrap is None else wrap(send, result)
+            if single is None:
+                return send if wrap is None else wrap(send, result)
+            extra = [policy, (b"ratelimit", single % (result[1], ceil(result[2])))]
+
+            def wrapped(message: Message) -> Awaitable[None]:  # as `Advertiser.wrap`'s
+                if message["type"] == "http.response.start":
+                    try:
+                        message["headers"] = message["headers"] + extra
+                    except (KeyError, TypeError):
+                        message["headers"] = [*(message.get("headers") or ()), *extra]
+                return send(message)
+
+            return wrapped  # type: ignore[return-value]
 
         return ticket
 

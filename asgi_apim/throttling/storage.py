@@ -204,12 +204,12 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
         return [0, limit - entry.count, entry.deadline - now]
 
     def _moving_one(self, key: str, limit: int, expiry: int, now: float) -> list[float]:
-        if limit < 1:
-            return [1, float(expiry)]
         if now >= self._sweep_at:
             self._sweep(now)
         entry = self._entries.get(key)
         if not isinstance(entry, _Events):
+            if limit < 1:  # nothing to count, no entry made (tested here, off the usual path)
+                return [1, float(expiry)]
             entry = self._entry(key, _Events, now)
         times, start = entry.times, entry.start
         if start < len(times) and times[start] < now - expiry:  # prune only when something expired
@@ -217,7 +217,7 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             start = entry.start
         count = len(times) - start
         if count >= limit:
-            return [1, times[len(times) - limit] + expiry - now]
+            return [1, times[len(times) - limit] + expiry - now] if limit >= 1 else [1, float(expiry)]
         times.append(now)
         entry.deadline = now + expiry
         return [0, limit - count - 1, times[start] + expiry - now]

@@ -5,6 +5,8 @@ import statistics
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import STRATEGIES
@@ -216,3 +218,31 @@ async def test_a_limit_of_zero_refuses_every_request(clock: Clock) -> None:
         assert storage.acquire_one(strategy, f"k-{strategy}", 0, 60) == [1, 60.0]
         assert storage.acquire_all(strategy, [(f"k-{strategy}", 0, 60, True)]) == [1, 60.0]
     assert len(storage) == 0
+
+
+@pytest.mark.parametrize("strategy", ALL)
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([-7.0, -1.0, -0.3, 0.0, 0.0, 0.01, 0.2, 0.9, 1.0, 2.5, 61.0]), st.integers(0, 2)),
+        max_size=60,
+    ),
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 3)),
+)
+def test_a_one_limit_charge_never_answers_a_negative_remaining_or_reset(
+    strategy: str, steps: list[tuple[float, int]], shape: tuple[int, int]
+) -> None:
+    """The security stage's step renders a charge's answer without clamping it (`ThrottlingMiddleware.ticket`):
+    every admission's remaining and reset are >= 0, whatever the clock does (it may step back: time.time
+    is not monotonic). A refusal's wait is >= 0 (0 in a sliding window after the clock stepped back); the
+    ticket makes Retry-After at least 1 s."""
+    limit, expiry = shape
+    charge = LazyMemoryStorage().charger(strategy)
+    now = 1_700_000_000.0
+    for delta, caller in steps:
+        now += delta
+        result = charge(f"k{caller}", limit, expiry, now)
+        if result[0]:
+            assert len(result) == 2 and result[1] >= 0, result
+        else:
+            assert len(result) == 3 and result[1] >= 0 and result[2] >= 0, result
