@@ -160,8 +160,7 @@ class CertificateResolver:
 
     def _lookup_header(self, raw: bytes) -> CertificateOutcome:
         """A header value found in neither cache of the current generation (`resolve` has just
-        looked, `_lookup` too): parsed, validated, kept in both. `_lookup`'s work with its
-        calls made here: this is the uncached request's path."""
+        looked, `_lookup` too): parsed, validated, kept in both (the uncached request's path)."""
         validator = self._validator
         if validator is None or self.trust._current.generation != self._generation:
             validator = self.validator  # a new generation: its caches start empty
@@ -175,14 +174,8 @@ class CertificateResolver:
         verdict = validator.validate(ders, cache=False)  # cached here, by the raw value
         outcome = _outcome(CertificateOutcome, ("header", verdict, None))
         expires = _expires(verdict, now)
-        cache = self._cache
-        if len(cache) >= _CACHE_SIZE:
-            self._evict()
-        cache[raw] = (outcome, expires)
-        hints = self._hints
-        if len(hints) >= _CACHE_SIZE:
-            hints.clear()
-        hints[raw[_HINT]] = (raw, outcome, expires, verdict.principals)
+        self._store(raw, outcome, expires)
+        self._hint(raw, outcome, expires)
         return outcome
 
     def _refused(self, key: Any, source: str, error: CertificateHeaderError, now: float) -> CertificateOutcome:
@@ -192,13 +185,10 @@ class CertificateResolver:
 
     def _store(self, key: Any, outcome: CertificateOutcome, expires: float) -> None:
         if len(self._cache) >= _CACHE_SIZE:
-            self._evict()
+            # Drop the oldest tenth: insertion order approximates age.
+            for old in list(self._cache)[: _CACHE_SIZE // 10]:
+                del self._cache[old]
         self._cache[key] = (outcome, expires)
-
-    def _evict(self) -> None:
-        # Drop the oldest tenth: insertion order approximates age.
-        for old in list(self._cache)[: _CACHE_SIZE // 10]:
-            del self._cache[old]
 
     def _hint(self, raw: bytes, outcome: CertificateOutcome, expires: float) -> None:
         hints = self._hints
