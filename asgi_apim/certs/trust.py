@@ -57,16 +57,57 @@ def peer_host(scope: dict) -> str | None:
 
 
 def client_ip(scope: dict, trusted: TrustedProxies) -> str | None:
-    """The caller's IP for counting: the last X-Forwarded-For hop not in ``trusted``,
-    read only when the socket peer itself is trusted."""
+    """The caller's IP for counting, read from X-Forwarded-For only when the socket peer is trusted.
+
+    Every X-Forwarded-For line is read, in order, as one list (a proxy may add a line of
+    its own rather than append to the client's: reading the first line alone would let the
+    client name its own address). Walking back from the peer over the trusted hops, the
+    first untrusted hop is the caller. A hop is an address, written as its canonical text
+    (``1.2.3.4:80``, ``[2001:db8::1]:80`` and ``::ffff:1.2.3.4`` count as ``1.2.3.4`` and
+    ``2001:db8::1``); a hop that is no address ends the walk at the trusted hop (or peer)
+    that reported it, so text of the client's choosing never names a bucket."""
     host = peer_host(scope)
     if host is None or host not in trusted:
         return host
-    for name, value in scope.get("headers", ()):
-        if name == b"x-forwarded-for":
-            hops = [h.strip() for h in value.decode("latin-1").split(",")]
-            for hop in reversed(hops):
-                if hop and hop not in trusted:
-                    return hop
-            return hops[0] if hops and hops[0] else host
-    return host
+    lines = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    if not lines:
+        return host
+    reporter = host
+    for hop in reversed(b",".join(lines).decode("latin-1").split(",")):
+        if not hop.strip():
+            continue
+        address = forwarded_address(hop)
+        if address is None:
+            return reporter
+        if address not in trusted:
+            return address
+        reporter = address
+    return reporter  # every hop is a trusted proxy: the first of them
+
+
+_ADDRESSES: dict[str, str | None] = {}  # hop text -> its address's canonical text; bounded
+
+
+def forwarded_address(hop: str) -> str | None:
+    """A forwarded hop's address as canonical text, or None when the hop is not an address.
+    Remembered (bounded), so a hop seen before costs one lookup."""
+    known = _ADDRESSES.get(hop, _ADDRESSES)
+    if known is not _ADDRESSES:
+        return known  # type: ignore[return-value]
+    text = hop.strip()
+    if text.startswith("["):  # [v6] or [v6]:port
+        text = text[1:text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        addr: _IPAddress = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        address = None
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        address = str(addr)
+    if len(_ADDRESSES) >= 4096:
+        _ADDRESSES.clear()
+    _ADDRESSES[hop] = address
+    return address

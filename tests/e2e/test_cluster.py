@@ -85,3 +85,6 @@ def test_two_nodes_allow_exactly_the_tier(tmp_path: Path, redis_server: RedisSer
     statuses = asyncio.run(_spread(nodes, 20, "/health", {"X-Forwarded-For": "198.51.100.7"}))
     assert (statuses.count(200), statuses.count(429)) == (7, 13), statuses
     assert asyncio.run(_spread(nodes, 2, "/health", {"X-Forwarded-For": "198.51.100.8"})) == [200, 200]
+    # a line of the client's own before the proxy's: every line is read, the proxy's hop counts
+    own_line_first = [("X-Forwarded-For", "203.0.113.99"), ("X-Forwarded-For", "198.51.100.7")]
+    assert httpx.get(nodes[0].url + "/health", headers=own_line_first, timeout=10).status_code == 429
