@@ -59,6 +59,7 @@ class ThrottlingConfig:
     fail_open: bool = True
     tiers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     headers: str = "ratelimit"  # ratelimit | x-ratelimit | none
+    # in a configuration file, the default of every [[key_managers]] entry's own subscriber_claim
     subscriber_claim: tuple[str, ...] = ("azp", "sub")
 
 
@@ -298,7 +299,8 @@ def _throttling(t: Table) -> ThrottlingConfig:
     return cfg
 
 
-def _key_manager(t: Table) -> KeyManagerConfig:
+def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfig:
+    """A ``[[key_managers]]`` entry; ``subscriber_claim`` is ``[throttling] subscriber_claim``, the default of its own."""
     km = KeyManagerConfig(
         name=t.str("name", required=True),
         issuer=t.str("issuer", required=True),
@@ -313,7 +315,7 @@ def _key_manager(t: Table) -> KeyManagerConfig:
         leeway=t.number("leeway", 30),
         tier_claim=t.str("tier_claim"),
         default_tier=t.str("default_tier", "Unlimited", required=True),
-        subscriber_claim=t.strs("subscriber_claim", ("azp", "sub")),
+        subscriber_claim=t.strs("subscriber_claim", subscriber_claim),
         jwks_refresh_interval=t.number("jwks_refresh_interval", 300, minimum=1),
         jwks_min_refetch_interval=t.number("jwks_min_refetch_interval", 30, minimum=0),
     )
@@ -387,7 +389,8 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     contexts = [a.context for a in apis]
     if len(set(contexts)) != len(contexts):
         raise ConfigError("apis", "two APIs share a context")
-    kms = tuple(_key_manager(t) for t in root.tables("key_managers"))
+    throttling = _throttling(root.table("throttling"))
+    kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
     api_keys_t = root.table("api_keys")
     api_keys = ApiKeysConfig(
         header=api_keys_t.header_name("header", "apikey").lower(),
@@ -413,7 +416,7 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
         encryption=encryption,
         secrets=secrets,
         mutual_ssl=_mutual_ssl(root.table("mutual_ssl")),
-        throttling=_throttling(root.table("throttling")),
+        throttling=throttling,
         key_managers=kms,
         api_keys=api_keys,
         basic_auth=basic,

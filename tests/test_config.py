@@ -215,3 +215,15 @@ def test_tier_limits_are_parsed_when_loading(tmp_path: Path, limit: str) -> None
 def test_redefined_and_new_tiers_that_parse_load(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "[throttling.tiers]\nGold = '10/second;1000/hour'\nFree = 'Unlimited'\n"))
     assert cfg.throttling.tiers["Gold"] == "10/second;1000/hour" and cfg.throttling.tiers["Free"] == "Unlimited"
+
+
+def test_the_throttling_subscriber_claim_is_every_key_managers_default(tmp_path: Path) -> None:
+    text = (
+        "[throttling]\nsubscriber_claim = ['client_id', 'sub']\n"
+        + KM
+        + "[[key_managers]]\nname='own'\nissuer='j'\njwks_file='j'\nsubscriber_claim=['appid']\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.throttling.subscriber_claim == ("client_id", "sub")
+    assert [km.subscriber_claim for km in cfg.key_managers] == [("client_id", "sub"), ("appid",)]
+    assert load_config(write(tmp_path, KM)).key_managers[0].subscriber_claim == ("azp", "sub")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from asgi_apim import protect
 from asgi_apim.certs.pki import Issued, issue_client, make_ca
 from tests.asgi import call, echo_user
+from tests.auth.idp import ISSUER, claims, rsa_key
 from tests.throttling.conftest import Clock
 
 HEADER = "X-WSO2-CLIENT-CERTIFICATE"
@@ -78,3 +80,23 @@ async def test_tier_comes_from_the_certificate_registration(tmp_path: Path, cloc
     assert (await call(app, "GET", "/pets/whoami", [(HEADER, header)], client=("127.0.0.1", 5000))).status == 401
     ca_client = issue_client(make_ca("other"), "y")
     assert await as_(app, ca_client) == 401
+
+
+async def test_the_throttling_subscriber_claim_counts_oauth2_callers(tmp_path: Path, clock: Clock) -> None:
+    key = rsa_key()
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [key.jwk()]}))
+    (tmp_path / "deployment.toml").write_text(
+        '[encryption]\nkey = "' + "cd" * 32 + '"\n'
+        '[throttling]\nsubscriber_claim = ["client_id", "sub"]\n[throttling.tiers]\nTiny = "2/minute"\n'
+        f'[[key_managers]]\nname = "idp"\nissuer = "{ISSUER}"\naudience = "pets"\njwks_file = "jwks.json"\ndefault_tier = "Tiny"\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "disabled"\napplication = ["oauth2"]\n'
+    )
+    app = protect(echo_user, tmp_path / "deployment.toml")
+
+    async def as_client(client_id: str, azp: str) -> int:
+        token = key.sign(claims(client_id=client_id, azp=azp))
+        return (await call(app, "GET", "/pets/whoami", [("authorization", f"Bearer {token}")], client=("127.0.0.1", 5000))).status
+
+    # one application (client_id) behind three authorised parties: one count
+    assert [await as_client("app-1", azp) for azp in ("a", "b", "c")] == [200, 200, 429]
+    assert await as_client("app-2", "a") == 200  # another application: a count of its own
