@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from math import ceil
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 from limits import RateLimitItem
 from limits.aio.storage import Storage
@@ -187,10 +187,15 @@ class StrategyEngine:
         self.timeout = timeout
 
     async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
-        if self.timeout is None:
-            return await self._acquire(limits, ids, report)
-        async with asyncio.timeout(self.timeout):
-            return await self._acquire(limits, ids, report)
+        try:
+            if self.timeout is None:
+                return await self._acquire(limits, ids, report)
+            async with asyncio.timeout(self.timeout):
+                return await self._acquire(limits, ids, report)
+        except (StorageError, TimeoutError):
+            raise
+        except Exception as exc:  # any failure of the storage: its client's own exception classes included
+            raise StorageError(exc) from exc
 
     async def _acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
         limiter = self.limiter
@@ -218,18 +223,30 @@ class StrategyEngine:
         return None
 
 
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|auth|cred)[^=&;#]*)=)([^&;#]*)")
+
+
+WITHHELD = "(the details are withheld: they quote the URI's credentials)"
+
+
 def redact(uri: str, text: str | None = None) -> str:
-    """``text`` (default: the URI itself) without the URI's user name and password."""
-    text = uri if text is None else text
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return text if text is not uri else "<storage URI>"
-    if "@" not in parts.netloc:
-        return text
-    credentials = parts.netloc.rsplit("@", 1)[0]
-    for secret in {credentials, *credentials.split(":")} - {""}:
-        text = text.replace(secret, "***")
+    """``text`` (default: the URI itself) without the URI's credentials: the value of any query
+    parameter whose name speaks of a password, secret, token or credential, then the user
+    information (everything between ``://`` and the last ``@``, whether the URI parses or not).
+    A message that still holds a password once the URI in it is redacted (an error quoting a
+    part of it) is withheld, all but the redacted URI."""
+    passwords = [m.group(2) for m in _SECRET_PARAM.finditer(uri)]
+    safe = _SECRET_PARAM.sub(r"\1***", uri)
+    scheme, sep, rest = safe.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        passwords.append(userinfo.partition(":")[2] or userinfo)
+        safe = f"{scheme}://***@{host}"
+    if text is None:
+        return safe
+    text = text.replace(uri, safe)
+    if any(p and p in text for p in passwords):
+        return f"{safe}: {WITHHELD}"
     return text
 
 

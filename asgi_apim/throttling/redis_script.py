@@ -70,11 +70,27 @@ local function sliding_reset(pc, pt, cc, ct, ms)
   return math.ceil(reset or 0)
 end
 
+-- a key another strategy left (a list where a count belongs, or the reverse, after the
+-- strategy changed on a live Redis) is that caller's count under a layout this strategy
+-- cannot read: it starts again, as a memory storage's entry of another kind does
+local function fresh(key, want)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= want then redis.call('DEL', key) end
+end
+
 local seen = {}
 for i = 1, n do
   local amount = tonumber(ARGV[3 * i - 1])
   local expiry = tonumber(ARGV[3 * i])
   if amount < 1 then return {i, expiry * 1000} end
+  if strategy == 'moving-window' then
+    fresh(KEYS[i], 'list')
+  elseif strategy == 'fixed-window' then
+    fresh(KEYS[i], 'string')
+  else
+    fresh(KEYS[2 * i - 1], 'string')
+    fresh(KEYS[2 * i], 'string')
+  end
   if strategy == 'fixed-window' then
     if (tonumber(redis.call('GET', KEYS[i])) or 0) >= amount then
       local ttl = tonumber(redis.call('PTTL', KEYS[i]))
@@ -154,7 +170,6 @@ class RedisScriptEngine:
         self.sliding = strategy == "sliding-window-counter"
         self.per_limit = isinstance(storage, RedisClusterStorage)
         self.prefixed = storage.bridge.prefixed_key
-        self.errors = storage.bridge.base_exceptions
         self.script = storage.bridge.get_connection().register_script(SCRIPT)
 
     def keys(self, limit: Limit, ident: str) -> list[str]:
@@ -176,8 +191,10 @@ class RedisScriptEngine:
                         return verdict
                     windows += verdict.windows
                 return Verdict(None, 0, windows) if report else TAKEN
-        except self.errors as exc:
-            raise StorageError(exc) from exc
+        except StorageError:
+            raise
+        except Exception as exc:  # any failure of the remote storage (redis-py's cluster client raises
+            raise StorageError(exc) from exc  # RedisClusterException, no RedisError, when it finds no cluster)
 
     async def _run(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
         keys: list[str] = []

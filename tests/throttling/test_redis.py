@@ -174,3 +174,29 @@ async def test_an_unresponsive_storage_never_hangs_a_request(black_hole: int, fa
     assert elapsed < 2.0
     status, elapsed = await _timed(mw, caller("alice"))  # the guard answers at once while the storage is away
     assert status == (200 if fail_open else 503) and elapsed < 0.1
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_a_cluster_uri_without_a_cluster_is_a_storage_failure_never_a_500(redis_server: RedisServer, fail_open: bool) -> None:
+    # a plain Redis, and no Redis at all: redis-py's cluster client raises RedisClusterException, no RedisError
+    for uri in (f"redis+cluster://127.0.0.1:{redis_server.port}", f"redis+cluster://127.0.0.1:{free_port()}"):
+        mw = ThrottlingMiddleware(ok, tiers=TIERS, storage=uri, fail_open=fail_open)
+        result = await get(mw, caller("alice"))
+        assert result.status == (200 if fail_open else 503), uri
+        if not fail_open:
+            assert result.json()["code"] == 900899
+        await mw.aclose()
+
+
+@pytest.mark.parametrize(("before", "after"), [("fixed-window", "moving-window"), ("moving-window", "fixed-window")])
+async def test_a_strategy_changed_on_a_live_redis_starts_the_callers_counts_again(redis_server: RedisServer, before: str, after: str) -> None:
+    # the two strategies keep a caller's count under one key name, as a string and as a list
+    old = ThrottlingMiddleware(ok, tiers=TIERS, storage=redis_server.url, strategy=before, fail_open=False)
+    alice, bob = caller("alice"), caller("bob")
+    assert [(await get(old, alice)).status for _ in range(2)] == [200, 200]
+    await old.aclose()
+    new = ThrottlingMiddleware(ok, tiers=TIERS, storage=redis_server.url, strategy=after, fail_open=False)
+    assert [(await get(new, alice)).status for _ in range(6)] == [200] * 5 + [429]  # its count under the new layout
+    assert (await get(new, bob)).status == 200  # and nobody else is refused meanwhile
+    assert not new.guard.down
+    await new.aclose()

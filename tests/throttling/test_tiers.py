@@ -3,11 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
 
 from asgi_apim.config import DEFAULT_TIERS, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.throttling import ThrottlingMiddleware, parse_tier, parse_tiers
+from asgi_apim.throttling.engine import WITHHELD, open_storage, redact
 
 
 async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -88,3 +91,34 @@ def test_storage_uri_password_never_in_the_error() -> None:
     with pytest.raises(ConfigError) as info:
         ThrottlingMiddleware(app, tiers={}, storage="bogus://admin:hunter2@127.0.0.1:1")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://127.0.0.1:notaport/0?password=hunter2pw",  # a password in the query, and a URI that does not parse
+        "redis://:hunter2pw@[::1:16381/0",  # an IPv6 host left open: urlsplit refuses it
+        "redis://127.0.0.1:notaport/0?sentinel_password=hunter2pw&ssl_cert_reqs=none&x=",
+        "bogus://u:hunter2pw@127.0.0.1:1",
+        "redis+cluster://admin:hunter2pw@127.0.0.1:notaport",
+    ],
+)
+def test_no_form_of_storage_uri_shows_its_password(uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_storage(uri)
+    assert "hunter2pw" not in str(info.value)
+    if uri.startswith("bogus"):
+        assert "unknown storage scheme" in str(info.value)  # the user name "u" masks no other text
+
+
+_FORMS = ["redis://:{p}@127.0.0.1:6379/0", "redis://user:{p}@host:1/0", "redis://h:1/0?password={p}",
+          "redis://h:1/0?x=1&auth_token={p}", "valkey://a:{p}@[::1/0", "redis://{p}@h/0"]
+
+
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_characters="&;#*"), min_size=3, max_size=30),
+       st.sampled_from(_FORMS))
+def test_a_redacted_uri_never_holds_its_password(password: str, form: str) -> None:
+    assume(password not in form.replace("{p}", " "))  # not a piece of the URI's other text
+    uri = form.format(p=password)
+    assert password not in redact(uri).replace("***", "")
+    assert password not in redact(uri, f"{uri}: failed near {password!s}").replace("***", "").replace(WITHHELD, "")
