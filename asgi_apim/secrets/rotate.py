@@ -204,25 +204,48 @@ def _env_notices(raw: Mapping[str, Any]) -> list[str]:
 
 
 def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[PreparedChange]) -> Path:
-    """Backup, then (transitional file,) owners, final file: each a durable, atomic step."""
+    """Backup, then the configuration knowing the new key (the final file, or with owners of
+    their own values and the previous key to drop, a transitional one knowing both), then the
+    owners, then (after a transitional one) the final file: each a durable, atomic step. A
+    failure before the configuration is first replaced leaves no file of the rotation behind
+    (no staged file, which holds the new key, and no backup) and says nothing changed."""
     staged = [write_temp(path, data, like=path) for data in files]
+    backup: Path | None = None
+    changed = False
     try:
         _checkpoint("staged")
         backup = _backup_path(path)
-        replace(write_temp(backup, original, like=path), backup)
+        copy = write_temp(backup, original, like=path)
+        try:
+            replace(copy, backup)
+        finally:
+            copy.unlink(missing_ok=True)  # gone once renamed: left only by a failed rename
         _checkpoint("backed-up")
-        if len(staged) > 1:
-            replace(staged.pop(0), path)
+        if prepared:  # the configuration knows the new key before any owner commits under it
+            replace(staged[0], path)
+            staged.pop(0)
+            changed = True
         _checkpoint("transitional")
         while prepared:
             prepared[0].commit()
             prepared.pop(0)
         _checkpoint("owners-committed")
-        replace(staged.pop(0), path)
+        if staged:
+            replace(staged[0], path)
+            staged.pop(0)
+            changed = True
         _checkpoint("replaced")
+    except BaseException as exc:
+        if not changed:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ConfigError("", f"nothing changed: {path} could not be replaced ({exc.strerror or exc})") from None
+        raise
     finally:
         for temp in staged:
             temp.unlink(missing_ok=True)
+    assert backup is not None
     return backup
 
 

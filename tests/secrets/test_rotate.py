@@ -278,23 +278,24 @@ def test_a_failing_owner_changes_nothing_and_aborts_the_others(conf: Path) -> No
     assert conf.read_bytes() == original and good.path.read_bytes() == store_before
 
 
-def _killed_child(conf: Path, step: str, with_owner: bool) -> int:
+def _killed_child(conf: Path, step: str, with_owner: bool, keep_old_key: bool = False) -> int:
     pid = os.fork()
     if pid == 0:  # the child dies at ``step`` without running any cleanup, like kill -9
         try:
             rotate._checkpoint = lambda name: os._exit(9) if name == step else None  # type: ignore[assignment]
-            rotate_key(conf, NEW, owners=[FileOwner(conf.parent / "store.json")] if with_owner else [])
+            rotate_key(conf, NEW, owners=[FileOwner(conf.parent / "store.json")] if with_owner else [], keep_old_key=keep_old_key)
         finally:
             os._exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+@pytest.mark.parametrize("keep_old_key", [False, True], ids=["drop-old", "keep-old"])
 @pytest.mark.parametrize("with_owner", [False, True], ids=["config-only", "with-owner"])
 @pytest.mark.parametrize("step", STEPS)
-def test_rotation_killed_at_each_step_leaves_everything_readable(conf: Path, step: str, with_owner: bool) -> None:
+def test_rotation_killed_at_each_step_leaves_everything_readable(conf: Path, step: str, with_owner: bool, keep_old_key: bool) -> None:
     if with_owner:
         make_store(conf.parent)
-    assert _killed_child(conf, step, with_owner) == 9
+    assert _killed_child(conf, step, with_owner, keep_old_key) == 9
     assert values_of(conf) == PLAIN
     if with_owner:
         assert store_values(conf, conf.parent / "store.json") == {"partner-a": "registry-secret"}
@@ -332,3 +333,19 @@ def test_owners_are_aborted_when_the_configuration_fails_to_verify(conf: Path, m
     assert owner.events == ["prepare", "abort"]
     assert conf.read_bytes() == original and owner.path.read_bytes() == store_before
     assert listing(conf.parent) == ["deployment.toml", "store.json"]
+
+
+def test_a_configuration_that_cannot_be_replaced_leaves_no_file_of_the_rotation(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original, before = conf.read_bytes(), set(listing(conf.parent))
+    real = rotate.replace
+
+    def refuse(temp: Path, path: Path) -> None:  # an immutable file (chattr +i): the rename onto it fails
+        if path == conf:
+            raise PermissionError(1, "Operation not permitted", str(temp), None, str(path))
+        real(temp, path)
+
+    monkeypatch.setattr(rotate, "replace", refuse)
+    with pytest.raises(ConfigError, match="nothing changed"):
+        rotate_key(conf, NEW)
+    assert conf.read_bytes() == original
+    assert set(listing(conf.parent)) == before  # neither the staged file (it holds the new key) nor a backup
