@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from asgi_apim.errors import ConfigError
+from asgi_apim.errors import ConfigError, decrypted
 
 _ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET = re.compile(r"^\$secret\{([^}]+)\}$")
@@ -89,7 +89,7 @@ class Resolver:
         if looks_encrypted(value):
             if self.decrypt is None:
                 raise ConfigError(key, "is encrypted but no [encryption] key is configured")
-            return self.decrypt(value, key)
+            return decrypted(self.decrypt(value, key))
         return value
 
 
@@ -97,7 +97,8 @@ def resolve_document(raw: Mapping[str, Any], decrypt: Decrypt | None) -> tuple[d
     """Every value of a document resolved, but ``[encryption]`` and ``[secrets]``; and the decrypted secrets."""
     table = Table(raw.get("secrets", {}), "secrets", Path())
     bare = Resolver({}, decrypt)
-    plain = {name: bare(table.str(name, required=True), f"secrets.{name}") for name in list(table.raw)}
+    # every [secrets] entry is a secret, written encrypted or not: none appears in an error either
+    plain = {name: decrypted(bare(table.str(name, required=True), f"secrets.{name}")) for name in list(table.raw)}
     table.done()
     resolve = Resolver(plain, decrypt)
     return {k: (v if k in ("encryption", "secrets") else resolve(v, k)) for k, v in raw.items()}, Secrets(plain)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from asgi_apim.errors import APIMError
+from asgi_apim.errors import APIMError, concealed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split()) or "failed"
+    return " ".join(concealed(message).split()) or "failed"  # an OSError may name a path that came encrypted
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,13 +28,39 @@ credential, a certificate body or a secret.
 from __future__ import annotations
 
 import json
+import re
 from typing import ClassVar
 
 from starlette.types import Send
 
 
+# Every value decrypted from a configuration (`asgi_apim._schema.Resolver`) is recorded here, so
+# that no error's text shows it: a bad value that came encrypted is named by its key alone. A
+# value shorter than four characters is no secret worth the name, and would garble every message.
+_DECRYPTED: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+CONCEALED = "<decrypted value>"
+
+
+def decrypted(value: str) -> str:
+    """Record ``value`` as a decrypted configuration value (never to appear in an error); answer it."""
+    global _pattern
+    if len(value) >= 4 and value not in _DECRYPTED:
+        _DECRYPTED.add(value)
+        _pattern = re.compile("|".join(re.escape(v) for v in sorted(_DECRYPTED, key=len, reverse=True)))
+    return value
+
+
+def concealed(text: str) -> str:
+    """``text`` with every decrypted configuration value in it replaced by `CONCEALED`, in one pass."""
+    return text if _pattern is None else _pattern.sub(CONCEALED, text)
+
+
 class APIMError(Exception):
-    """Base of every error raised by asgi-apim."""
+    """Base of every error raised by asgi-apim. Its text never shows a decrypted configuration value."""
+
+    def __str__(self) -> str:
+        return concealed(super().__str__())
 
 
 class ConfigError(APIMError):
