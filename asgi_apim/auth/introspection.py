@@ -20,8 +20,10 @@ from typing import Any
 
 import httpx
 
+from asgi_apim._redact import redact
 from asgi_apim.auth.base import ExpiringCache, Verified, audiences
 from asgi_apim.config import KeyManagerConfig
+from asgi_apim.errors import concealed
 
 logger = logging.getLogger("asgi_apim.auth.introspection")
 
@@ -47,6 +49,7 @@ class Introspector:
             raise ValueError("key manager has no introspection_url")
         self.km = km
         self.url = km.introspection_url
+        self._shown = concealed(redact(self.url)) if self.url else ""  # the URL as logs name it: no credentials
         self.tiers = tiers
         self.default_ttl = default_ttl
         self.negative_ttl = negative_ttl
@@ -82,17 +85,17 @@ class Introspector:
                 headers={"accept": "application/json"},
             )
         except httpx.HTTPError as exc:
-            logger.warning("introspection at %s failed: %s", self.url, type(exc).__name__)
+            logger.warning("introspection at %s failed: %s", self._shown, type(exc).__name__)
             raise IntrospectionError("introspection endpoint unreachable") from None
         if response.status_code != 200:
-            logger.warning("introspection at %s answered HTTP %d", self.url, response.status_code)
+            logger.warning("introspection at %s answered HTTP %d", self._shown, response.status_code)
             raise IntrospectionError(f"introspection endpoint answered {response.status_code}")
         try:
             answer = json.loads(response.content)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            logger.warning("introspection at %s answered something that is not a JSON object", self.url)
+            logger.warning("introspection at %s answered something that is not a JSON object", self._shown)
             raise IntrospectionError("introspection endpoint answered garbage")
         return answer
 

@@ -28,7 +28,8 @@ import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
-from asgi_apim.errors import ConfigError
+from asgi_apim._redact import redact
+from asgi_apim.errors import ConfigError, concealed
 
 logger = logging.getLogger("asgi_apim.auth.jwks")
 
@@ -111,6 +112,7 @@ class JWKSource:
             raise ValueError("exactly one of url or file")
         self.algorithms = tuple(algorithms)
         self.url = url
+        self._shown = concealed(redact(url)) if url else ""  # the URL as logs name it: no credentials
         self.name = name
         self.refresh_interval = refresh_interval
         self.min_refetch_interval = min_refetch_interval
@@ -170,7 +172,8 @@ class JWKSource:
                 raise JWKSError("JWKS larger than 1 MiB")
             keys, prints = parse_jwks(json.loads(response.content), self.algorithms)
         except (httpx.HTTPError, ValueError) as exc:
-            logger.warning("JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s", self.name, self.url, len(self._keys), exc)
+            logger.warning("JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
+                           self.name, self._shown, len(self._keys), concealed(redact(self.url, str(exc))))
             return False
         self._install(keys, prints)
         return True

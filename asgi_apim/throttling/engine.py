@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from math import ceil
@@ -38,6 +37,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import STRATEGIES, RateLimiter
 from limits.errors import ConfigurationError, StorageError
 
+from asgi_apim._redact import redact
 from asgi_apim.errors import ConfigError
 from asgi_apim.throttling.storage import LazyMemoryStorage
 
@@ -221,33 +221,6 @@ class StrategyEngine:
 
     async def aclose(self) -> None:
         return None
-
-
-_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|auth|cred)[^=&;#]*)=)([^&;#]*)")
-
-
-WITHHELD = "(the details are withheld: they quote the URI's credentials)"
-
-
-def redact(uri: str, text: str | None = None) -> str:
-    """``text`` (default: the URI itself) without the URI's credentials: the value of any query
-    parameter whose name speaks of a password, secret, token or credential, then the user
-    information (everything between ``://`` and the last ``@``, whether the URI parses or not).
-    A message that still holds a password once the URI in it is redacted (an error quoting a
-    part of it) is withheld, all but the redacted URI."""
-    passwords = [m.group(2) for m in _SECRET_PARAM.finditer(uri)]
-    safe = _SECRET_PARAM.sub(r"\1***", uri)
-    scheme, sep, rest = safe.partition("://")
-    if sep and "@" in rest:
-        userinfo, _, host = rest.rpartition("@")
-        passwords.append(userinfo.partition(":")[2] or userinfo)
-        safe = f"{scheme}://***@{host}"
-    if text is None:
-        return safe
-    text = text.replace(uri, safe)
-    if any(p and p in text for p in passwords):
-        return f"{safe}: {WITHHELD}"
-    return text
 
 
 def open_storage(uri: str) -> Storage:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import asyncio
 import logging
 import time
@@ -151,3 +152,18 @@ async def test_cache_expires_with_token(idp: IdP) -> None:
         assert idp.count("/introspect") == 2
     finally:
         await auth.aclose()
+
+
+async def test_the_endpoint_s_credentials_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    cfg = KeyManagerConfig(name="opaque", issuer=ISSUER, introspection_url=f"http://gw:urlsecret@127.0.0.1:{closed}/introspect?password=qsecret")
+    auth = OAuth2Authenticator([], [Introspector(cfg, tiers={"Unlimited"})])
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(InvalidCredentials):
+            await auth.authenticate("an-opaque-token", API, {})
+    finally:
+        await auth.aclose()
+    assert "introspection at http://***@127.0.0.1" in caplog.text
+    assert "urlsecret" not in caplog.text and "qsecret" not in caplog.text

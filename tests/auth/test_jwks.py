@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import asyncio
 import json
 import socket
@@ -178,3 +179,17 @@ def test_file_source_reads_once(tmp_path: Path) -> None:
     source = JWKSource(["RS256"], file=path)
     path.unlink()
     assert source.get("k1", "RS256") and source.get(None, "RS256") and not source.get("k1", "ES256")
+
+
+async def test_the_jwks_url_s_credentials_never_reach_the_log(idp: IdP, caplog: pytest.LogCaptureFixture) -> None:
+    idp.jwks_status = 503  # answered: httpx's error quotes the URL it fetched
+    base = idp.url.replace("http://", "http://svc:jwkssecret@")
+    km = KeyManagerConfig(name="idp", issuer=ISSUER, jwks_url=f"{base}/jwks.json?access_token=qtoken")
+    auth = OAuth2Authenticator([JWTIssuer.from_config(km)])
+    try:
+        with caplog.at_level(logging.WARNING):
+            await auth.start()
+    finally:
+        await auth.aclose()
+    assert "JWKS fetch" in caplog.text
+    assert "jwkssecret" not in caplog.text and "qtoken" not in caplog.text

@@ -10,7 +10,8 @@ from limits import RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPe
 from asgi_apim.config import DEFAULT_TIERS, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.throttling import ThrottlingMiddleware, parse_tier, parse_tiers
-from asgi_apim.throttling.engine import WITHHELD, open_storage, redact
+from asgi_apim._redact import WITHHELD, redact
+from asgi_apim.throttling.engine import open_storage
 
 
 async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
