@@ -123,8 +123,14 @@ class CertificateResolver:
                 return self._lookup_header(raw)
             self._untrusted(scope)
         if chain:
+            if self.client_validation and raw is None and self._from_trusted_proxy(scope):
+                return ABSENT  # the relay model: a trusted proxy's TLS certificate is the proxy's own, never its client's
             return self._lookup(tuple(chain), "tls")
         return ABSENT
+
+    def _from_trusted_proxy(self, scope: dict) -> bool:
+        peer = scope.get(PEER) or scope.get("client")
+        return peer is not None and peer[0] in self.trusted
 
     def clear(self) -> None:
         """Forget every cached outcome (the next request of each certificate is validated again)."""

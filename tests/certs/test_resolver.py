@@ -208,6 +208,20 @@ def test_relay_model_requires_a_trusted_proxy_certificate(tmp_path: Path, pki: d
     assert out.source == "header" and "pets" in out.verdict.acceptances
 
 
+def test_in_the_relay_model_a_trusted_proxy_s_own_certificate_is_never_its_client_s(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    # nginx presents its own certificate (issued by a CA the API trusts) and sends no header for
+    # a client that has none: the request has no client certificate
+    r = build(tmp_path, "enable_client_validation = true")
+    proxy_signed_by_clients_ca = issue_client(pki["ca"], "nginx")
+    assert r.resolve(make_scope("GET", "/pets", extensions=tls(proxy_signed_by_clients_ca))) is ABSENT
+    # a client connecting directly from elsewhere: its TLS certificate is its own
+    direct = r.resolve(make_scope("GET", "/pets", extensions=tls(pki["client"]), client=("203.0.113.5", 1)))
+    assert direct.source == "tls" and "pets" in direct.verdict.acceptances
+    # without the relay model a trusted address's TLS certificate is its own (a client on loopback)
+    plain = build(tmp_path)
+    assert "pets" in plain.resolve(make_scope("GET", "/pets", extensions=tls(pki["client"]))).verdict.acceptances
+
+
 def test_stranger_is_refused_with_a_reason(tmp_path: Path, pki: dict[str, Issued]) -> None:
     r = build(tmp_path)
     out = r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["stranger"]))]))
