@@ -389,6 +389,13 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     contexts = [a.context for a in apis]
     if len(set(contexts)) != len(contexts):
         raise ConfigError("apis", "two APIs share a context")
+    for p in public_paths:  # matched first, by path segments: a public path at or above a context takes the whole API
+        prefix = p.rstrip("/") or "/"
+        for a in apis:
+            context = a.context.rstrip("/") or "/"
+            if prefix == "/" or context == prefix or context.startswith(prefix + "/"):
+                raise ConfigError("public_paths", f"{p!r} covers API {a.name!r} (context {a.context}): its security would never apply;"
+                                  " make resources public with `public = true` instead")
     throttling = _throttling(root.table("throttling"))
     kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
     api_keys_t = root.table("api_keys")

@@ -227,3 +227,16 @@ def test_the_throttling_subscriber_claim_is_every_key_managers_default(tmp_path:
     assert cfg.throttling.subscriber_claim == ("client_id", "sub")
     assert [km.subscriber_claim for km in cfg.key_managers] == [("client_id", "sub"), ("appid",)]
     assert load_config(write(tmp_path, KM)).key_managers[0].subscriber_claim == ("azp", "sub")
+
+
+@pytest.mark.parametrize("public", ["/", "/pets", "/pets/", "/api"])
+def test_a_public_path_covering_an_api_is_refused(tmp_path: Path, public: str) -> None:
+    text = f"public_paths = ['{public}']\n[[apis]]\nname='pets'\ncontext='/api/pets'\n[[apis]]\nname='p2'\ncontext='/pets'\n"
+    with pytest.raises(ConfigError, match="covers API") as info:
+        load_config(write(tmp_path, text))
+    assert info.value.key == "public_paths"
+
+
+def test_a_public_path_beside_or_below_a_context_loads(tmp_path: Path) -> None:
+    text = "public_paths = ['/pets/docs', '/petshop', '/health']\n[[apis]]\nname='pets'\ncontext='/pets'\n"
+    assert load_config(write(tmp_path, text)).public_paths == ("/pets/docs", "/petshop", "/health")

@@ -59,6 +59,7 @@ from asgi_apim.certs.resolver import _HINT, ABSENT, CertificateOutcome, Certific
 from asgi_apim.config import ApiConfig, SecurityConfig
 from asgi_apim.errors import (
     AuthenticationError,
+    BadRequest,
     InvalidCredentials,
     MissingCredentials,
     NotFound,
@@ -112,6 +113,14 @@ _NOWHERE = (None,)  # the peer of a scope without one: no host, never trusted
 def _general(send: Send, user: Principal, now: float) -> None:
     """The ticket of a tier whose plan `ThrottlingMiddleware.ticket` does not charge: the general path decides."""
     return None
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether ``path`` has a ``.`` or ``..`` segment (``%2e`` included: the server decoded it). The
+    routes are decided on the path as written; an app or a backend that resolves these segments
+    would serve another path than the one decided (``/health/../pets`` past a public path), so
+    such a path is refused, as a proxy would have removed them."""
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _public(scope: Scope, send: Send) -> Send:
@@ -184,6 +193,9 @@ class APISecurityMiddleware:
             self.background.ensure_started()
         known = self._routes.get(scope["path"])
         if type(known) is not tuple:  # new, or a path whose route depends on the method
+            if "/." in scope["path"] and _dot_segments(scope["path"]):
+                await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
+                return
             known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
         route, recall = known
         throttle = self.throttle

@@ -90,8 +90,8 @@ def setup(tmp_path: Path, pki: PKI) -> Setup:
     return Setup(tmp_path, pki)
 
 
-def _curl(served: Served, pki: PKI, path: str, cert: str | None = "client") -> tuple[int, dict[str, str], Any]:
-    argv = ["curl", "-sS", "-i", "--max-time", "10", "--cacert", str(pki.path("ca.pem"))]
+def _curl(served: Served, pki: PKI, path: str, cert: str | None = "client", *extra: str) -> tuple[int, dict[str, str], Any]:
+    argv = ["curl", "-sS", "-i", "--max-time", "10", "--cacert", str(pki.path("ca.pem")), *extra]
     if cert:
         argv += ["--cert", str(pki.path(f"{cert}.pem")), "--key", str(pki.path(f"{cert}.key"))]
     out = subprocess.run([*argv, served.url + path], capture_output=True, check=True, timeout=20).stdout.decode()
@@ -135,6 +135,13 @@ def test_no_certificate_is_401_missing_credentials(pets: Served, shared: Setup) 
     assert headers["content-type"] == "application/problem+json" and "www-authenticate" in headers
     assert body["code"] == 900902 and body["status"] == 401
     assert _get(pets, shared.pki.client_context(None), "/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/health/../pets/whoami", "/health/%2e%2e/pets/whoami", "/health/./x"])
+def test_a_path_with_dot_segments_is_refused(pets: Served, shared: Setup, path: str) -> None:
+    status, headers, body = _curl(pets, shared.pki, path, None, "--path-as-is")  # sent as written
+    assert (status, body["code"]) == (400, 900900)
+    assert headers["content-type"] == "application/problem+json"
 
 
 def test_unregistered_certificate_from_another_ca_is_refused(pets: Served, shared: Setup) -> None:
