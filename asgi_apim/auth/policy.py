@@ -376,6 +376,8 @@ class APISecurityMiddleware:
                 cert_failure = certificate_error(outcome, api.name)
                 if explain:
                     trace(f"mutual_ssl: {cert_failure.detail}")
+                if cert_failure.status == 400:  # a malformed header is refused whatever the mode, never read past
+                    raise cert_failure
             elif explain:
                 trace(f"mutual_ssl: accepted {cert_principal.subject} alias={cert_principal.alias} tier={cert_principal.tier}")
         if security.mutual_ssl == "mandatory":

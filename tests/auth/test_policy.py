@@ -253,10 +253,18 @@ async def _ignore(message: dict[str, Any]) -> None:
     return None
 
 
-async def test_malformed_certificate_header_is_400() -> None:
+@pytest.mark.parametrize("mutual_ssl, mandatory", [("mandatory", False), ("mandatory", True), ("optional", False), ("optional", True)])
+@pytest.mark.parametrize("cred", ["valid", "missing"])
+async def test_malformed_certificate_header_is_400_wherever_the_certificate_is_read(mutual_ssl: str, mandatory: bool, cred: str) -> None:
     bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
-    r = await call(stack("mandatory", False), "GET", "/pets/x", **{CERTIFICATE: bad})
+    r = await call(stack(mutual_ssl, mandatory), "GET", "/pets/x", CREDS[cred], **{CERTIFICATE: bad})
     assert r.status == 400 and r.json()["code"] == 900900
+
+
+async def test_a_malformed_certificate_header_is_not_read_where_mutual_ssl_is_disabled() -> None:
+    bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
+    r = await call(stack("disabled", True), "GET", "/pets/x", CREDS["valid"], **{CERTIFICATE: bad})
+    assert r.status == 200 and r.json()["method"] == "oauth2"
 
 
 async def test_starlette_conventions() -> None:
