@@ -398,6 +398,14 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
                                   " make resources public with `public = true` instead")
     throttling = _throttling(root.table("throttling"))
     kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
+    issuers: dict[str, str] = {}
+    for km in kms:  # a JWT goes to the key manager of its `iss`: a second one validating JWTs of that issuer would never be asked
+        if not (km.jwks_url or km.jwks_file or km.shared_secret):
+            continue  # introspection only: opaque tokens, asked in turn
+        if km.issuer in issuers:
+            raise ConfigError(f"key_managers[{km.name}].issuer", f"{km.issuer!r} is already the issuer of key manager {issuers[km.issuer]!r},"
+                              " whose JWTs it validates (give one key manager every key source of an issuer)")
+        issuers[km.issuer] = km.name
     api_keys_t = root.table("api_keys")
     api_keys = ApiKeysConfig(
         header=api_keys_t.header_name("header", "apikey").lower(),

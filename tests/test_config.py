@@ -240,3 +240,13 @@ def test_a_public_path_covering_an_api_is_refused(tmp_path: Path, public: str) -
 def test_a_public_path_beside_or_below_a_context_loads(tmp_path: Path) -> None:
     text = "public_paths = ['/pets/docs', '/petshop', '/health']\n[[apis]]\nname='pets'\ncontext='/pets'\n"
     assert load_config(write(tmp_path, text)).public_paths == ("/pets/docs", "/petshop", "/health")
+
+
+def test_two_key_managers_validating_one_issuer_s_jwts_are_refused(tmp_path: Path) -> None:
+    text = KM + "[[key_managers]]\nname='k2'\nissuer='i'\njwks_url='https://i/jwks.json'\n"
+    with pytest.raises(ConfigError, match="already the issuer of key manager 'k'") as info:
+        load_config(write(tmp_path, text))
+    assert info.value.key == "key_managers[k2].issuer"
+    # opaque tokens of the same issuer, introspected by a key manager of their own: nothing is shadowed
+    text = KM + "[[key_managers]]\nname='k2'\nissuer='i'\nintrospection_url='https://i/introspect'\nclient_id='c'\nclient_secret='s'\n"
+    assert [km.name for km in load_config(write(tmp_path, text)).key_managers] == ["k", "k2"]
