@@ -57,6 +57,10 @@ def serve(ns: argparse.Namespace) -> int:
         raise _usage(f"{ns.app!r}: expected MODULE:APP")
     if ns.ssl_keyfile and not ns.ssl_certfile:
         raise _usage("--ssl-keyfile needs --ssl-certfile")
+    for flag in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):  # ssl's own error names no file
+        value = getattr(ns, flag, None)
+        if value and not Path(value).is_file():
+            raise _usage(f"--{flag.replace('_', '-')} {value}: no such file")
     if ns.log_level.lower() not in uvicorn.config.LOG_LEVELS:
         raise _usage(f"--log-level {ns.log_level!r}: one of {', '.join(uvicorn.config.LOG_LEVELS)}")
     config_path = str(Path(ns.config).resolve())

@@ -151,3 +151,10 @@ def test_workers_build_the_stack_once_up_front(workdir: Path, uvicorn_run: list[
     assert _serve(workdir, "--workers", "2") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ca.pem" in err and uvicorn_run == []
+
+
+@pytest.mark.parametrize("flag", ["--ssl-certfile", "--ssl-ca-certs"])
+def test_a_missing_tls_file_is_named(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    assert _serve(workdir, flag, "certs/nowhere.pem") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag} certs/nowhere.pem: no such file" in err and uvicorn_run == []
