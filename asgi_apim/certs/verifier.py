@@ -6,7 +6,9 @@ a leaf asserting only anyExtendedKeyUsage does not have it); the default
 policy demands a SAN, which many client certificates lack, and an authority
 key identifier, which self-signed ones lack (both relaxed); the validation
 time is fixed when the verifier is built (`ChainVerifier` rebuilds it at least
-every minute, and never with a time ahead of the clock). Revocation is not
+every minute, and never with a time ahead of the clock; a chain refused as not
+yet valid at that time is asked again at the clock's, for a certificate issued
+within the minute). Revocation is not
 checked by cryptography at all (`asgi_apim.certs.crl`).
 """
 
@@ -115,9 +117,21 @@ class ChainVerifier:
         if self.store is None:
             return None, NOT_TRUSTED
         if self._verifier is None or not 0.0 <= now - self._built < VERIFIER_MAX_AGE:
-            self._verifier = build_client_verifier(self.store, dt.datetime.fromtimestamp(now, dt.timezone.utc))
-            self._built = now
+            self._build(now)
         try:
-            return self._verifier.verify(leaf, intermediates).chain, None
+            return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]
         except VerificationError as exc:
-            return None, describe(exc)
+            reason = describe(exc)
+        if reason == CHAIN_TIME and now - self._built >= 1.0:
+            # valid since the verifier's time (a certificate issued within the minute): asked again
+            # at the clock's time, at most once a second
+            self._build(now)
+            try:
+                return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]
+            except VerificationError as exc:
+                reason = describe(exc)
+        return None, reason
+
+    def _build(self, now: float) -> None:
+        self._verifier = build_client_verifier(self.store, dt.datetime.fromtimestamp(now, dt.timezone.utc))  # type: ignore[arg-type]
+        self._built = now

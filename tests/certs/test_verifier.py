@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from asgi_apim.certs.pki import Issued, issue_client
-from asgi_apim.certs.verifier import NO_CLIENT_AUTH, NOT_TRUSTED, ChainVerifier
+from asgi_apim.certs.verifier import CHAIN_TIME, NO_CLIENT_AUTH, NOT_TRUSTED, ChainVerifier
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -62,3 +62,29 @@ def test_client_auth_is_required_and_san_is_not() -> None:
     chain, reason = verify(ca, issue_client(ca, "server only", eku=[x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]))
     assert chain is None and reason == NO_CLIENT_AUTH
 
+
+
+def test_a_certificate_issued_since_the_verifier_was_built_is_verified_at_the_clock_s_time() -> None:
+    ca = ca_with(None)
+    verifier = ChainVerifier([ca.cert])
+    t0 = NOW.timestamp()
+    assert verifier.verify(issue_client(ca, "earlier").cert, [], t0)[0] is not None  # built at t0
+    fresh = custom_leaf(ca, not_before=NOW + dt.timedelta(seconds=20))  # issued after t0
+    chain, reason = verifier.verify(fresh.cert, [], t0 + 30)  # within the verifier's minute
+    assert chain is not None and reason is None
+    still_early = custom_leaf(ca, not_before=NOW + dt.timedelta(seconds=120))
+    assert verifier.verify(still_early.cert, [], t0 + 31)[1] == CHAIN_TIME  # not valid at the clock's time either
+
+
+def custom_leaf(ca: Issued, *, not_before: dt.datetime) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fresh")])
+    b = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)  # type: ignore[arg-type]
+    )
+    return Issued(b.sign(ca.key, hashes.SHA256()), key)  # type: ignore[arg-type]
