@@ -162,8 +162,8 @@ class CertificateValidator:
         self._der: dict[int, bytes] = {id(c): c.public_bytes(Encoding.DER) for c in material.anchors}
         for reg in material.registrations:
             der = self._der[id(reg.cert)] = reg.cert.public_bytes(Encoding.DER)
-            if not reg.is_ca:  # a registered CA stands for the leaves it issued, never for itself as a client
-                self._exact.setdefault(der, {}).setdefault(reg.api, Acceptance(reg.api, reg.alias, reg.tier, "exact"))
+            # exact for itself too, CA or not: `openssl req -x509` makes every self-signed certificate a CA
+            self._exact.setdefault(der, {}).setdefault(reg.api, Acceptance(reg.api, reg.alias, reg.tier, "exact"))
             self._accept.setdefault(id(reg), Acceptance(reg.api, reg.alias, reg.tier, "ca"))
             cas = by_api.setdefault(reg.api, {})
             if reg.is_ca:

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from asgi_apim.certs import validation
-from asgi_apim.certs.verifier import CA_AS_LEAF
 from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca, make_crl, new_key
 from asgi_apim.certs.truststore import RegisteredCertificate, TrustMaterial, load_trust
 from asgi_apim.certs.validation import (
@@ -141,16 +140,14 @@ def test_ca_registration_and_exact_wins(root: Issued, inter: Issued, leaf: Issue
 
 
 @pytest.mark.parametrize("chain_validation", [True, False])
-def test_a_registered_ca_is_never_a_client_certificate_itself(chain_validation: bool, root: Issued, inter: Issued, leaf: Issued) -> None:
-    regs = [reg("pets", "partner-ca", inter, "Silver"), reg("shop", "root-ca", root)]
-    v = CertificateValidator(material([], registrations=regs, apis=("pets", "shop")), chain_validation=chain_validation)
-    for presented in (ders(inter), ders(root), ders(inter, leaf)):  # the CA itself; a reversed chain
-        verdict = v.validate(presented)
-        assert verdict.acceptances == {}, presented
-        assert verdict.reason
-    if chain_validation:
-        assert v.validate(ders(inter)).reason == CA_AS_LEAF
+def test_a_registered_ca_certificate_is_exact_for_itself_as_well(chain_validation: bool, root: Issued, inter: Issued, leaf: Issued) -> None:
+    # a self-signed certificate from `openssl req -x509` is a CA: registered exactly, it must pass as itself
+    regs = [reg("pets", "partner-ca", inter, "Silver")]
+    v = CertificateValidator(material([], registrations=regs, apis=("pets",)), chain_validation=chain_validation)
+    assert v.validate(ders(inter)).accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "exact")
+    if chain_validation:  # and the leaves it issued, through it
         assert v.validate(ders(leaf)).accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "ca")
+    assert v.validate(ders(root)).acceptances == {}  # a CA that is not registered is no client
 
 
 def test_per_api_acceptance(root: Issued) -> None:
