@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from asgi_apim.errors import ConfigError, decrypted
+from asgi_apim.errors import ConfigError, decrypted, forget_decrypted
 
 _ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET = re.compile(r"^\$secret\{([^}]+)\}$")
@@ -95,6 +95,7 @@ class Resolver:
 
 def resolve_document(raw: Mapping[str, Any], decrypt: Decrypt | None) -> tuple[dict[str, Any], Secrets]:
     """Every value of a document resolved, but ``[encryption]`` and ``[secrets]``; and the decrypted secrets."""
+    forget_decrypted()  # the values of this configuration, not of one loaded before it
     table = Table(raw.get("secrets", {}), "secrets", Path())
     bare = Resolver({}, decrypt)
     # every [secrets] entry is a secret, written encrypted or not: none appears in an error either

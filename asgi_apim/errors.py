@@ -34,9 +34,10 @@ from typing import ClassVar
 from starlette.types import Send
 
 
-# Every value decrypted from a configuration (`asgi_apim._schema.Resolver`) is recorded here, so
-# that no error's text shows it: a bad value that came encrypted is named by its key alone. A
-# value shorter than four characters is no secret worth the name, and would garble every message.
+# Every value decrypted from the configuration last loaded (`asgi_apim._schema.resolve_document`
+# starts the set again for each), so that no error's text shows it: a bad value that came
+# encrypted is named by its key alone. A value shorter than four characters is no secret worth
+# the name, and would garble every message.
 _DECRYPTED: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 CONCEALED = "<decrypted value>"
@@ -49,6 +50,13 @@ def decrypted(value: str) -> str:
         _DECRYPTED.add(value)
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_DECRYPTED, key=len, reverse=True)))
     return value
+
+
+def forget_decrypted() -> None:
+    """Start the set of decrypted values again: a configuration is being loaded."""
+    global _pattern
+    _DECRYPTED.clear()
+    _pattern = None
 
 
 def concealed(text: str) -> str:

@@ -74,3 +74,11 @@ def test_concealing_is_one_pass_and_leaves_short_values(monkeypatch: pytest.Monk
     decrypted("value")  # inside the marker's own text: not replaced again
     decrypted("abc")  # too short to be a secret worth the name: every "abc" would go
     assert concealed("a value, abc") == f"a {CONCEALED}, abc"
+
+
+def test_loading_a_configuration_forgets_the_values_of_the_one_before(tmp_path: Path) -> None:
+    load_config(config(tmp_path, f'[secrets]\nx = "{seal("FIRST-CONFIG-secret")}"\n'))
+    assert concealed("FIRST-CONFIG-secret") == CONCEALED
+    (tmp_path / "second").mkdir()
+    load_config(config(tmp_path / "second", '[secrets]\ny = "plain-second-secret"\n'))
+    assert concealed("FIRST-CONFIG-secret plain-second-secret") == f"FIRST-CONFIG-secret {CONCEALED}"
