@@ -375,7 +375,7 @@ class APISecurityMiddleware:
             if cert_principal is None:
                 cert_failure = certificate_error(outcome, api.name)
                 if explain:
-                    trace(f"mutual_ssl: {cert_failure.detail}")
+                    trace(f"mutual_ssl: {'no client certificate' if outcome.verdict is None and outcome.error is None else cert_failure.detail}")
                 if cert_failure.status == 400:  # a malformed header is refused whatever the mode, never read past
                     raise cert_failure
             elif explain:

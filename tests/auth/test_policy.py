@@ -294,6 +294,7 @@ async def test_debug_header_explains() -> None:
     assert "decided by oauth2" in r.headers["x-apim-decision"]
     r = await call(app, "GET", "/pets/whoami")
     assert "rejected: 401 900902" in r.headers["x-apim-decision"]
+    assert "mutual_ssl: no client certificate" in r.headers["x-apim-decision"]  # optional: not "required"
 
 
 async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly() -> None:
