@@ -45,6 +45,7 @@ paths to the same answers.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -106,6 +107,8 @@ _Step = Callable[[Scope, Send], "Send | None"]
 
 _Known = tuple["Route", "_Recall | None"]
 
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\xa0-\xff]")  # what an HTTP header value cannot carry as it is
 
 _NOWHERE = (None,)  # the peer of a scope without one: no host, never trusted
 
@@ -345,7 +348,8 @@ class APISecurityMiddleware:
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                value = "; ".join(trace.steps).encode("latin-1", "replace")[:4000]
+                # a subject is the caller's text: anything but printable Latin-1 (CR and LF above all) would break the header
+                value = _UNPRINTABLE.sub("?", "; ".join(trace.steps)).encode("latin-1")[:4000]
                 message["headers"] = [*message.get("headers", []), (b"x-apim-decision", value)]
             await send(message)
 

@@ -297,6 +297,20 @@ async def test_debug_header_explains() -> None:
     assert "mutual_ssl: no client certificate" in r.headers["x-apim-decision"]  # optional: not "required"
 
 
+class HostileSubject(FakeAuth):
+    async def authenticate(self, credential: str, api: Any, scope: dict) -> Principal:
+        return Principal(method=self.scheme, subject="b\u2603\r\nX-Injected: 1\x00", api=api.name, tier="Silver", throttle_key="u:b")
+
+
+async def test_the_debug_header_carries_no_line_break_of_a_subject() -> None:
+    app = stack("disabled", True, {"oauth2": HostileSubject("oauth2", "x-token"), "basic": AUTHS["basic"]}, debug_headers=True)
+    r = await call(app, "GET", "/pets/whoami", [("x-token", "whatever")])
+    assert r.status == 200
+    decision = r.headers["x-apim-decision"]
+    assert "\r" not in decision and "\n" not in decision and "x-injected" not in r.headers
+    assert "accepted b???X-Injected: 1?" in decision  # the snowman, CR and LF, NUL
+
+
 async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly() -> None:
     """Fused (throttling right inside the security stage) the route is handed over in the call;
     with a layer between them it goes through the scope, and API tiers apply either way."""
