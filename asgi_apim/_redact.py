@@ -5,6 +5,7 @@ password-like query parameter replaced by ``***``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|auth|cred)[^=&;#]*)=)([^&;#]*)")
 
@@ -31,3 +32,12 @@ def redact(uri: str, text: str | None = None) -> str:
     if any(p and p in text for p in passwords):
         return f"{safe}: {WITHHELD}"
     return text
+
+
+def query_credentials(names: Sequence[str] = ()) -> re.Pattern[str]:
+    """A pattern of the query parameters that carry credentials: ``names`` (an API key's
+    parameter, say) and any whose name speaks of a password, secret, token, key or credential;
+    ``pattern.sub(r"\\1***", text)`` keeps each name and hides its value."""
+    listed = "|".join(re.escape(n) for n in names if n)
+    name = rf"(?:{listed}|[^=&;#?]*(?:pass|secret|token|auth|cred|key)[^=&;#?]*)" if listed else r"[^=&;#?]*(?:pass|secret|token|auth|cred|key)[^=&;#?]*"
+    return re.compile(rf"(?i)([?&;]{name}=)([^&;#]*)")

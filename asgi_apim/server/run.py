@@ -16,10 +16,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
+from asgi_apim._redact import query_credentials
 from asgi_apim.errors import APIMError
 from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for, create_app, import_app
 from asgi_apim.server.protocols import tls_protocols
@@ -44,10 +46,28 @@ def _protocols(http: str, ws: str) -> tuple[type, type | None]:
         raise APIMError(f"--http {http} / --ws {ws}: {exc}") from None
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration, with asgi-apim's loggers on its handler (in every worker)."""
+class QueryCredentials(logging.Filter):
+    """uvicorn's access log line without the credentials of its query string (an API key sent as
+    ``?apikey=``, a token as ``?access_token=``): each such value is logged as ``***``."""
+
+    def __init__(self, names: Sequence[str] = ()) -> None:
+        super().__init__()
+        self._pattern = query_credentials(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args  # uvicorn's: client address, method, path with query, HTTP version, status
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "=" in args[2]:
+            record.args = (*args[:2], self._pattern.sub(r"\1***", args[2]), *args[3:])
+        return True
+
+
+def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
+    """uvicorn's logging configuration, with asgi-apim's loggers on its handler and the access
+    log's query credentials hidden (in every worker)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["loggers"]["asgi_apim"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    config.setdefault("filters", {})["query_credentials"] = {"()": QueryCredentials, "names": [query_param]}
+    config["handlers"]["access"]["filters"] = ["query_credentials"]
     return config
 
 
@@ -101,7 +121,7 @@ def serve(ns: argparse.Namespace) -> int:
             forwarded_allow_ips=ns.forwarded_allow_ips,
             root_path=ns.root_path,
             log_level=ns.log_level,
-            log_config=log_config(ns.log_level),
+            log_config=log_config(ns.log_level, config.api_keys.query_param),
             access_log=ns.access_log,
             lifespan=ns.lifespan,
         )

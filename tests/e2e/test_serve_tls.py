@@ -6,6 +6,7 @@ import json
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,16 @@ def test_a_path_with_dot_segments_is_refused(pets: Served, shared: Setup, path: 
     status, headers, body = _curl(pets, shared.pki, path, None, "--path-as-is")  # sent as written
     assert (status, body["code"]) == (400, 900900)
     assert headers["content-type"] == "application/problem+json"
+
+
+def test_the_access_log_hides_credentials_in_the_query(pets: Served, shared: Setup) -> None:
+    _curl(pets, shared.pki, "/health?apikey=AK-secret-value&access_token=TOK-secret-value&page=2", None)
+    deadline = time.monotonic() + 5
+    while "/health?apikey" not in pets.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = pets.log()
+    assert "/health?apikey=***&access_token=***&page=2" in log
+    assert "secret-value" not in log
 
 
 def test_unregistered_certificate_from_another_ca_is_refused(pets: Served, shared: Setup) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,14 @@ def test_a_missing_tls_file_is_named(workdir: Path, uvicorn_run: list[dict[str, 
     assert _serve(workdir, flag, "certs/nowhere.pem") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{flag} certs/nowhere.pem: no such file" in err and uvicorn_run == []
+
+
+def test_the_access_log_filter_hides_the_configured_key_parameter_and_credential_names() -> None:
+    config = run.log_config("info", "partner_key")
+    assert config["handlers"]["access"]["filters"] == ["query_credentials"]
+    spec = dict(config["filters"]["query_credentials"])
+    hide = spec.pop("()")(**spec)  # as logging.config builds it, in every worker
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/a?partner_key=PK1&Password=PW2&q=keyboard&x=1", "1.1", 200), None)
+    assert hide.filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /a?partner_key=***&Password=***&q=keyboard&x=1 HTTP/1.1" 200'
