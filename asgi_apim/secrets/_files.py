@@ -47,9 +47,12 @@ def write_temp(path: Path, data: bytes, *, like: Path | None = None) -> Path:
     return temp
 
 
-def replace(temp: Path, path: Path) -> None:
-    """Atomically put ``temp`` in place of ``path`` and make the rename durable."""
+def replace(temp: Path, path: Path, *, renamed: Callable[[], None] = lambda: None) -> None:
+    """Atomically put ``temp`` in place of ``path`` and make the rename durable; ``renamed`` is
+    called as soon as ``path`` holds ``temp``'s content (a failure after it, in the directory's
+    fsync, leaves the new content in place)."""
     os.replace(temp, path)
+    renamed()
     fsync_dir(path.parent)
 
 

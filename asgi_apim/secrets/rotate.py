@@ -212,6 +212,11 @@ def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[Prep
     staged = [write_temp(path, data, like=path) for data in files]
     backup: Path | None = None
     changed = False
+
+    def renamed() -> None:
+        nonlocal changed
+        changed = True
+
     try:
         _checkpoint("staged")
         backup = _backup_path(path)
@@ -222,18 +227,16 @@ def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[Prep
             copy.unlink(missing_ok=True)  # gone once renamed: left only by a failed rename
         _checkpoint("backed-up")
         if prepared:  # the configuration knows the new key before any owner commits under it
-            replace(staged[0], path)
+            replace(staged[0], path, renamed=renamed)
             staged.pop(0)
-            changed = True
         _checkpoint("transitional")
         while prepared:
             prepared[0].commit()
             prepared.pop(0)
         _checkpoint("owners-committed")
         if staged:
-            replace(staged[0], path)
+            replace(staged[0], path, renamed=renamed)
             staged.pop(0)
-            changed = True
         _checkpoint("replaced")
     except BaseException as exc:
         if not changed:

@@ -339,13 +339,33 @@ def test_a_configuration_that_cannot_be_replaced_leaves_no_file_of_the_rotation(
     original, before = conf.read_bytes(), set(listing(conf.parent))
     real = rotate.replace
 
-    def refuse(temp: Path, path: Path) -> None:  # an immutable file (chattr +i): the rename onto it fails
+    def refuse(temp: Path, path: Path, **kw: object) -> None:  # an immutable file (chattr +i): the rename onto it fails
         if path == conf:
             raise PermissionError(1, "Operation not permitted", str(temp), None, str(path))
-        real(temp, path)
+        real(temp, path, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rotate, "replace", refuse)
     with pytest.raises(ConfigError, match="nothing changed"):
         rotate_key(conf, NEW)
     assert conf.read_bytes() == original
     assert set(listing(conf.parent)) == before  # neither the staged file (it holds the new key) nor a backup
+
+
+def test_a_failure_after_the_rename_keeps_the_backup_and_never_says_nothing_changed(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from asgi_apim.secrets import _files
+
+    original = conf.read_bytes()
+    real = _files.fsync_dir
+
+    def failing(directory: Path) -> None:  # the directory's fsync, after the rename onto the configuration
+        if conf.read_bytes() != original:
+            raise OSError(5, "Input/output error")
+        real(directory)
+
+    monkeypatch.setattr(_files, "fsync_dir", failing)
+    with pytest.raises(OSError) as info:
+        rotate_key(conf, NEW)
+    assert "nothing changed" not in str(info.value)
+    assert conf.read_bytes() != original and values_of(conf) == PLAIN  # the new file, whole, under the new key
+    backups = [n for n in listing(conf.parent) if n.endswith(".bak")]
+    assert len(backups) == 1 and (conf.parent / backups[0]).read_bytes() == original
