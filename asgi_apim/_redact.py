@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|auth|cred)[^=&;#]*)=)([^&;#]*)")
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#]*)=)([^&;#]*)")
 
 
 WITHHELD = "(the details are withheld: they quote the URI's credentials)"
@@ -15,7 +15,7 @@ WITHHELD = "(the details are withheld: they quote the URI's credentials)"
 
 def redact(uri: str, text: str | None = None) -> str:
     """``text`` (default: the URI itself) without the URI's credentials: the value of any query
-    parameter whose name speaks of a password, secret, token or credential, then the user
+    parameter whose name speaks of a password, secret, token, key, signature or credential, then the user
     information (everything between ``://`` and the last ``@``, whether the URI parses or not).
     A message that still holds a password once the URI in it is redacted (an error quoting a
     part of it) is withheld, all but the redacted URI."""
@@ -39,5 +39,5 @@ def query_credentials(names: Sequence[str] = ()) -> re.Pattern[str]:
     parameter, say) and any whose name speaks of a password, secret, token, key or credential;
     ``pattern.sub(r"\\1***", text)`` keeps each name and hides its value."""
     listed = "|".join(re.escape(n) for n in names if n)
-    name = rf"(?:{listed}|[^=&;#?]*(?:pass|secret|token|auth|cred|key)[^=&;#?]*)" if listed else r"[^=&;#?]*(?:pass|secret|token|auth|cred|key)[^=&;#?]*"
+    name = rf"(?:{listed}|[^=&;#?]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#?]*)" if listed else r"[^=&;#?]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#?]*"
     return re.compile(rf"(?i)([?&;]{name}=)([^&;#]*)")

@@ -172,10 +172,15 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     return found
 
 
+QUIET_LOGGERS = ("httpx", "httpcore")  # the JWKS and introspection clients' own loggers: warnings only
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in QUIET_LOGGERS:  # httpx logs every request's URL, credentials and all, at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(ns.handler(ns) or 0)
     except UsageError as exc:

@@ -66,6 +66,8 @@ def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
     log's query credentials hidden (in every worker)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["loggers"]["asgi_apim"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    for noisy in ("httpx", "httpcore"):  # httpx logs every request's URL, credentials and all, at INFO
+        config["loggers"][noisy] = {"level": "WARNING"}
     config.setdefault("filters", {})["query_credentials"] = {"()": QueryCredentials, "names": [query_param]}
     config["handlers"]["access"]["filters"] = ["query_credentials"]
     return config

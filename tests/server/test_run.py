@@ -170,3 +170,13 @@ def test_the_access_log_filter_hides_the_configured_key_parameter_and_credential
                                ("127.0.0.1:5", "GET", "/a?partner_key=PK1&Password=PW2&q=keyboard&x=1", "1.1", 200), None)
     assert hide.filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "GET /a?partner_key=***&Password=***&q=keyboard&x=1 HTTP/1.1" 200'
+
+
+def test_httpx_s_request_lines_are_not_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    # httpx logs each request's URL at INFO, with the user information and query of a JWKS or
+    # introspection URL: the serve process (its CLI logging and every worker's) keeps httpx to warnings
+    assert run.log_config("info")["loggers"]["httpx"] == {"level": "WARNING"}
+    main(["keygen"])
+    capsys.readouterr()
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
