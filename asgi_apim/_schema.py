@@ -17,6 +17,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from asgi_apim.errors import ConfigError, decrypted, forget_decrypted
@@ -192,6 +193,11 @@ class Table:
         value: str | None = self.str(name)
         if value is not None and not _HTTP_URL.match(value):
             raise ConfigError(self._k(name), "must be an http:// or https:// URL")
+        if value is not None:
+            try:
+                urlsplit(value).port  # noqa: B018 - a port out of range, or not a number, raises here
+            except ValueError:
+                raise ConfigError(self._k(name), "has a port that is not a number from 0 to 65535") from None
         return value
 
     def path_prefix(self, name: str) -> str:

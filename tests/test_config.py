@@ -250,3 +250,10 @@ def test_two_key_managers_validating_one_issuer_s_jwts_are_refused(tmp_path: Pat
     # opaque tokens of the same issuer, introspected by a key manager of their own: nothing is shadowed
     text = KM + "[[key_managers]]\nname='k2'\nissuer='i'\nintrospection_url='https://i/introspect'\nclient_id='c'\nclient_secret='s'\n"
     assert [km.name for km in load_config(write(tmp_path, text)).key_managers] == ["k", "k2"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/jwks", "https://h:port/jwks"])
+def test_a_key_manager_url_with_an_impossible_port_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="port") as info:
+        load_config(write(tmp_path, f"[[key_managers]]\nname='k'\nissuer='i'\njwks_url='{url}'\n"))
+    assert info.value.key == "key_managers[0].jwks_url"

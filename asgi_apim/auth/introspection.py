@@ -84,7 +84,7 @@ class Introspector:
                 auth=self._auth,  # type: ignore[arg-type]
                 headers={"accept": "application/json"},
             )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - httpx's errors, and a URL it cannot use: the endpoint is unreachable
             logger.warning("introspection at %s failed: %s", self._shown, type(exc).__name__)
             raise IntrospectionError("introspection endpoint unreachable") from None
         if response.status_code != 200:

@@ -171,7 +171,7 @@ class JWKSource:
             if len(response.content) > MAX_JWKS_BYTES:
                 raise JWKSError("JWKS larger than 1 MiB")
             keys, prints = parse_jwks(json.loads(response.content), self.algorithms)
-        except (httpx.HTTPError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the last good keys (httpx's, a bad answer, a URL it cannot use)
             logger.warning("JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
                            self.name, self._shown, len(self._keys), concealed(redact(self.url, str(exc))))
             return False

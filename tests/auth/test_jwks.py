@@ -193,3 +193,14 @@ async def test_the_jwks_url_s_credentials_never_reach_the_log(idp: IdP, caplog: 
         await auth.aclose()
     assert "JWKS fetch" in caplog.text
     assert "jwkssecret" not in caplog.text and "qtoken" not in caplog.text
+
+
+async def test_a_fetch_failing_outside_httpx_keeps_the_refresher_alive(caplog: pytest.LogCaptureFixture) -> None:
+    source = JWKSource(("RS256",), url="http://127.0.0.1:99999/jwks.json", name="idp")  # httpx raises OverflowError for the port
+    try:
+        with caplog.at_level(logging.WARNING):
+            await source.start()  # logs, does not raise: the background job lives on
+        assert source._task is not None and not source._task.done()
+        assert "JWKS fetch for key manager 'idp'" in caplog.text
+    finally:
+        await source.aclose()
