@@ -8,7 +8,7 @@ key identifier, which self-signed ones lack (both relaxed); the validation
 time is fixed when the verifier is built (`ChainVerifier` rebuilds it at least
 every minute, and never with a time ahead of the clock; a chain refused as not
 yet valid at that time is asked again at the clock's, for a certificate issued
-within the minute). Revocation is not
+within the minute, once per second begun). Revocation is not
 checked by cryptography at all (`asgi_apim.certs.crl`).
 """
 
@@ -122,9 +122,9 @@ class ChainVerifier:
             return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]
         except VerificationError as exc:
             reason = describe(exc)
-        if reason == CHAIN_TIME and now - self._built >= 1.0:
+        if reason == CHAIN_TIME and int(now) > int(self._built):
             # valid since the verifier's time (a certificate issued within the minute): asked again
-            # at the clock's time, at most once a second
+            # at the clock's time, once a whole second has begun since (validity is in whole seconds)
             self._build(now)
             try:
                 return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]

@@ -76,6 +76,16 @@ def test_a_certificate_issued_since_the_verifier_was_built_is_verified_at_the_cl
     assert verifier.verify(still_early.cert, [], t0 + 31)[1] == CHAIN_TIME  # not valid at the clock's time either
 
 
+def test_a_certificate_valid_from_the_next_second_is_verified_once_that_second_begins() -> None:
+    ca = ca_with(None)
+    verifier = ChainVerifier([ca.cert])
+    second = float(int(NOW.timestamp()) + 100)
+    verifier.verify(issue_client(ca, "earlier").cert, [], second - 0.18)  # built at s - 0.18
+    fresh = custom_leaf(ca, not_before=dt.datetime.fromtimestamp(second, dt.timezone.utc))
+    chain, reason = verifier.verify(fresh.cert, [], second + 0.05)  # 0.23 s later, in the next second
+    assert chain is not None and reason is None
+
+
 def custom_leaf(ca: Issued, *, not_before: dt.datetime) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fresh")])
