@@ -97,6 +97,8 @@ class CertificateResolver:
         for name, value in scope["headers"]:
             if name == header:
                 if raw is not None:
+                    if not self._from_trusted_proxy(scope):
+                        break  # never believed from this peer, once or twice: ignored below, like any header of its
                     return CertificateOutcome("header", error=CertificateHeaderError("the client certificate header appears more than once"))
                 raw = value
         tls = (scope["extensions"] or {}).get("tls") if "extensions" in scope else None

@@ -78,6 +78,13 @@ def test_header_from_untrusted_peer_is_never_believed(tmp_path: Path, pki: dict[
     assert r.resolve(scope).source == "tls"
 
 
+def test_a_header_sent_twice_is_refused_from_a_trusted_proxy_and_ignored_from_anyone_else(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    twice = [(HDR, header(pki["client"])), (HDR, header(pki["stranger"]))]
+    assert isinstance(r.resolve(make_scope("GET", "/pets", twice)).error, CertificateHeaderError)
+    assert r.resolve(make_scope("GET", "/pets", twice, client=("10.9.9.9", 1))) is ABSENT
+
+
 def test_rewritten_client_does_not_make_a_peer_trusted(tmp_path: Path, pki: dict[str, Issued]) -> None:
     r = build(tmp_path)
     # uvicorn's proxy-headers middleware set client from X-Forwarded-For; the socket peer was 10.9.9.9
