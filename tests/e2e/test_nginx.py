@@ -149,3 +149,54 @@ def test_nginx_is_really_in_the_path(stack: Stack, tmp_path: Path) -> None:
     with pytest.raises(httpx.ConnectError):  # asgi-apim itself speaks plain HTTP only
         httpx.get(f"https://127.0.0.1:{stack.app.port}/health", verify=ssl.create_default_context(), timeout=5)
     assert _edge(stack, "client").headers["server"].startswith("nginx")
+
+
+RELAY_CONFIG = CONFIG.replace('trusted_proxies = ["{proxy}/32"]', 'trusted_proxies = ["{proxy}/32"]\nenable_client_validation = true')
+
+RELAY_BLOCK = """
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_verify_client optional_no_ca;
+        location / {{
+            proxy_pass https://127.0.0.1:{upstream};
+            proxy_bind {proxy};
+            proxy_ssl_certificate {proxy_cert};
+            proxy_ssl_certificate_key {proxy_key};
+            proxy_ssl_session_reuse off;
+            proxy_set_header X-WSO2-CLIENT-CERTIFICATE $ssl_client_escaped_cert;
+        }}
+    }}
+"""
+
+
+@pytest.fixture(scope="module")
+def relay(module_servers: Servers, module_pki: PKI) -> Stack:
+    """The relay model: nginx connects over TLS with a certificate of its own, issued by the CA the API trusts."""
+    from asgi_apim.certs.pki import issue_client
+
+    issue_client(module_pki.ca, "nginx relay").write(module_pki.path("relay.pem"), module_pki.path("relay.key"))
+    config = module_servers.tmp / "relay.toml"
+    config.write_text(RELAY_CONFIG.format(key=os.urandom(32).hex(), proxy=PROXY_ADDR, ca=module_pki.path("ca.pem")))
+    app = module_servers.serve("example_app.main:app", config, tls_pki=module_pki)
+    edge_port = free_port()
+    module_servers.nginx(
+        RELAY_BLOCK.format(port=edge_port, cert=module_pki.path("server.pem"), key=module_pki.path("server.key"),
+                           upstream=app.port, proxy=PROXY_ADDR, proxy_cert=module_pki.path("relay.pem"),
+                           proxy_key=module_pki.path("relay.key")),
+        edge_port,
+    )
+    return Stack(app, edge_port, module_pki)
+
+
+def test_in_the_relay_model_the_client_s_certificate_is_the_header_s(relay: Stack) -> None:
+    response = _edge(relay, "client")
+    assert response.status_code == 200, response.text
+    assert response.json()["subject"] == relay.pki.client.cert.subject.rfc4514_string()
+
+
+def test_in_the_relay_model_a_client_without_a_certificate_is_not_the_proxy(relay: Stack) -> None:
+    # nginx sends no header for it, and connects with its own certificate: that one is the proxy's
+    response = _edge(relay, None)
+    assert response.status_code == 401 and response.json()["code"] == 900902, response.text
