@@ -118,12 +118,16 @@ def _general(send: Send, user: Principal, now: float) -> None:
     return None
 
 
+_SEPARATORS = re.compile(r"[/\\]")  # a backslash separates segments too, for some servers and backends
+
+
 def _dot_segments(path: str) -> bool:
-    """Whether ``path`` has a ``.`` or ``..`` segment (``%2e`` included: the server decoded it). The
-    routes are decided on the path as written; an app or a backend that resolves these segments
-    would serve another path than the one decided (``/health/../pets`` past a public path), so
-    such a path is refused, as a proxy would have removed them."""
-    return any(segment in (".", "..") for segment in path.split("/"))
+    """Whether ``path`` has a ``.`` or ``..`` segment (``%2e`` included: the server decoded it;
+    after a backslash, or with a ``;`` parameter as Tomcat reads ``..;``, too). The routes are
+    decided on the path as written; an app or a backend that resolves these segments would serve
+    another path than the one decided (``/health/../pets`` past a public path), so such a path
+    is refused, as a proxy would have removed them."""
+    return any(segment.partition(";")[0] in (".", "..") for segment in _SEPARATORS.split(path))
 
 
 def _public(scope: Scope, send: Send) -> Send:
@@ -196,7 +200,7 @@ class APISecurityMiddleware:
             self.background.ensure_started()
         known = self._routes.get(scope["path"])
         if type(known) is not tuple:  # new, or a path whose route depends on the method
-            if "/." in scope["path"] and _dot_segments(scope["path"]):
+            if "." in scope["path"] and _dot_segments(scope["path"]):  # a path met for the first time only
                 await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
                 return
             known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
