@@ -45,7 +45,10 @@ class Router:
             for r in api.resources:
                 full = r.path if _under(r.path, api.context) else api.context.rstrip("/") + r.path
                 regex, _, _ = compile_path(full)
-                compiled.append((regex, frozenset(r.methods), r))
+                methods = frozenset(r.methods)
+                if "GET" in methods:  # Starlette (and HTTP) serve HEAD with the GET handler: the same rules apply
+                    methods |= {"HEAD"}
+                compiled.append((regex, methods, r))
             self._resources[api.name] = compiled
         self._cache: dict[tuple[str, str], Route] = {}
 

@@ -63,3 +63,11 @@ def test_which_paths_route_by_method() -> None:
     for path in ("/pets", "/pets/7/extra", "/pets/admin/7", "/health", "/api/x", "/elsewhere"):
         assert not r.varies_by_method(r.match("GET", path), path), path
         assert len({r.match(m, path) for m in ("GET", "POST", "DELETE")}) == 1, path
+
+
+def test_head_follows_the_get_resource_it_is_served_by() -> None:
+    # Starlette answers HEAD with the GET endpoint: a GET resource's rules (scopes, public) are HEAD's too
+    r = router()
+    assert r.match("HEAD", "/pets/open").resource is r.match("GET", "/pets/open").resource is not None
+    assert r.match("HEAD", "/pets/open").public
+    assert r.match("HEAD", "/pets/1").resource is None  # DELETE's resource is not HEAD's

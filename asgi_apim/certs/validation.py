@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from math import inf
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,16 @@ class CertificateValidator:
                 ca_certs.setdefault(der, reg.cert)
         self._exact_sizes = frozenset(map(len, self._exact))  # a presented leaf of another size is not hashed to look it up
         anchors = {self._der[id(c)]: c for c in material.anchors}
+        if material.crls:  # a CA that a loaded CRL revokes anchors nothing (a chain stops at an anchor: its CRL would go unread)
+            cas = {**anchors, **ca_certs}
+            listed = Revocations(material.crls, cas.values())
+            gone = {d for d, c in cas.items() if not self_signed(c) and listed.revoked_without_chain(c, tuple(cas.values()))}
+            for d in gone:
+                logger.warning("CA certificate %s is revoked by a loaded CRL: it is not trusted", cas[d].subject.rfc4514_string())
+                anchors.pop(d, None)
+                ca_certs.pop(d, None)
+                for registered in by_api.values():
+                    registered.pop(d, None)
         self._verifier = ChainVerifier(tuple({**anchors, **ca_certs}.values()))
         self._intermediates = [c for c in anchors.values() if not self_signed(c)]
         self._pool = self._intermediates + [c for d, c in ca_certs.items() if d not in anchors and not self_signed(c)]
@@ -186,6 +197,9 @@ class CertificateValidator:
                 self._open[api] = Acceptance(api, None, tiers[api], "truststore")
             self._scopes[api] = tuple(scopes)
         known = (*anchors.values(), *ca_certs.values())
+        # when the first trusted CA certificate that is not yet valid becomes valid: a chain refused
+        # for its time is decided again then (the presented certificates' own times are `_expiry`'s)
+        self._ca_valid_from = min((nb for c in known if (nb := c.not_valid_before_utc.timestamp()) > time.time()), default=inf)
         self._not_after = {id(c): c.not_valid_after_utc.timestamp() for c in known}
         self._ca_after: dict[bytes, float] = {}  # presented CA certificates (clients resend theirs), bounded
         # per chain end (the DER of the anchor, or the tuple of a longer chain's CA part): the
@@ -313,6 +327,8 @@ class CertificateValidator:
         if now > not_after:
             return _refused(leaf, ders, EXPIRED, not_after, now)  # not kept: never outlive not_after
         until = _expiry(now, certs)
+        if chain_reason == CHAIN_TIME and self._ca_valid_from < until:
+            until = max(self._ca_valid_from, now)  # a trusted CA becomes valid then: not kept past it
         exact = self._exact.get(ders[0])
         if exact and self._revocations.revoked_without_chain(leaf, certs[1:]):
             return _refused(leaf, ders, REVOKED, not_after, until)

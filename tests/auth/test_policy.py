@@ -194,6 +194,17 @@ async def test_resource_scopes() -> None:
     assert r.status == 200 and r.json()["method"] == "mutual_ssl"
 
 
+async def test_head_is_held_to_its_get_resource_s_scopes() -> None:
+    # a scoped GET-only resource: HEAD (served by the GET endpoint) needs the scope too
+    cfg = parse_config({"apis": [{"name": "t", "context": "/t", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]},
+                                  "resources": [{"path": "/t/admin", "methods": ["GET"], "scopes": ["admin"]}]}]}, base=Path("/"))
+    app = APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS)
+    for method in ("GET", "HEAD", "HEAD"):  # the second HEAD from the remembered route
+        r = await call(app, method, "/t/admin", [("x-token", "good:read")])
+        assert r.status == 403, method
+    assert (await call(app, "HEAD", "/t/admin", [("x-token", "good:admin")])).status == 200
+
+
 async def test_one_path_routed_by_method_keeps_each_methods_rules() -> None:
     """Routes are remembered per path and, where a resource names methods, per method too."""
     app = stack("disabled", True, application=("oauth2",))

@@ -16,6 +16,7 @@ from asgi_apim.certs import validation
 from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca, make_crl, new_key
 from asgi_apim.certs.truststore import RegisteredCertificate, TrustMaterial, load_trust
 from asgi_apim.certs.validation import (
+    ISSUER_REVOKED,
     CertificateValidator,
     load_pem_chain,
 )
@@ -238,6 +239,28 @@ def test_revoked_leaf_and_intermediate(root: Issued, inter: Issued, leaf: Issued
     assert v2.validate(ders(sibling, inter)).reason == "an issuing CA certificate of its chain is revoked"
     assert v2.validate(ders(sibling, inter)).acceptances == {}
     assert v2.validate(ders(issue_client(root, "direct"))).accepted_for("open") is not None
+
+
+def test_a_registered_intermediate_revoked_by_its_root_s_crl_admits_no_leaf(root: Issued, inter: Issued, leaf: Issued) -> None:
+    # the chain would stop at the registered intermediate, an anchor: the root's CRL on it would go unread
+    by_root = make_crl(root, [inter.cert.serial_number])
+    regs = [reg("f", "partner-ca", inter)]
+    v = CertificateValidator(material([root], registrations=regs, crls=[by_root], apis=("f",)))
+    verdict = v.validate(ders(leaf, inter))
+    assert verdict.acceptances == {} and verdict.reason == ISSUER_REVOKED
+    assert v.validate(ders(leaf)).acceptances == {}  # nor without the intermediate: it anchors nothing now
+    # not revoked: admitted through the registered intermediate
+    fine = CertificateValidator(material([root], registrations=regs, apis=("f",)))
+    assert fine.validate(ders(leaf, inter)).accepted_for("f") == validation.Acceptance("f", "partner-ca", "Gold", "ca")
+
+
+def test_a_refusal_for_a_ca_not_yet_valid_is_not_kept_past_the_moment_it_becomes_valid() -> None:
+    soon = NOW + dt.timedelta(seconds=30)
+    ca = custom(None, "future CA", not_before=soon, ca=True)
+    early_leaf = custom(ca, "leaf", not_before=NOW - dt.timedelta(days=1))
+    verdict = CertificateValidator(material([ca])).validate(ders(early_leaf))
+    assert verdict.acceptances == {} and verdict.reason
+    assert verdict.valid_until <= soon.timestamp() + 1  # decided again once the CA is valid, not a minute later
 
 
 def test_crl_signed_by_the_wrong_key_is_ignored(root: Issued, inter: Issued, leaf: Issued) -> None:
