@@ -153,7 +153,7 @@ class Table:
             raise ConfigError(self._k(name), "must be true or false")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0, maximum: float = math.inf) -> float:
         value = self._get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(self._k(name), f"must be a number >= {minimum}")
@@ -161,6 +161,8 @@ class Table:
             raise ConfigError(self._k(name), f"must be a finite number >= {minimum} (got {value})")
         if value < minimum:
             raise ConfigError(self._k(name), f"must be a number >= {minimum} (got {value})")
+        if value > maximum:
+            raise ConfigError(self._k(name), f"must be a number <= {maximum:g} (got {value})")
         return float(value)
 
     def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -214,6 +216,9 @@ class Table:
             raise ConfigError(self._k(name), "must start with /")
         if set("{}") & set(_PATH_PARAM.sub("", value)):
             raise ConfigError(self._k(name), f"{value!r} is not a path template such as /pets/{{id}} or /pets/{{id:int}}")
+        params = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)", value)
+        if len(params) != len(set(params)):
+            raise ConfigError(self._k(name), f"{value!r} names a path parameter twice")
         return value
 
     def database_url(self, name: str) -> str | None:
@@ -225,10 +230,18 @@ class Table:
 
     def path(self, name: str, *, required: bool = False) -> Path | None:
         value = self.str(name, required=required)
-        return None if value is None else resolve_path(self.base, value)
+        return None if value is None else self._file_path(self._k(name), value)
 
     def paths(self, name: str) -> tuple[Path, ...]:
-        return tuple(resolve_path(self.base, v) for v in self.strs(name))
+        return tuple(self._file_path(f"{self._k(name)}[{i}]", v) for i, v in enumerate(self.strs(name)))
+
+    def _file_path(self, key: str, value: str) -> Path:
+        """A file path: never empty (it would name the configuration's own directory), no NUL."""
+        if not value.strip():
+            raise ConfigError(key, "is empty: give a file or directory path")
+        if "\x00" in value:
+            raise ConfigError(key, "contains a NUL character")
+        return resolve_path(self.base, value)
 
     def table(self, name: str) -> Table:
         return Table(self._get(name, {}), self._k(name), self.base)

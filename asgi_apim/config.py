@@ -312,7 +312,7 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
         introspection_url=t.http_url("introspection_url"),
         client_id=t.str("client_id"),
         client_secret=t.str("client_secret"),
-        leeway=t.number("leeway", 30),
+        leeway=t.number("leeway", 30, maximum=600),  # clock skew: more would make `exp` meaningless
         tier_claim=t.str("tier_claim"),
         default_tier=t.str("default_tier", "Unlimited", required=True),
         subscriber_claim=t.strs("subscriber_claim", subscriber_claim),
@@ -322,6 +322,10 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
     t.done()
     if not (km.jwks_url or km.jwks_file or km.shared_secret or km.introspection_url):
         raise ConfigError(t.key, "needs jwks_url, jwks_file, shared_secret or introspection_url")
+    if km.jwks_url and km.jwks_file:
+        raise ConfigError(f"{t.key}.jwks_file", "and jwks_url are both set: give one source of keys")
+    if not km.algorithms:
+        raise ConfigError(f"{t.key}.algorithms", "lists no algorithm: no token could pass")
     if any(a.lower() == "none" for a in km.algorithms):
         raise ConfigError(f"{t.key}.algorithms", "'none' is never allowed")
     if any(a.upper().startswith("HS") for a in km.algorithms) and not km.shared_secret:
@@ -398,6 +402,9 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
                                   " make resources public with `public = true` instead")
     throttling = _throttling(root.table("throttling"))
     kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
+    km_names = [km.name for km in kms]
+    if len(set(km_names)) != len(km_names):
+        raise ConfigError("key_managers", "key manager names must be unique")
     issuers: dict[str, str] = {}
     for km in kms:  # a JWT goes to the key manager of its `iss`: a second one validating JWTs of that issuer would never be asked
         if not (km.jwks_url or km.jwks_file or km.shared_secret):

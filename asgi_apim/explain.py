@@ -146,6 +146,16 @@ def check_command(ns: argparse.Namespace) -> int:
         status, lines = asyncio.run(explain_request(config, ns.request, ns.header, ns.cert_opt or ns.cert, ns.peer))
         print("\n".join(lines))
         return 0 if status < 400 else 1
+    _build_stack(config)  # what serve would refuse at start-up, check refuses too (authenticators, storage, routes)
     accepted, lines = check_certificate(config, ns.cert)
     print("\n".join(lines))
     return 0 if accepted else 1
+
+
+def _build_stack(config: Config) -> None:
+    from asgi_apim import protect
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    protect(app, config)

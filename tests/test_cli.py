@@ -205,3 +205,13 @@ def test_pki_init_refuses_a_non_positive_lifetime(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     server = x509.load_pem_x509_certificate((tmp_path / "pki" / "server.pem").read_bytes())
     assert (server.not_valid_after_utc - server.not_valid_before_utc).days in (1, 2)
+
+
+def test_check_refuses_what_serve_would_refuse_at_start_up(tmp_path: Path) -> None:
+    run("pki", "init", str(tmp_path / "pki"))
+    (tmp_path / "d.toml").write_text(
+        '[encryption]\nkey = "' + "ab" * 32 + '"\n[api_keys]\nsigning_key = "nowhere.pem"\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "optional"\napplication = ["api_key"]\n'
+    )
+    out = run("check", "--config", str(tmp_path / "d.toml"), str(tmp_path / "pki" / "client.pem"))
+    assert out.returncode == 1 and "api_keys.signing_key" in out.stderr, out.stderr

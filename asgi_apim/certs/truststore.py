@@ -87,17 +87,21 @@ def _read(path: Path) -> bytes:
 def _directory(path: Path) -> list[Path]:
     try:
         children = sorted(path.iterdir())
+        suffixes = CERTIFICATE_SUFFIXES + PKCS12_SUFFIXES + JKS_SUFFIXES
+        return [c for c in children if c.suffix.lower() in suffixes and not c.name.startswith(".") and c.is_file()]
     except OSError as exc:
         raise TruststoreError(f"{path}: cannot list the directory ({exc.strerror or exc})") from None
-    suffixes = CERTIFICATE_SUFFIXES + PKCS12_SUFFIXES + JKS_SUFFIXES
-    return [c for c in children if c.suffix.lower() in suffixes and not c.name.startswith(".") and c.is_file()]
 
 
 def _read_sources(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> tuple[list[_Source], bytes]:
     """Every source file's contents, directories listed anew, and their digest."""
     sources: list[_Source] = []
     for entry in mutual_ssl.truststore:
-        files = _directory(entry) if entry.is_dir() else [entry]
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:  # pathlib lets a permission or a name too long through
+            raise TruststoreError(f"{entry}: cannot be read ({exc.strerror or exc})") from None
+        files = _directory(entry) if is_dir else [entry]
         sources.extend(_Source("truststore", f, _read(f)) for f in files)
     sources.extend(_Source("crl", p, _read(p)) for p in mutual_ssl.crl)
     for api in apis:

@@ -244,6 +244,9 @@ def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[Prep
                 backup.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise ConfigError("", f"nothing changed: {path} could not be replaced ({exc.strerror or exc})") from None
+        elif isinstance(exc, OSError):
+            raise ConfigError("", f"{path} was replaced and may hold the new key, but the rotation failed after it"
+                                  f" ({exc.strerror or exc}); the original is kept in {backup}") from None
         raise
     finally:
         for temp in staged:

@@ -11,6 +11,7 @@ default tiers are present unless the configuration redefines them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class Tier:
         return UNLIMITED if self.unlimited else ";".join(f"{i.amount}/{i.multiples} {i.GRANULARITY.name}" for i in self.limits)
 
 
+_ZERO_WINDOW = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
+
+
 def parse_tier(name: str, value: str) -> Tier:
     """One ``[throttling.tiers]`` entry. Raises `ConfigError` naming the key."""
     key = f"throttling.tiers.{name}"
@@ -50,7 +54,11 @@ def parse_tier(name: str, value: str) -> Tier:
         raise ConfigError(key, f"{value!r} is not a limit such as '1000/minute', '10/second;1000/hour' or 'unlimited'") from None
     if not items:
         raise ConfigError(key, f"{value!r} names no limit")
+    if _ZERO_WINDOW.search(value):  # `limits` reads "10/0 minute" as 10/minute
+        raise ConfigError(key, f"{value!r} has an empty window")
     for item in items:
+        if item.amount > 2**53:  # a count Redis keeps in a double, and Lua's numbers, cannot be exact beyond
+            raise ConfigError(key, f"{value!r} allows more requests than can be counted exactly (at most 2**53); use 'unlimited'")
         if item.get_expiry() <= 0:
             raise ConfigError(key, f"{value!r} has an empty window")
         if item.amount < 1:  # would answer every request 429 ("retry later"), which no later retry changes

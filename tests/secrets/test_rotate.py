@@ -363,9 +363,9 @@ def test_a_failure_after_the_rename_keeps_the_backup_and_never_says_nothing_chan
         real(directory)
 
     monkeypatch.setattr(_files, "fsync_dir", failing)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(ConfigError) as info:
         rotate_key(conf, NEW)
-    assert "nothing changed" not in str(info.value)
+    assert "nothing changed" not in str(info.value) and "the original is kept in" in str(info.value)
     assert conf.read_bytes() != original and values_of(conf) == PLAIN  # the new file, whole, under the new key
     backups = [n for n in listing(conf.parent) if n.endswith(".bak")]
     assert len(backups) == 1 and (conf.parent / backups[0]).read_bytes() == original
