@@ -153,22 +153,12 @@ def test_nginx_is_really_in_the_path(stack: Stack, tmp_path: Path) -> None:
 
 RELAY_CONFIG = CONFIG.replace('trusted_proxies = ["{proxy}/32"]', 'trusted_proxies = ["{proxy}/32"]\nenable_client_validation = true')
 
-RELAY_BLOCK = """
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_verify_client optional_no_ca;
-        location / {{
-            proxy_pass https://127.0.0.1:{upstream};
-            proxy_bind {proxy};
-            proxy_ssl_certificate {proxy_cert};
-            proxy_ssl_certificate_key {proxy_key};
-            proxy_ssl_session_reuse off;
-            proxy_set_header X-WSO2-CLIENT-CERTIFICATE $ssl_client_escaped_cert;
-        }}
-    }}
-"""
+# the relay model: nginx connects over TLS, with a certificate of its own
+RELAY_BLOCK = SERVER_BLOCK.replace("proxy_pass http://", "proxy_pass https://").replace(
+    "proxy_bind {proxy};",
+    "proxy_bind {proxy};\n            proxy_ssl_certificate {proxy_cert};\n            proxy_ssl_certificate_key {proxy_key};"
+    "\n            proxy_ssl_session_reuse off;",
+)
 
 
 @pytest.fixture(scope="module")
