@@ -205,8 +205,9 @@ class Table:
     def path_prefix(self, name: str) -> str:
         """A required absolute URL path such as ``/pets``, without its trailing slash."""
         value: str = self.str(name, required=True)
-        if not value.startswith("/") or "?" in value or "#" in value:
-            raise ConfigError(self._k(name), "must be an absolute path such as /pets")
+        if not plain_path(value):
+            raise ConfigError(self._k(name), f"{value!r} must be an absolute path such as /pets (no query, template,"
+                                             " space or dot-segment: it could never be matched)")
         return value.rstrip("/") or "/"
 
     def path_template(self, name: str) -> str:
@@ -256,6 +257,13 @@ class Table:
         unknown = sorted(set(self.raw) - self.seen)
         if unknown:
             raise ConfigError(self._k(unknown[0]), "unknown key")
+
+
+def plain_path(value: str) -> bool:
+    """Whether ``value`` is a URL path a request can match as written: absolute, without a query,
+    fragment, template, whitespace or a ``.``/``..`` segment (refused in requests)."""
+    return (value.startswith("/") and not any(c in value for c in "?#{}\\") and not any(c.isspace() for c in value)
+            and not any(segment in (".", "..") for segment in value.split("/")))
 
 
 def resolve_path(base: Path, value: str) -> Path:

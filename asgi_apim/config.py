@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asgi_apim._schema import Decrypt, Secrets, Table, expand_env, read_toml, resolve_document
+from asgi_apim._schema import Decrypt, Secrets, Table, expand_env, plain_path, read_toml, resolve_document
 from asgi_apim.errors import ConfigError
 
 DEFAULT_TIERS: dict[str, str] = {
@@ -182,6 +182,13 @@ class Config:
         raise KeyError(name)
 
 
+def _not_empty(t: Table, name: str) -> None:
+    """None for a key left out; `ConfigError` for one given as an empty string (it would read as left out)."""
+    if isinstance(t.raw.get(name), str):
+        raise ConfigError(t._k(name), "is empty: name one, or leave the key out")
+    return None
+
+
 def _security(t: Table) -> SecurityConfig:
     mutual = t.str("mutual_ssl", "disabled", choices=MUTUAL_SSL_MODES)
     sec = SecurityConfig(
@@ -202,7 +209,7 @@ def _api(t: Table) -> ApiConfig:
     context = t.path_prefix("context")
     backend = t.http_url("backend")
     tier = t.str("tier", "Unlimited", required=True)
-    truststore_tier = t.str("truststore_tier")
+    truststore_tier = t.str("truststore_tier") or _not_empty(t, "truststore_tier")
     security = _security(t.table("security"))
     certificates = []
     for c in t.tables("certificates"):
@@ -226,7 +233,7 @@ def _api(t: Table) -> ApiConfig:
                 path=path,
                 methods=tuple(m.upper() for m in r.strs("methods")),
                 scopes=r.strs("scopes"),
-                tier=r.str("tier"),
+                tier=r.str("tier") or _not_empty(r, "tier"),
                 security=_security(r.table("security")) if r.has("security") else None,
                 public=r.bool("public", False),
             )
@@ -234,6 +241,8 @@ def _api(t: Table) -> ApiConfig:
         for m in resources[-1].methods:
             if m not in HTTP_METHODS:
                 raise ConfigError(f"{r.key}.methods", f"{m!r} is not an HTTP method")
+        if resources[-1].public and resources[-1].security is not None:
+            raise ConfigError(f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other")
         r.done()
     backend_security = None
     if t.has("backend_security"):
@@ -384,8 +393,9 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     root.seen.update(("encryption", "secrets"))
     public_paths = root.strs("public_paths")
     for p in public_paths:
-        if not p.startswith("/"):
-            raise ConfigError("public_paths", f"{p!r} must start with /")
+        if not plain_path(p):
+            raise ConfigError("public_paths", f"{p!r} must be an absolute path such as /health (no query, template,"
+                                              " space or dot-segment: it could never be matched)")
     apis = tuple(_api(t) for t in root.tables("apis"))
     names = [a.name for a in apis]
     if len(set(names)) != len(names):

@@ -144,6 +144,15 @@ def test_objects_are_frozen(tmp_path: Path) -> None:
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\n[[key_managers]]\nname='k'\nissuer='other'\njwks_file='j'\n", "key_managers"),
         ("[throttling.tiers]\nGold = '10/0 minute'", "throttling.tiers.Gold"),
         ("[throttling.tiers]\nGold = '9223372036854775807/second'", "throttling.tiers.Gold"),
+        ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\ntier=''", "apis[0].resources[0].tier"),
+        ("[[apis]]\nname='a'\ncontext='/a'\ntruststore_tier=''", "apis[0].truststore_tier"),
+        ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\npublic=true\n[apis.resources.security]\nmutual_ssl='mandatory'",
+         "apis[0].resources[0].security"),
+        ("[[apis]]\nname='a'\ncontext='/a/{id}'", "apis[0].context"),
+        ("[[apis]]\nname='a'\ncontext='/a b'", "apis[0].context"),
+        ("[[apis]]\nname='a'\ncontext='/a/../b'", "apis[0].context"),
+        ("public_paths = ['/health?x']", "public_paths"),
+        ("public_paths = ['/h/./x']", "public_paths"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
