@@ -339,6 +339,9 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
         raise ConfigError(f"{t.key}.algorithms", "'none' is never allowed")
     if any(a.upper().startswith("HS") for a in km.algorithms) and not km.shared_secret:
         raise ConfigError(f"{t.key}.algorithms", "HMAC algorithms need a shared_secret")
+    hmac_bits = max((int(a[2:]) for a in km.algorithms if a.upper() in ("HS256", "HS384", "HS512")), default=0)
+    if km.shared_secret and len(km.shared_secret.encode()) * 8 < hmac_bits:  # RFC 7518 3.2: a key as long as the hash
+        raise ConfigError(f"{t.key}.shared_secret", f"is shorter than {hmac_bits // 8} bytes, the least HS{hmac_bits} allows")
     return km
 
 

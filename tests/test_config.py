@@ -142,6 +142,8 @@ def test_objects_are_frozen(tmp_path: Path) -> None:
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms = []\n", "key_managers[0].algorithms"),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nleeway = 1e300\n", "key_managers[0].leeway"),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\n[[key_managers]]\nname='k'\nissuer='other'\njwks_file='j'\n", "key_managers"),
+        ("[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='short'\nalgorithms=['HS256']\n", "key_managers[0].shared_secret"),
+        ("[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='" + "x" * 32 + "'\nalgorithms=['HS512']\n", "key_managers[0].shared_secret"),
         ("[throttling.tiers]\nGold = '10/0 minute'", "throttling.tiers.Gold"),
         ("[throttling.tiers]\nGold = '9223372036854775807/second'", "throttling.tiers.Gold"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\ntier=''", "apis[0].resources[0].tier"),

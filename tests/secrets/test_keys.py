@@ -96,7 +96,7 @@ password = "{pw}"
 
 
 def full(tmp_path: Path, *, key: str = KEY, old: str = "", **values: str) -> Path:
-    v = {"ts": seal("changeit"), "direct": seal("a-shared-hmac-secret"), "pw": seal("backend-pw")} | values
+    v = {"ts": seal("changeit"), "direct": seal("a-shared-hmac-secret-of-32-bytes-or-more"), "pw": seal("backend-pw")} | values
     return write(tmp_path, FULL.format(key=key, old=old, **v))
 
 
@@ -104,10 +104,10 @@ def test_config_decrypts_secrets_references_and_direct_ciphertexts(tmp_path: Pat
     cfg = load_config(full(tmp_path, pw=seal("old-pw", OLD), old=f'"{OLD}"'))
     assert dict(cfg.secrets) == {"truststore_pass": "changeit", "plain_one": "not encrypted"}
     assert cfg.mutual_ssl.truststore_password == "changeit"
-    assert cfg.key_managers[0].shared_secret == "a-shared-hmac-secret"
+    assert cfg.key_managers[0].shared_secret == "a-shared-hmac-secret-of-32-bytes-or-more"
     assert cfg.api("pets").backend_security.password == "old-pw"
     text = repr(cfg)
-    for plaintext in ("changeit", "a-shared-hmac-secret", "old-pw", KEY, OLD):
+    for plaintext in ("changeit", "a-shared-hmac-secret-of-32-bytes-or-more", "old-pw", KEY, OLD):
         assert plaintext not in text
 
 

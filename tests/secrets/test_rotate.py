@@ -24,7 +24,7 @@ ANCIENT = generate_key()
 
 PLAIN = {
     "truststore": "changeit",
-    "hmac": "a-shared-hmac-secret",
+    "hmac": "a-shared-hmac-secret-of-32-bytes-or-more",
     "backend": "backend-pw",
     "revoked": "a-revoked-key-id",
     "legacy": "sealed-under-an-old-key",
