@@ -13,11 +13,12 @@ on a reload the last good material keeps serving and the reason is logged once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,16 @@ class _Source:
     path: Path
     data: bytes
     registration: CertificateRegistration | None = None
+    key: str = ""  # the configuration key that named it, for errors
+
+
+@contextlib.contextmanager
+def _named(key: str) -> Iterator[None]:
+    """A `TruststoreError` raised inside names the configuration ``key`` first, then the file."""
+    try:
+        yield
+    except TruststoreError as exc:
+        raise TruststoreError(f"{key}: {exc}") from None
 
 
 def _read(path: Path) -> bytes:
@@ -96,16 +107,22 @@ def _directory(path: Path) -> list[Path]:
 def _read_sources(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> tuple[list[_Source], bytes]:
     """Every source file's contents, directories listed anew, and their digest."""
     sources: list[_Source] = []
-    for entry in mutual_ssl.truststore:
-        try:
-            is_dir = entry.is_dir()
-        except OSError as exc:  # pathlib lets a permission or a name too long through
-            raise TruststoreError(f"{entry}: cannot be read ({exc.strerror or exc})") from None
-        files = _directory(entry) if is_dir else [entry]
-        sources.extend(_Source("truststore", f, _read(f)) for f in files)
-    sources.extend(_Source("crl", p, _read(p)) for p in mutual_ssl.crl)
+    for i, entry in enumerate(mutual_ssl.truststore):
+        key = f"mutual_ssl.truststore[{i}]"
+        with _named(key):
+            try:
+                is_dir = entry.is_dir()
+            except OSError as exc:  # pathlib lets a permission or a name too long through
+                raise TruststoreError(f"{entry}: cannot be read ({exc.strerror or exc})") from None
+            files = _directory(entry) if is_dir else [entry]
+            sources.extend(_Source("truststore", f, _read(f), None, key) for f in files)
+    for i, p in enumerate(mutual_ssl.crl):
+        with _named(key := f"mutual_ssl.crl[{i}]"):
+            sources.append(_Source("crl", p, _read(p), None, key))
     for api in apis:
-        sources.extend(_Source("registration", r.certificate, _read(r.certificate), r) for r in api.certificates)
+        for r in api.certificates:
+            with _named(key := f"apis[{api.name}].certificates[{r.alias}].certificate"):
+                sources.append(_Source("registration", r.certificate, _read(r.certificate), r, key))
     h = hashlib.sha256()
     for s in sources:
         for part in (s.kind.encode(), str(s.path).encode(), s.data):
@@ -202,12 +219,13 @@ def _build(
     crls: list[x509.CertificateRevocationList] = []
     registrations: list[RegisteredCertificate] = []
     for source in sources:
-        if source.kind == "truststore":
-            anchors.extend(_truststore_certificates(source, password))
-        elif source.kind == "crl":
-            crls.extend(_crls(source.path, source.data))
-        else:
-            registrations.append(_registration(source))
+        with _named(source.key):
+            if source.kind == "truststore":
+                anchors.extend(_truststore_certificates(source, password))
+            elif source.kind == "crl":
+                crls.extend(_crls(source.path, source.data))
+            else:
+                registrations.append(_registration(source))
     names = tuple(api.name for api in apis)
     tiers = {api.name: api.truststore_tier for api in apis if api.truststore_tier is not None}
     return TrustMaterial(_unique(anchors), tuple(crls), tuple(registrations), generation, digest, names, tiers)

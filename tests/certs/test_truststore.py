@@ -119,6 +119,18 @@ def test_missing_file_is_fatal_at_start(tmp_path: Path) -> None:
         TrustReloader(mssl(tmp_path / "gone"), [])
 
 
+def test_a_file_error_names_the_configuration_key_first(tmp_path: Path, ca: Issued) -> None:
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(TruststoreError, match=r"^mutual_ssl\.truststore\[1\]: .*nope\.pem: file not found"):
+        load_trust(MutualSSLConfig(truststore=(tmp_path / "ca.pem", tmp_path / "nope.pem")), [])
+    with pytest.raises(TruststoreError, match=r"^mutual_ssl\.crl\[0\]: .*junk\.pem: not a PEM or DER certificate revocation list"):
+        load_trust(MutualSSLConfig(truststore=(tmp_path / "ca.pem",), crl=(tmp_path / "junk.pem",)), [])
+    api = ApiConfig(name="pets", context="/pets", certificates=(CertificateRegistration("partner", tmp_path / "junk.pem", "Gold", "pets"),))
+    with pytest.raises(TruststoreError, match=r"^apis\[pets\]\.certificates\[partner\]\.certificate: .*junk\.pem"):
+        load_trust(MutualSSLConfig(), [api])
+
+
 def test_crls_pem_and_der(tmp_path: Path, ca: Issued, other: Issued) -> None:
     first, second, third = make_crl(ca, [1, 2]), make_crl(other, [3]), make_crl(ca, [4])
     pem = first.public_bytes(serialization.Encoding.PEM) + second.public_bytes(serialization.Encoding.PEM)
