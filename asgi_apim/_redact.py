@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_SECRET_PARAM = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#]*)=)([^&;#]*)")
+# a query parameter whose name holds one of these words carries a credential
+_CREDENTIAL_NAME = r"[^=&;#?]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#?]*"
+_SECRET_PARAM = re.compile(rf"(?i)([?&;]{_CREDENTIAL_NAME}=)([^&;#]*)")
 
 
 WITHHELD = "(the details are withheld: they quote the URI's credentials)"
@@ -38,6 +40,7 @@ def query_credentials(names: Sequence[str] = ()) -> re.Pattern[str]:
     """A pattern of the query parameters that carry credentials: ``names`` (an API key's
     parameter, say) and any whose name speaks of a password, secret, token, key or credential;
     ``pattern.sub(r"\\1***", text)`` keeps each name and hides its value."""
-    listed = "|".join(re.escape(n) for n in names if n)
-    name = rf"(?:{listed}|[^=&;#?]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#?]*)" if listed else r"[^=&;#?]*(?:pass|pwd|secret|token|auth|cred|key|sig)[^=&;#?]*"
-    return re.compile(rf"(?i)([?&;]{name}=)([^&;#]*)")
+    listed = [re.escape(n) for n in names if n]
+    if not listed:
+        return _SECRET_PARAM
+    return re.compile(rf"(?i)([?&;](?:{'|'.join(listed)}|{_CREDENTIAL_NAME})=)([^&;#]*)")

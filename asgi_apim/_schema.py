@@ -259,11 +259,23 @@ class Table:
             raise ConfigError(self._k(unknown[0]), "unknown key")
 
 
+_SEPARATORS = re.compile(r"[/\\]")  # a backslash separates segments too, for some servers and backends
+
+
+def dot_segments(path: str) -> bool:
+    """Whether ``path`` has a ``.`` or ``..`` segment (``%2e`` included: the server decoded it;
+    after a backslash, or with a ``;`` parameter as Tomcat reads ``..;``, too). The routes are
+    decided on the path as written; an app or a backend that resolves these segments would serve
+    another path than the one decided (``/health/../pets`` past a public path), so such a path
+    is refused, as a proxy would have removed them."""
+    return any(segment.partition(";")[0] in (".", "..") for segment in _SEPARATORS.split(path))
+
+
 def plain_path(value: str) -> bool:
     """Whether ``value`` is a URL path a request can match as written: absolute, without a query,
     fragment, template, whitespace or a ``.``/``..`` segment (refused in requests)."""
     return (value.startswith("/") and not any(c in value for c in "?#{}\\") and not any(c.isspace() for c in value)
-            and not any(segment in (".", "..") for segment in value.split("/")))
+            and not dot_segments(value))
 
 
 def resolve_path(base: Path, value: str) -> Path:

@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_apim._keys import CERTIFICATE, DECISION, PEER, ROUTE
 from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim._schema import dot_segments
 from asgi_apim.certs.middleware import certificate_error, certificate_principal
 from asgi_apim.certs.resolver import _HINT, ABSENT, CertificateOutcome, CertificateResolver
 from asgi_apim.config import ApiConfig, SecurityConfig
@@ -116,18 +117,6 @@ _NOWHERE = (None,)  # the peer of a scope without one: no host, never trusted
 def _general(send: Send, user: Principal, now: float) -> None:
     """The ticket of a tier whose plan `ThrottlingMiddleware.ticket` does not charge: the general path decides."""
     return None
-
-
-_SEPARATORS = re.compile(r"[/\\]")  # a backslash separates segments too, for some servers and backends
-
-
-def _dot_segments(path: str) -> bool:
-    """Whether ``path`` has a ``.`` or ``..`` segment (``%2e`` included: the server decoded it;
-    after a backslash, or with a ``;`` parameter as Tomcat reads ``..;``, too). The routes are
-    decided on the path as written; an app or a backend that resolves these segments would serve
-    another path than the one decided (``/health/../pets`` past a public path), so such a path
-    is refused, as a proxy would have removed them."""
-    return any(segment.partition(";")[0] in (".", "..") for segment in _SEPARATORS.split(path))
 
 
 def _public(scope: Scope, send: Send) -> Send:
@@ -200,7 +189,7 @@ class APISecurityMiddleware:
             self.background.ensure_started()
         known = self._routes.get(scope["path"])
         if type(known) is not tuple:  # new, or a path whose route depends on the method
-            if "." in scope["path"] and _dot_segments(scope["path"]):  # a path met for the first time only
+            if "." in scope["path"] and dot_segments(scope["path"]):  # a path met for the first time only
                 await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
                 return
             known = self._route(scope.get("method", "GET"), scope["path"], known)  # a WebSocket scope has no method
