@@ -4,7 +4,7 @@ A request flows one way: routing -> certificate -> policy -> throttling -> app.
 Each stage reads what the one before left here and never reaches back.
 """
 
-PEER = "asgi_apim.peer"                # (host, port) of the real socket peer, set by our uvicorn protocols
-ROUTE = "asgi_apim.route"              # routing.Route of a request on an API (when throttling is not called directly)
+PEER = "asgi_apim.peer"  # (host, port) of the real socket peer, set by our uvicorn protocols
+ROUTE = "asgi_apim.route"  # routing.Route of a request on an API (when throttling is not called directly)
 CERTIFICATE = "asgi_apim.certificate"  # certs.middleware.CertificateOutcome
-DECISION = "asgi_apim.decision"        # list[str]: the policy's steps, for explain / X-APIM-Decision
+DECISION = "asgi_apim.decision"  # list[str]: the policy's steps, for explain / X-APIM-Decision

@@ -17,8 +17,8 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from asgi_apim.errors import ConfigError, decrypted, forget_decrypted
 
@@ -206,8 +206,11 @@ class Table:
         """A required absolute URL path such as ``/pets``, without its trailing slash."""
         value: str = self.str(name, required=True)
         if not plain_path(value):
-            raise ConfigError(self._k(name), f"{value!r} must be an absolute path such as /pets (no query, template,"
-                                             " space or dot-segment: it could never be matched)")
+            raise ConfigError(
+                self._k(name),
+                f"{value!r} must be an absolute path such as /pets (no query, template,"
+                " space or dot-segment: it could never be matched)",
+            )
         return value.rstrip("/") or "/"
 
     def path_template(self, name: str) -> str:
@@ -216,7 +219,9 @@ class Table:
         if not value.startswith("/"):
             raise ConfigError(self._k(name), "must start with /")
         if set("{}") & set(_PATH_PARAM.sub("", value)):
-            raise ConfigError(self._k(name), f"{value!r} is not a path template such as /pets/{{id}} or /pets/{{id:int}}")
+            raise ConfigError(
+                self._k(name), f"{value!r} is not a path template such as /pets/{{id}} or /pets/{{id:int}}"
+            )
         params = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)", value)
         if len(params) != len(set(params)):
             raise ConfigError(self._k(name), f"{value!r} names a path parameter twice")
@@ -226,7 +231,7 @@ class Table:
         """A database URL; a relative ``sqlite:///FILE`` is made absolute against the file's directory."""
         value: str | None = self.str(name)
         if value and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            value = "sqlite:///" + str(resolve_path(self.base, value[len("sqlite:///"):]))
+            value = "sqlite:///" + str(resolve_path(self.base, value[len("sqlite:///") :]))
         return value
 
     def path(self, name: str, *, required: bool = False) -> Path | None:
@@ -274,8 +279,12 @@ def dot_segments(path: str) -> bool:
 def plain_path(value: str) -> bool:
     """Whether ``value`` is a URL path a request can match as written: absolute, without a query,
     fragment, template, whitespace or a ``.``/``..`` segment (refused in requests)."""
-    return (value.startswith("/") and not any(c in value for c in "?#{}\\") and not any(c.isspace() for c in value)
-            and not dot_segments(value))
+    return (
+        value.startswith("/")
+        and not any(c in value for c in "?#{}\\")
+        and not any(c.isspace() for c in value)
+        and not dot_segments(value)
+    )
 
 
 def resolve_path(base: Path, value: str) -> Path:

@@ -30,7 +30,12 @@ from asgi_apim.throttling import ThrottlingMiddleware
 
 
 def _authenticators(config: Config) -> dict[str, Any]:
-    needed = {s for api in config.apis for sec in [api.security, *(r.security for r in api.resources if r.security)] for s in sec.application}
+    needed = {
+        s
+        for api in config.apis
+        for sec in [api.security, *(r.security for r in api.resources if r.security)]
+        for s in sec.application
+    }
     if not needed:
         return {}
     from asgi_apim.auth.base import build_authenticators
@@ -58,7 +63,9 @@ def _document(app: Any, config: Config) -> None:
         app._asgi_apim_openapi = True  # type: ignore[attr-defined]
 
 
-def protect(app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.toml", *, explain: bool = False) -> ASGIApp:
+def protect(
+    app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.toml", *, explain: bool = False
+) -> ASGIApp:
     """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says."""
     cfg = config if isinstance(config, Config) else load_config(config)
     _share_secrets(app, cfg)

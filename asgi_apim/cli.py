@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = pki_sub.add_parser("init", help="write ca, server and client certificates and keys to DIR")
     q.add_argument("dir")
     q.add_argument("--days", type=_positive_days, default=365, help="validity of every certificate (default: 365)")
-    q.add_argument("--force", action="store_true", help="replace a PKI already in DIR (by default a complete one is kept)")
+    q.add_argument(
+        "--force", action="store_true", help="replace a PKI already in DIR (by default a complete one is kept)"
+    )
     q.set_defaults(handler=_pki_init)
 
     p = sub.add_parser("check", help="would this certificate (or request) be accepted, and why")
@@ -196,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if ns.debug:
             raise
-        print(f"asgi-apim: error: {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"asgi-apim: error: {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -198,7 +198,9 @@ def _security(t: Table) -> SecurityConfig:
     )
     t.done()
     if mutual != "mandatory" and not sec.application:
-        raise ConfigError(f"{t.key}.application", "lists no scheme and mutual_ssl is not mandatory: nothing would be checked")
+        raise ConfigError(
+            f"{t.key}.application", "lists no scheme and mutual_ssl is not mandatory: nothing would be checked"
+        )
     if sec.application_mandatory and not sec.application:
         raise ConfigError(f"{t.key}.application", "application_mandatory is true but no scheme is listed")
     return sec
@@ -242,7 +244,9 @@ def _api(t: Table) -> ApiConfig:
             if m not in HTTP_METHODS:
                 raise ConfigError(f"{r.key}.methods", f"{m!r} is not an HTTP method")
         if resources[-1].public and resources[-1].security is not None:
-            raise ConfigError(f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other")
+            raise ConfigError(
+                f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other"
+            )
         r.done()
     backend_security = None
     if t.has("backend_security"):
@@ -309,7 +313,10 @@ def _throttling(t: Table) -> ThrottlingConfig:
 
 
 def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfig:
-    """A ``[[key_managers]]`` entry; ``subscriber_claim`` is ``[throttling] subscriber_claim``, the default of its own."""
+    """A ``[[key_managers]]`` entry.
+
+    ``subscriber_claim`` defaults to ``[throttling] subscriber_claim``.
+    """
     km = KeyManagerConfig(
         name=t.str("name", required=True),
         issuer=t.str("issuer", required=True),
@@ -341,7 +348,9 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
         raise ConfigError(f"{t.key}.algorithms", "HMAC algorithms need a shared_secret")
     hmac_bits = max((int(a[2:]) for a in km.algorithms if a.upper() in ("HS256", "HS384", "HS512")), default=0)
     if km.shared_secret and len(km.shared_secret.encode()) * 8 < hmac_bits:  # RFC 7518 3.2: a key as long as the hash
-        raise ConfigError(f"{t.key}.shared_secret", f"is shorter than {hmac_bits // 8} bytes, the least HS{hmac_bits} allows")
+        raise ConfigError(
+            f"{t.key}.shared_secret", f"is shorter than {hmac_bits // 8} bytes, the least HS{hmac_bits} allows"
+        )
     return km
 
 
@@ -384,7 +393,9 @@ def encryption_config(raw: Mapping[str, Any]) -> EncryptionConfig:
     )
 
 
-def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None) -> Config:
+def parse_config(
+    raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None
+) -> Config:
     """Build a `Config` from an already-parsed TOML document."""
     encryption = encryption_config(raw)
     if decrypt is None and (encryption.key is not None or encryption.old_keys):
@@ -397,8 +408,11 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
     public_paths = root.strs("public_paths")
     for p in public_paths:
         if not plain_path(p):
-            raise ConfigError("public_paths", f"{p!r} must be an absolute path such as /health (no query, template,"
-                                              " space or dot-segment: it could never be matched)")
+            raise ConfigError(
+                "public_paths",
+                f"{p!r} must be an absolute path such as /health (no query, template,"
+                " space or dot-segment: it could never be matched)",
+            )
     apis = tuple(_api(t) for t in root.tables("apis"))
     names = [a.name for a in apis]
     if len(set(names)) != len(names):
@@ -411,20 +425,28 @@ def parse_config(raw: dict[str, Any], *, base: Path, path: Path | None = None, d
         for a in apis:
             context = a.context.rstrip("/") or "/"
             if prefix == "/" or context == prefix or context.startswith(prefix + "/"):
-                raise ConfigError("public_paths", f"{p!r} covers API {a.name!r} (context {a.context}): its security would never apply;"
-                                  " make resources public with `public = true` instead")
+                raise ConfigError(
+                    "public_paths",
+                    f"{p!r} covers API {a.name!r} (context {a.context}): its security would never apply;"
+                    " make resources public with `public = true` instead",
+                )
     throttling = _throttling(root.table("throttling"))
     kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
     km_names = [km.name for km in kms]
     if len(set(km_names)) != len(km_names):
         raise ConfigError("key_managers", "key manager names must be unique")
     issuers: dict[str, str] = {}
-    for km in kms:  # a JWT goes to the key manager of its `iss`: a second one validating JWTs of that issuer would never be asked
+    for km in (
+        kms
+    ):  # a JWT goes to the key manager of its `iss`: a second one validating JWTs of that issuer would never be asked
         if not (km.jwks_url or km.jwks_file or km.shared_secret):
             continue  # introspection only: opaque tokens, asked in turn
         if km.issuer in issuers:
-            raise ConfigError(f"key_managers[{km.name}].issuer", f"{km.issuer!r} is already the issuer of key manager {issuers[km.issuer]!r},"
-                              " whose JWTs it validates (give one key manager every key source of an issuer)")
+            raise ConfigError(
+                f"key_managers[{km.name}].issuer",
+                f"{km.issuer!r} is already the issuer of key manager {issuers[km.issuer]!r},"
+                " whose JWTs it validates (give one key manager every key source of an issuer)",
+            )
         issuers[km.issuer] = km.name
     api_keys_t = root.table("api_keys")
     api_keys = ApiKeysConfig(

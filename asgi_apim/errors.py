@@ -33,7 +33,6 @@ from typing import ClassVar
 
 from starlette.types import Send
 
-
 # Every value decrypted from the configuration last loaded (`asgi_apim._schema.resolve_document`
 # starts the set again for each), so that no error's text shows it: a bad value that came
 # encrypted is named by its key alone. A value shorter than four characters is no secret worth

@@ -23,8 +23,8 @@ from asgi_apim._keys import DECISION
 from asgi_apim.certs.formats import parse_certificate_header
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator
-from asgi_apim.config import Config, load_config
 from asgi_apim.cli import UsageError
+from asgi_apim.config import Config, load_config
 from asgi_apim.errors import CertificateHeaderError
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
@@ -54,13 +54,20 @@ def check_certificate(config: Config, cert_path: str) -> tuple[bool, list[str]]:
     if verdict.reason:
         lines.append(f"chain: refused: {verdict.reason}")
     accepted = False
-    hows = {"exact": "registered exactly", "ca": "issued by a registered CA", "truststore": "trusted through the truststore"}
+    hows = {
+        "exact": "registered exactly",
+        "ca": "issued by a registered CA",
+        "truststore": "trusted through the truststore",
+    }
     for api in config.apis:
         mode = api.security.mutual_ssl
         a = verdict.acceptances.get(api.name)
         if a is not None:
             accepted = True
-            lines.append(f"{api.name}: accepted, alias {a.alias or '-'}, tier {a.tier} ({hows.get(a.how, a.how)}; mutual_ssl {mode})")
+            lines.append(
+                f"{api.name}: accepted, alias {a.alias or '-'}, tier {a.tier} "
+                f"({hows.get(a.how, a.how)}; mutual_ssl {mode})"
+            )
         else:
             lines.append(f"{api.name}: refused: {verdict.reason_for(api.name)} (mutual_ssl {mode})")
     if not config.apis:
@@ -88,7 +95,9 @@ def parse_request(request: str, headers: list[str]) -> tuple[str, str, str, list
     return method.upper(), path, query, raw_headers
 
 
-async def explain_request(config: Config, request: str, headers: list[str], cert: str | None, peer: str) -> tuple[int, list[str]]:
+async def explain_request(
+    config: Config, request: str, headers: list[str], cert: str | None, peer: str
+) -> tuple[int, list[str]]:
     from asgi_apim._stack import protect
 
     method, path, query, raw_headers = parse_request(request, headers)
@@ -100,9 +109,19 @@ async def explain_request(config: Config, request: str, headers: list[str], cert
         await send({"type": "http.response.body", "body": b""})
 
     scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "https" if cert else "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "root_path": "", "headers": raw_headers, "client": (peer, 50000), "server": ("127.0.0.1", 443), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https" if cert else "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": raw_headers,
+        "client": (peer, 50000),
+        "server": ("127.0.0.1", 443),
+        "state": {},
     }
     if cert:
         pem = Path(cert).read_text()

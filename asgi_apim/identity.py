@@ -15,7 +15,6 @@ from functools import cached_property
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 
 METHODS = ("mutual_ssl", "oauth2", "api_key", "basic")

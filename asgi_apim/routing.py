@@ -36,7 +36,9 @@ def _under(path: str, prefix: str) -> bool:
 class Router:
     """Built once from the configuration; `match` is the per-request call."""
 
-    def __init__(self, apis: tuple[ApiConfig, ...] | list[ApiConfig], public_paths: tuple[str, ...] | list[str] = ()) -> None:
+    def __init__(
+        self, apis: tuple[ApiConfig, ...] | list[ApiConfig], public_paths: tuple[str, ...] | list[str] = ()
+    ) -> None:
         self.public_paths = tuple(p.rstrip("/") or "/" for p in public_paths)
         self.apis = tuple(sorted(apis, key=lambda a: len(a.context), reverse=True))
         self._resources: dict[str, list[tuple[re.Pattern[str], frozenset[str], ResourceConfig]]] = {}

@@ -146,6 +146,7 @@ def floor(app: Any, stack: Any, header: bytes, *, count: bool, headers: bool, ch
         await app(scope, receive, send)
 
     if checks:
+
         class Layer:
             __call__ = staticmethod(inlined)
 
@@ -170,7 +171,9 @@ def part1(quick: bool) -> None:
 
 def part2(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
-        (unlimited, quiet, gold), header = bt.stacks(Path(d), ("Unlimited", "Gold", "Gold"), ("ratelimit", "none", "ratelimit"))
+        (unlimited, quiet, gold), header = bt.stacks(
+            Path(d), ("Unlimited", "Gold", "Gold"), ("ratelimit", "none", "ratelimit")
+        )
         cert = scope_factory("GET", bt.PATH, [(HEADER, header)])
         inner = bt.starlette_app()
         for app in (unlimited, quiet, gold):
@@ -183,7 +186,11 @@ def part2(quick: bool) -> None:
             Variant("stack, Gold, headers off", quiet, cert),
             Variant("floor: + RateLimit headers", floor(inner, gold, header, count=True, headers=True), cert),
             Variant("stack, Gold, RateLimit headers", gold, cert),
-            Variant("floor: + RateLimit headers, every check, a class", floor(inner, gold, header, count=True, headers=True, checks=True), cert),
+            Variant(
+                "floor: + RateLimit headers, every check, a class",
+                floor(inner, gold, header, count=True, headers=True, checks=True),
+                cert,
+            ),
         ]
         samples = asyncio.run(sample(variants, n=300 if quick else 1000, rounds=3 if quick else 21))
     print("\n## Cached certificate from the header, × the bare endpoint\n")

@@ -44,8 +44,8 @@ from asgi_apim import protect  # noqa: E402
 from asgi_apim.auth.base import build_authenticators  # noqa: E402
 from asgi_apim.auth.jwt import JWTIssuer, OAuth2Authenticator  # noqa: E402
 from asgi_apim.auth.policy import APISecurityMiddleware  # noqa: E402
-from asgi_apim.routing import Router  # noqa: E402
 from asgi_apim.config import ApiConfig, KeyManagerConfig, load_config  # noqa: E402
+from asgi_apim.routing import Router  # noqa: E402
 
 ISSUER = "https://idp.example"
 API = ApiConfig(name="pets", context="/pets")
@@ -87,7 +87,15 @@ def bench(alg: str, seconds: float, workdir: Path) -> list[tuple[str, float]]:
     jwks = workdir / f"{alg}.json"
     jwks.write_text(json.dumps({"keys": [jwk]}))
     km = KeyManagerConfig(name="idp", issuer=ISSUER, audience=("pets",), jwks_file=jwks, algorithms=(alg,))
-    claims = {"iss": ISSUER, "sub": "alice", "aud": "pets", "azp": "app", "scope": "pets:read pets:write", "exp": int(time.time()) + 3600, "iat": int(time.time())}
+    claims = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": "pets",
+        "azp": "app",
+        "scope": "pets:read pets:write",
+        "exp": int(time.time()) + 3600,
+        "iat": int(time.time()),
+    }
     token = jwt.encode(claims, private, algorithm=alg, headers={"kid": "k1"})
     public = private.public_key()
     uncached = OAuth2Authenticator([JWTIssuer.from_config(km)], cache_size=0)
@@ -96,7 +104,9 @@ def bench(alg: str, seconds: float, workdir: Path) -> list[tuple[str, float]]:
     assert run(cached.authenticate(token, API, {})).subject == "alice"
     return per_call(
         {
-            "pyjwt.decode": lambda: jwt.decode(token, public, algorithms=[alg], audience="pets", issuer=ISSUER, leeway=30),
+            "pyjwt.decode": lambda: jwt.decode(
+                token, public, algorithms=[alg], audience="pets", issuer=ISSUER, leeway=30
+            ),
             "asgi-apim uncached": lambda: run(uncached.authenticate(token, API, {})),
             "asgi-apim cached": lambda: run(cached.authenticate(token, API, {})),
             "get_unverified_header": lambda: jwt.get_unverified_header(token),
@@ -141,20 +151,37 @@ def whole_stack(workdir: Path) -> str:
     jwk["kid"] = "k1"
     (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     (workdir / "deployment.toml").write_text(STACK_CONFIG.format(key=os.urandom(32).hex(), issuer=ISSUER))
-    claims = {"iss": ISSUER, "sub": "alice", "aud": "pets", "azp": "app", "scope": "pets:read", "exp": int(time.time()) + 3600}
+    claims = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": "pets",
+        "azp": "app",
+        "scope": "pets:read",
+        "exp": int(time.time()) + 3600,
+    }
     token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
     bare = Starlette(routes=[Route("/bare", hello)])
     stack = protect(Starlette(routes=[Route("/pets/whoami", hello)]), workdir / "deployment.toml")
     config = load_config(workdir / "deployment.toml")
     security = APISecurityMiddleware(
-        Starlette(routes=[Route("/pets/whoami", hello)]), router=Router.from_config(config), authenticators=build_authenticators(config)
+        Starlette(routes=[Route("/pets/whoami", hello)]),
+        router=Router.from_config(config),
+        authenticators=build_authenticators(config),
     )
     bearer = [(b"authorization", f"Bearer {token}".encode())]
-    results = asyncio.run(sample([
-        Variant("bare endpoint", bare, scope_factory("GET", "/bare", bearer)),
-        Variant("cached JWT, security stage", security, scope_factory("GET", "/pets/whoami", bearer)),
-        Variant("cached JWT, whole stack with a tier limit", stack, scope_factory("GET", "/pets/whoami", bearer)),
-    ], n=1000, rounds=21))
+    results = asyncio.run(
+        sample(
+            [
+                Variant("bare endpoint", bare, scope_factory("GET", "/bare", bearer)),
+                Variant("cached JWT, security stage", security, scope_factory("GET", "/pets/whoami", bearer)),
+                Variant(
+                    "cached JWT, whole stack with a tier limit", stack, scope_factory("GET", "/pets/whoami", bearer)
+                ),
+            ],
+            n=1000,
+            rounds=21,
+        )
+    )
     return table(results, "bare endpoint", {"cached JWT, security stage": "≤ 1.2×"})
 
 

@@ -27,7 +27,10 @@ def main() -> None:
     envelope = Envelope.parse(value)
     rows = [
         ("decrypt one value (parse + AES-GCM open)", per_call(lambda: ring.decrypt(value), 20000)),
-        ("  of which AES-GCM open only", per_call(lambda: ring.current.open(envelope.nonce, envelope.sealed, envelope.aad()), 20000)),
+        (
+            "  of which AES-GCM open only",
+            per_call(lambda: ring.current.open(envelope.nonce, envelope.sealed, envelope.aad()), 20000),
+        ),
         ("encrypt one value (fresh nonce)", per_call(lambda: ring.encrypt("a-backend-password-of-32-chars!!"), 20000)),
         ("build a keyring (two keys)", per_call(lambda: Keyring(bytes(32), [bytes(range(32))]), 2000)),
     ]
@@ -35,7 +38,10 @@ def main() -> None:
         path = Path(d) / "deployment.toml"
         key = generate_key()
         sealer = Keyring(bytes.fromhex(key))
-        path.write_text(f'[encryption]\nkey = "{key}"\n[secrets]\n' + "".join(f's{i} = "{sealer.encrypt("v" * 24)}"\n' for i in range(100)))
+        path.write_text(
+            f'[encryption]\nkey = "{key}"\n[secrets]\n'
+            + "".join(f's{i} = "{sealer.encrypt("v" * 24)}"\n' for i in range(100))
+        )
         rows.append(("load_config with 100 encrypted secrets", per_call(lambda: load_config(path), 20)))
     width = max(len(name) for name, _ in rows)
     print(f"{'operation':<{width}}  microseconds")

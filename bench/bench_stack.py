@@ -75,7 +75,7 @@ def crypto_app(inner, ca, header_name: bytes):  # type: ignore[no-untyped-def]
     verifier = (
         PolicyBuilder()
         .store(Store([ca.cert]))
-        .time(dt.datetime.now(dt.timezone.utc))
+        .time(dt.datetime.now(dt.UTC))
         .max_chain_depth(MAX_CHAIN_DEPTH)
         .extension_policies(ca_policy=CA_POLICY, ee_policy=EE_POLICY)
         .build_client_verifier()
@@ -109,28 +109,44 @@ def main() -> None:
             return scope_factory("GET", "/pets/whoami", [(name, bytes(bytearray(fresh[counter[0] % 64])))])()
 
         variants = [
-            Variant("bare endpoint", inner, scope_factory("GET", "/pets/whoami", [(name, header)])),  # the same route as the stack's
+            Variant(
+                "bare endpoint", inner, scope_factory("GET", "/pets/whoami", [(name, header)])
+            ),  # the same route as the stack's
             Variant("bare endpoint, /health", inner, scope_factory("GET", "/health", [(name, header)])),
             Variant("public path through the stack", stack, scope_factory("GET", "/health", [(name, header)])),
             Variant("cached certificate (header)", stack, scope_factory("GET", "/pets/whoami", [(name, header)])),
-            Variant("cached certificate (TLS extension)", stack, scope_factory(
-                "GET", "/pets/whoami", extensions={"tls": {"client_cert_chain": [pem], "server_cert": None}})),
+            Variant(
+                "cached certificate (TLS extension)",
+                stack,
+                scope_factory(
+                    "GET", "/pets/whoami", extensions={"tls": {"client_cert_chain": [pem], "server_cert": None}}
+                ),
+            ),
             Variant("uncached certificate (header)", stack, uncached_scope),
             Variant("bare after cryptography parse + verify", crypto_app(inner, ca, name), crypto_scope),
         ]
         results = asyncio.run(sample(variants, n=1000, rounds=21))
-        print(table(results, "bare endpoint", {
-            "public path through the stack": "≤ 1.05×",
-            "cached certificate (header)": "≤ 1.3×",
-        }, against={"public path through the stack": "bare endpoint, /health"}))
+        print(
+            table(
+                results,
+                "bare endpoint",
+                {
+                    "public path through the stack": "≤ 1.05×",
+                    "cached certificate (header)": "≤ 1.3×",
+                },
+                against={"public path through the stack": "bare endpoint, /health"},
+            )
+        )
         print()
         print(uncached_table(results))
 
 
 def uncached_table(samples: dict[str, list[float]]) -> str:
-    rows = ["| uncached header certificate | µs (median) | × cryptography (median) | × cryptography (paired rounds) "
-            "| × cryptography (best round) | target |",
-            "| --- | ---: | ---: | ---: | ---: | --- |"]
+    rows = [
+        "| uncached header certificate | µs (median) | × cryptography (median) | × cryptography (paired rounds) "
+        "| × cryptography (best round) | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
 
     def over(r: dict[str, float]) -> dict[str, float]:
         bare = r["bare endpoint"]
@@ -143,12 +159,17 @@ def uncached_table(samples: dict[str, list[float]]) -> str:
     m = over({k: statistics.median(v) for k, v in samples.items()})
     b = over({k: min(v) for k, v in samples.items()})
     rounds = [over({k: v[i] for k, v in samples.items()}) for i in range(len(samples["bare endpoint"]))]
-    labels = {"theirs": ("cryptography: URL-decode + parse PEM + verify", ""),
-              "extra": ("ours: uncached over cached", "≤ 1.1×"),
-              "stage": ("ours: whole security stage over bare", "")}
+    labels = {
+        "theirs": ("cryptography: URL-decode + parse PEM + verify", ""),
+        "extra": ("ours: uncached over cached", "≤ 1.1×"),
+        "stage": ("ours: whole security stage over bare", ""),
+    }
     for key, (label, target) in labels.items():
         paired = statistics.median(r[key] / r["theirs"] for r in rounds)
-        rows.append(f"| {label} | {m[key]:.1f} | {m[key] / m['theirs']:.2f} | {paired:.2f} | {b[key] / b['theirs']:.2f} | {target} |")
+        rows.append(
+            f"| {label} | {m[key]:.1f} | {m[key] / m['theirs']:.2f} | {paired:.2f} "
+            f"| {b[key] / b['theirs']:.2f} | {target} |"
+        )
     return "\n".join(rows)
 
 

@@ -105,7 +105,10 @@ def slowapi_variants(plain: Callable[[], dict[str, Any]]) -> list[Variant]:
         print("slowapi is not installed (pip install slowapi): its rows are left out\n")
         return []
     variants = []
-    for name, middleware in (("slowapi SlowAPIMiddleware", SlowAPIMiddleware), ("slowapi SlowAPIASGIMiddleware", SlowAPIASGIMiddleware)):
+    for name, middleware in (
+        ("slowapi SlowAPIMiddleware", SlowAPIMiddleware),
+        ("slowapi SlowAPIASGIMiddleware", SlowAPIASGIMiddleware),
+    ):
         app = starlette_app()
         app.state.limiter = Limiter(key_func=get_remote_address, default_limits=[BIG])
         app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
@@ -115,13 +118,18 @@ def slowapi_variants(plain: Callable[[], dict[str, Any]]) -> list[Variant]:
 
 
 def part1(quick: bool) -> None:
-    plain = scope_factory("GET", PATH)
     with tempfile.TemporaryDirectory() as d:
-        (gold_stack, quiet_stack, unlimited_stack), header = stacks(Path(d), ("Gold", "Gold", "Unlimited"), ("ratelimit", "none"))
+        (gold_stack, quiet_stack, unlimited_stack), header = stacks(
+            Path(d), ("Gold", "Gold", "Unlimited"), ("ratelimit", "none")
+        )
         cert = scope_factory("GET", PATH, [(b"x-wso2-client-certificate", header)])
         variants = [  # every variant gets the same headers (a fresh copy per request), so the same scope cost
             Variant("bare Starlette endpoint", starlette_app(), cert),
-            Variant("ThrottlingMiddleware alone", ThrottlingMiddleware(starlette_app(), tiers={"Gold": BIG}), with_user(cert, GOLD)),
+            Variant(
+                "ThrottlingMiddleware alone",
+                ThrottlingMiddleware(starlette_app(), tiers={"Gold": BIG}),
+                with_user(cert, GOLD),
+            ),
             Variant("whole stack, cached cert, Gold tier", gold_stack, cert),
             Variant("whole stack, cached cert, Gold tier, headers off", quiet_stack, cert),
             Variant("whole stack, cached cert, Unlimited", unlimited_stack, cert),
@@ -137,8 +145,10 @@ def part1(quick: bool) -> None:
     if slow is not None:
         for row in ("whole stack, cached cert, Gold tier", "whole stack, cached cert, Gold tier, headers off"):
             ours = results[row] - bare
-            print(f"\n{row}: overhead {ours:.1f} µs = {ours / (slow - bare):.2f} × slowapi's rate limiting alone "
-                  f"({slow - bare:.1f} µs; target ≤ 0.25)")
+            print(
+                f"\n{row}: overhead {ours:.1f} µs = {ours / (slow - bare):.2f} × slowapi's rate limiting alone "
+                f"({slow - bare:.1f} µs; target ≤ 0.25)"
+            )
 
 
 async def _yielding_batch(app: Any, make: Callable[[], dict[str, Any]], n: int) -> float:
@@ -173,7 +183,9 @@ async def part2(quick: bool) -> None:
         for count in (0, keys):
             storage = LazyMemoryStorage() if uri == "memory://" else storage_from_string(uri)
             await _fill(storage, count)
-            variants[f"{label}, {count // 1000}k idle keys"] = ThrottlingMiddleware(starlette_app(), tiers={"Gold": BIG}, storage=storage)
+            variants[f"{label}, {count // 1000}k idle keys"] = ThrottlingMiddleware(
+                starlette_app(), tiers={"Gold": BIG}, storage=storage
+            )
         for app in variants.values():
             await _yielding_batch(app, scope, 100)
         samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -194,7 +206,10 @@ async def part2(quick: bool) -> None:
             name = f"{label}, {count // 1000}k idle keys"
             us = rows[name]
             target = " (target ≥ 0.90)" if count and label.startswith("ours") else ""
-            print(f"| {label}, {count // 1000}k keys | {us:.1f} | {1e6 / us:,.0f} | {none / us:.2f} | {none_best / best[name]:.2f}{target} |")
+            print(
+                f"| {label}, {count // 1000}k keys | {us:.1f} | {1e6 / us:,.0f} "
+                f"| {none / us:.2f} | {none_best / best[name]:.2f}{target} |"
+            )
 
 
 def main() -> None:

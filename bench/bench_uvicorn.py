@@ -113,7 +113,9 @@ class Server:
         return f"{'https' if self.transport == 'tls' else 'http'}://127.0.0.1:{self.port}{case.path}"
 
     def start(self, log: Path) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -140,7 +142,18 @@ def servers(work: Path, pin: list[str]) -> list[Server]:
     tls = ["--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key")]
     quiet = ["--log-level", "warning", "--no-access-log"]
     uvicorn = [sys.executable, "-m", "uvicorn", "example_app.main:app", "--host", "127.0.0.1", *quiet]
-    apim = [sys.executable, "-m", "asgi_apim.cli", "serve", "example_app.main:app", "--config", str(config), "--host", "127.0.0.1", *quiet]
+    apim = [
+        sys.executable,
+        "-m",
+        "asgi_apim.cli",
+        "serve",
+        "example_app.main:app",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        *quiet,
+    ]
     found = []
     for transport in ("plain", "tls"):
         extra = tls if transport == "tls" else []
@@ -154,7 +167,10 @@ def wrk(url: str, headers: tuple[tuple[str, str], ...], duration: int, connectio
     extra = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
     threads = "1" if pin else "2"
     out = subprocess.run(
-        [*pin, "wrk", "-t", threads, "-c", str(connections), "-d", f"{max(1, duration)}s", *extra, url], capture_output=True, text=True, check=True
+        [*pin, "wrk", "-t", threads, "-c", str(connections), "-d", f"{max(1, duration)}s", *extra, url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None or "Non-2xx" in out or "Socket errors" in out:
@@ -162,9 +178,12 @@ def wrk(url: str, headers: tuple[tuple[str, str], ...], duration: int, connectio
     return float(match.group(1))
 
 
-async def _httpx(url: str, headers: tuple[tuple[str, str], ...], requests: int, connections: int, verify: ssl.SSLContext | bool) -> float:
+async def _httpx(
+    url: str, headers: tuple[tuple[str, str], ...], requests: int, connections: int, verify: ssl.SSLContext | bool
+) -> float:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(verify=verify, limits=limits, headers=list(headers)) as client:
+
         async def worker(n: int) -> None:
             for _ in range(n):
                 (await client.get(url)).raise_for_status()
@@ -181,9 +200,15 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per httpx run (without wrk)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto", help="load generator (auto: wrk if installed)")
-    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
-                        help="servers on one CPU, the load on another (default: when there are two CPUs and taskset)")
+    parser.add_argument(
+        "--load", choices=("auto", "wrk", "httpx"), default="auto", help="load generator (auto: wrk if installed)"
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="servers on one CPU, the load on another (default: when there are two CPUs and taskset)",
+    )
     args = parser.parse_args()
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk") is not None)
     pin = args.pin if args.pin is not None else (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -206,12 +231,18 @@ def main() -> int:
                         if use_wrk:
                             rate = wrk(s.url(case), case.headers, args.duration, args.connections, load_cpu)
                         else:
-                            rate = asyncio.run(_httpx(s.url(case), case.headers, args.requests, args.connections, verify))
+                            rate = asyncio.run(
+                                _httpx(s.url(case), case.headers, args.requests, args.connections, verify)
+                            )
                         s.rates.setdefault(case, []).append(rate)
         finally:
             for s in started:
                 s.stop()
-    load = f"wrk, {args.connections} connections, {args.duration}s" if use_wrk else f"httpx, {args.connections} connections, {args.requests} requests"
+    load = (
+        f"wrk, {args.connections} connections, {args.duration}s"
+        if use_wrk
+        else f"httpx, {args.connections} connections, {args.requests} requests"
+    )
     where = "; servers on CPU 1, load on CPU 0" if pin else ""
     print(f"{args.rounds} rounds round-robin ({load}{where}); median requests/second, median of the rounds' ratios\n")
     print(f"| {'request':<26} | {'server':<16} | {'transport':<9} | {'req/s':>9} | {'vs bare':>7} |")
@@ -230,7 +261,9 @@ def check(server: Server, case: Case, response: httpx.Response) -> None:
     if server.name == "asgi-apim serve" and case.headers:
         body = response.json()
         if body.get("method") != "mutual_ssl" or body.get("tier") != "Gold" or "ratelimit" not in response.headers:
-            raise RuntimeError(f"{server.name} {case.label}: not a Gold mutual-SSL caller with rate-limit headers: {body}")
+            raise RuntimeError(
+                f"{server.name} {case.label}: not a Gold mutual-SSL caller with rate-limit headers: {body}"
+            )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def run(key_kind: str, n: int, rounds: int) -> list[tuple[str, float]]:
     verifier = (
         PolicyBuilder()
         .store(Store([root.cert]))
-        .time(dt.datetime.now(dt.timezone.utc))
+        .time(dt.datetime.now(dt.UTC))
         .max_chain_depth(MAX_CHAIN_DEPTH)
         .extension_policies(ca_policy=CA_POLICY, ee_policy=EE_POLICY)
         .build_client_verifier()
@@ -78,7 +78,11 @@ def run(key_kind: str, n: int, rounds: int) -> list[tuple[str, float]]:
         return validator.validate(fresh(), cache_key=b"same header")
 
     assert validator.validate(ders).accepted_for("open") is not None
-    variants = {"cryptography parse + verify": theirs, "validate, uncached": ours_uncached, "validate, cached": ours_cached}
+    variants = {
+        "cryptography parse + verify": theirs,
+        "validate, uncached": ours_uncached,
+        "validate, cached": ours_cached,
+    }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for fn in variants.values():
         _batch(fn, 10_000, 10**9)  # warm up, and fill the verdict cache so that it evicts

@@ -55,7 +55,9 @@ async def _batch(v: Variant, n: int) -> float:
     return elapsed / n * 1e6
 
 
-async def sample(variants: list[Variant], *, n: int = 2000, rounds: int = 15, warmup: int = 500) -> dict[str, list[float]]:
+async def sample(
+    variants: list[Variant], *, n: int = 2000, rounds: int = 15, warmup: int = 500
+) -> dict[str, list[float]]:
     """µs per request of each variant, one sample per round."""
     for v in variants:
         await _batch(v, warmup)
@@ -79,8 +81,12 @@ def paired(samples: dict[str, list[float]], name: str, baseline: str) -> float:
     return statistics.median(v / b for v, b in zip(samples[name], samples[baseline]))
 
 
-def table(samples: dict[str, list[float]], baseline: str, targets: dict[str, str] | None = None,
-          against: dict[str, str] | None = None) -> str:
+def table(
+    samples: dict[str, list[float]],
+    baseline: str,
+    targets: dict[str, str] | None = None,
+    against: dict[str, str] | None = None,
+) -> str:
     """Each variant against the baseline (or its own, in ``against``: a bare endpoint on the same
     route, Starlette's routing costing more for each route it tries first): the ratio of medians,
     the median of the rounds' paired ratios, and the ratio of the best rounds."""
@@ -88,13 +94,17 @@ def table(samples: dict[str, list[float]], baseline: str, targets: dict[str, str
     low = {name: min(s) for name, s in samples.items()}
     targets = targets or {}
     against = against or {}
-    lines = ["| variant | µs / request (median) | × bare (median) | × bare (paired rounds) | × bare (best round) | target |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| variant | µs / request (median) | × bare (median) | × bare (paired rounds) | × bare (best round) | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for name in samples:
         base = against.get(name, baseline)
         label = name if base == baseline else f"{name} (× {base})"
-        lines.append(f"| {label} | {med[name]:.1f} | {med[name] / med[base]:.2f} | {paired(samples, name, base):.2f} "
-                     f"| {low[name] / low[base]:.2f} | {targets.get(name, '')} |")
+        lines.append(
+            f"| {label} | {med[name]:.1f} | {med[name] / med[base]:.2f} | {paired(samples, name, base):.2f} "
+            f"| {low[name] / low[base]:.2f} | {targets.get(name, '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -102,11 +112,21 @@ def run(variants: list[Variant], **kw: Any) -> dict[str, list[float]]:
     return asyncio.run(sample(variants, **kw))
 
 
-def scope_factory(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> Callable[[], dict[str, Any]]:
+def scope_factory(
+    method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
+) -> Callable[[], dict[str, Any]]:
     template = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
     }
     template.update(extra)
     hdrs = list(headers or [])

@@ -18,19 +18,37 @@ class Result:
         return json.loads(self.body)
 
 
-def make_scope(method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None, *,
-               client: tuple[str, int] = ("127.0.0.1", 50000), query: str = "", **extra: Any) -> dict[str, Any]:
+def make_scope(
+    method: str = "GET",
+    path: str = "/",
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    client: tuple[str, int] = ("127.0.0.1", 50000),
+    query: str = "",
+    **extra: Any,
+) -> dict[str, Any]:
     scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or [])],
-        "client": client, "server": ("127.0.0.1", 8000), "state": {},
+        "client": client,
+        "server": ("127.0.0.1", 8000),
+        "state": {},
     }
     scope.update(extra)
     return scope
 
 
-async def call(app: Any, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None, **kw: Any) -> Result:
+async def call(
+    app: Any, method: str = "GET", path: str = "/", headers: list[tuple[str, str]] | None = None, **kw: Any
+) -> Result:
     scope = make_scope(method, path, headers, **kw)
     return await call_scope(app, scope)
 

@@ -27,7 +27,12 @@ async def test_each_floor_admits_the_caller_the_stack_admits_and_counts_the_same
     make = scope_factory("GET", bench_throttling.PATH, [(bench_floor.HEADER, header)])
     ours = await call_scope(gold, make())
     assert ours.status == 200
-    for count, headers, checks in ((False, False, False), (True, False, False), (True, True, False), (True, True, True)):
+    for count, headers, checks in (
+        (False, False, False),
+        (True, False, False),
+        (True, True, False),
+        (True, True, True),
+    ):
         floor = bench_floor.floor(echo_user, gold, header, count=count, headers=headers, checks=checks)
         theirs = await call_scope(floor, make())
         assert theirs.status == 200

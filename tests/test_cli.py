@@ -11,7 +11,9 @@ from asgi_apim.cli import main
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "asgi_apim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "asgi_apim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
 
 
 def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
@@ -31,7 +33,9 @@ def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
     ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
     client.verify_directly_issued_by(ca)
     server.verify_directly_issued_by(ca)
-    ok = subprocess.run(["openssl", "verify", "-CAfile", d / "ca.pem", "-purpose", "sslclient", d / "client.pem"], capture_output=True)
+    ok = subprocess.run(
+        ["openssl", "verify", "-CAfile", d / "ca.pem", "-purpose", "sslclient", d / "client.pem"], capture_output=True
+    )
     assert ok.returncode == 0
 
 
@@ -42,7 +46,11 @@ def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
         (("frobnicate",), "asgi-apim", "invalid choice: 'frobnicate'"),
         (("--bogus", "keygen"), "asgi-apim", "unrecognized arguments: --bogus"),
         (("serve",), "asgi-apim serve", "required: app, --config"),
-        (("serve", "m:app", "--config", "d.toml", "--ssl-cert-reqs", "7"), "asgi-apim serve", "--ssl-cert-reqs: invalid choice"),
+        (
+            ("serve", "m:app", "--config", "d.toml", "--ssl-cert-reqs", "7"),
+            "asgi-apim serve",
+            "--ssl-cert-reqs: invalid choice",
+        ),
         (("check",), "asgi-apim check", "required: --config"),
         (("keygen", "--bogus"), "asgi-apim keygen", "unrecognized arguments: --bogus"),
         (("encrypt",), "asgi-apim encrypt", "required: --config"),
@@ -50,13 +58,22 @@ def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
         (("rotate-key", "--config", "d.toml"), "asgi-apim rotate-key", "required: --new-key"),
         (("apikey",), "asgi-apim apikey", "required: apikey_command"),
         (("apikey", "issue", "--config", "d.toml"), "asgi-apim apikey issue", "required: --api, --tier"),
-        (("apikey", "issue", "--config", "d.toml", "--api", "a", "--tier", "Gold", "--expires", "-1"), "asgi-apim apikey issue", "--expires"),
+        (
+            ("apikey", "issue", "--config", "d.toml", "--api", "a", "--tier", "Gold", "--expires", "-1"),
+            "asgi-apim apikey issue",
+            "--expires",
+        ),
         (("pki", "init"), "asgi-apim pki init", "required: dir"),
         (("pki", "init", "d", "--bogus"), "asgi-apim pki init", "unrecognized arguments: --bogus"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], prog: str, says: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    prog: str,
+    says: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
@@ -73,14 +90,20 @@ def test_usage_errors_exit_2_with_one_line(
 def test_a_usage_error_is_one_line_from_the_installed_command_too() -> None:
     r = run("apikey", "issue", "--bogus")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == "asgi-apim apikey issue: error: the following arguments are required: --config, --api, --tier (see asgi-apim apikey issue --help)\n"
+    assert (
+        r.stderr == "asgi-apim apikey issue: error: the following arguments are required: --config, --api, --tier"
+        " (see asgi-apim apikey issue --help)\n"
+    )
 
 
 def test_debug_is_accepted_before_and_after_the_command(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.toml")
     quiet = run("check", "--config", missing, "x.pem")
     assert quiet.returncode == 1 and quiet.stderr.count("\n") == 1 and "missing.toml not found" in quiet.stderr
-    for args in (("--debug", "check", "--config", missing, "x.pem"), ("check", "--config", missing, "x.pem", "--debug")):
+    for args in (
+        ("--debug", "check", "--config", missing, "x.pem"),
+        ("check", "--config", missing, "x.pem", "--debug"),
+    ):
         r = run(*args)
         assert r.returncode == 1
         assert "Traceback" in r.stderr and "ConfigError" in r.stderr
@@ -111,7 +134,9 @@ def test_check_refuses_a_tier_that_does_not_parse(tmp_path: Path) -> None:
     r = run("check", "--config", str(cfg), str(tmp_path / "partner.pem"))
     assert r.returncode == 1
     assert r.stdout == ""
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("asgi-apim: error: throttling.tiers.Gold: '5000/fortnight'"), r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        "asgi-apim: error: throttling.tiers.Gold: '5000/fortnight'"
+    ), r.stderr
 
 
 def write_config(tmp_path: Path) -> tuple[Path, object, object]:
@@ -184,7 +209,9 @@ def test_pki_init_keeps_an_existing_pki_and_replaces_it_only_when_forced(tmp_pat
     ca = (d / "ca.key").read_bytes()
     again = run("pki", "init", str(d))
     assert again.returncode == 0 and "kept" in again.stderr
-    assert again.stdout.split() == [str(d / n) for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")]
+    assert again.stdout.split() == [
+        str(d / n) for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+    ]
     assert (d / "ca.key").read_bytes() == ca
     (d / "client.key").unlink()  # a partial PKI is neither kept nor silently replaced
     partial = run("pki", "init", str(d))
@@ -211,7 +238,8 @@ def test_check_refuses_what_serve_would_refuse_at_start_up(tmp_path: Path) -> No
     run("pki", "init", str(tmp_path / "pki"))
     (tmp_path / "d.toml").write_text(
         '[encryption]\nkey = "' + "ab" * 32 + '"\n[api_keys]\nsigning_key = "nowhere.pem"\n'
-        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "optional"\napplication = ["api_key"]\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n'
+        '[apis.security]\nmutual_ssl = "optional"\napplication = ["api_key"]\n'
     )
     out = run("check", "--config", str(tmp_path / "d.toml"), str(tmp_path / "pki" / "client.pem"))
     assert out.returncode == 1 and "api_keys.signing_key" in out.stderr, out.stderr

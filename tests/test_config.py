@@ -122,8 +122,14 @@ def test_objects_are_frozen(tmp_path: Path) -> None:
         ("[[apis]]\nname='a'\ncontext='a'", "apis[0].context"),
         ("[[apis]]\nname='a'\ncontext='/a'\ntier='Diamond'", "apis[a].tier"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[apis.security]\nmutual_ssl='sometimes'", "apis[0].security.mutual_ssl"),
-        ("[[apis]]\nname='a'\ncontext='/a'\n[apis.security]\nmutual_ssl='optional'\napplication=[]", "apis[0].security.application"),
-        ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a'\nmethods=['FETCH']", "apis[0].resources[0].methods"),
+        (
+            "[[apis]]\nname='a'\ncontext='/a'\n[apis.security]\nmutual_ssl='optional'\napplication=[]",
+            "apis[0].security.application",
+        ),
+        (
+            "[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a'\nmethods=['FETCH']",
+            "apis[0].resources[0].methods",
+        ),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['none']", "key_managers[0].algorithms"),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms=['HS256']", "key_managers[0].algorithms"),
         ("[throttling]\nstrategy='leaky'", "throttling.strategy"),
@@ -138,18 +144,32 @@ def test_objects_are_frozen(tmp_path: Path) -> None:
         ('[mutual_ssl]\ntruststore = ["certs/ca\\u0000.pem"]', "mutual_ssl.truststore[0]"),  # a TOML escape: a NUL
         ("[api_keys]\nsigning_key = ''", "api_keys.signing_key"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/{id}/{id}'", "apis[0].resources[0].path"),
-        ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\njwks_url='https://i/jwks.json'\n", "key_managers[0].jwks_file"),
+        (
+            "[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\njwks_url='https://i/jwks.json'\n",
+            "key_managers[0].jwks_file",
+        ),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nalgorithms = []\n", "key_managers[0].algorithms"),
         ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\nleeway = 1e300\n", "key_managers[0].leeway"),
-        ("[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\n[[key_managers]]\nname='k'\nissuer='other'\njwks_file='j'\n", "key_managers"),
-        ("[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='short'\nalgorithms=['HS256']\n", "key_managers[0].shared_secret"),
-        ("[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='" + "x" * 32 + "'\nalgorithms=['HS512']\n", "key_managers[0].shared_secret"),
+        (
+            "[[key_managers]]\nname='k'\nissuer='i'\njwks_file='j'\n[[key_managers]]\nname='k'\nissuer='other'\njwks_file='j'\n",
+            "key_managers",
+        ),
+        (
+            "[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='short'\nalgorithms=['HS256']\n",
+            "key_managers[0].shared_secret",
+        ),
+        (
+            "[[key_managers]]\nname='k'\nissuer='i'\nshared_secret='" + "x" * 32 + "'\nalgorithms=['HS512']\n",
+            "key_managers[0].shared_secret",
+        ),
         ("[throttling.tiers]\nGold = '10/0 minute'", "throttling.tiers.Gold"),
         ("[throttling.tiers]\nGold = '9223372036854775807/second'", "throttling.tiers.Gold"),
         ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\ntier=''", "apis[0].resources[0].tier"),
         ("[[apis]]\nname='a'\ncontext='/a'\ntruststore_tier=''", "apis[0].truststore_tier"),
-        ("[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\npublic=true\n[apis.resources.security]\nmutual_ssl='mandatory'",
-         "apis[0].resources[0].security"),
+        (
+            "[[apis]]\nname='a'\ncontext='/a'\n[[apis.resources]]\npath='/a/x'\npublic=true\n[apis.resources.security]\nmutual_ssl='mandatory'",
+            "apis[0].resources[0].security",
+        ),
         ("[[apis]]\nname='a'\ncontext='/a/{id}'", "apis[0].context"),
         ("[[apis]]\nname='a'\ncontext='/a b'", "apis[0].context"),
         ("[[apis]]\nname='a'\ncontext='/a/../b'", "apis[0].context"),
@@ -178,7 +198,9 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_security_defaults() -> None:
-    cfg = parse_config({"apis": [{"name": "a", "context": "/a", "security": {"mutual_ssl": "mandatory"}}]}, base=Path("/"))
+    cfg = parse_config(
+        {"apis": [{"name": "a", "context": "/a", "security": {"mutual_ssl": "mandatory"}}]}, base=Path("/")
+    )
     sec = cfg.api("a").security
     assert sec.application == () and sec.application_mandatory is False
     cfg = parse_config({"apis": [{"name": "a", "context": "/a"}]}, base=Path("/"))
@@ -219,7 +241,9 @@ def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, key: str, val
 
 
 def test_finite_numbers_still_load(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[mutual_ssl]\nreload_interval = 2.5\n" + KM + "leeway = 0\njwks_refresh_interval = 1e3"))
+    cfg = load_config(
+        write(tmp_path, "[mutual_ssl]\nreload_interval = 2.5\n" + KM + "leeway = 0\njwks_refresh_interval = 1e3")
+    )
     assert cfg.mutual_ssl.reload_interval == 2.5
     assert cfg.key_managers[0].leeway == 0.0 and cfg.key_managers[0].jwks_refresh_interval == 1000.0
     with pytest.raises(ConfigError, match=r"^mutual_ssl.reload_interval: must be a finite number"):
@@ -254,7 +278,10 @@ def test_the_throttling_subscriber_claim_is_every_key_managers_default(tmp_path:
 
 @pytest.mark.parametrize("public", ["/", "/pets", "/pets/", "/api"])
 def test_a_public_path_covering_an_api_is_refused(tmp_path: Path, public: str) -> None:
-    text = f"public_paths = ['{public}']\n[[apis]]\nname='pets'\ncontext='/api/pets'\n[[apis]]\nname='p2'\ncontext='/pets'\n"
+    text = (
+        f"public_paths = ['{public}']\n[[apis]]\nname='pets'\ncontext='/api/pets'\n"
+        "[[apis]]\nname='p2'\ncontext='/pets'\n"
+    )
     with pytest.raises(ConfigError, match="covers API") as info:
         load_config(write(tmp_path, text))
     assert info.value.key == "public_paths"
@@ -271,7 +298,10 @@ def test_two_key_managers_validating_one_issuer_s_jwts_are_refused(tmp_path: Pat
         load_config(write(tmp_path, text))
     assert info.value.key == "key_managers[k2].issuer"
     # opaque tokens of the same issuer, introspected by a key manager of their own: nothing is shadowed
-    text = KM + "[[key_managers]]\nname='k2'\nissuer='i'\nintrospection_url='https://i/introspect'\nclient_id='c'\nclient_secret='s'\n"
+    text = (
+        KM
+        + "[[key_managers]]\nname='k2'\nissuer='i'\nintrospection_url='https://i/introspect'\nclient_id='c'\nclient_secret='s'\n"
+    )
     assert [km.name for km in load_config(write(tmp_path, text)).key_managers] == ["k", "k2"]
 
 

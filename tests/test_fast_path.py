@@ -108,8 +108,11 @@ def _stack(config_file: Path, *, fast: bool) -> Any:
     return app
 
 
-@pytest.fixture(scope="module", params=[("ratelimit", "moving-window"), ("x-ratelimit", "fixed-window"),
-                                        ("none", "sliding-window-counter")], ids=lambda p: "-".join(p))
+@pytest.fixture(
+    scope="module",
+    params=[("ratelimit", "moving-window"), ("x-ratelimit", "fixed-window"), ("none", "sliding-window-counter")],
+    ids=lambda p: "-".join(p),
+)
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     headers, strategy = request.param
     tmp = tmp_path_factory.mktemp("fast")
@@ -150,8 +153,15 @@ CERTS = ["gold", "gold", "gold", "gold2", "burst", "pinned", "short", "foreign",
 PATHS = ["/pets/a", "/pets/a", "/pets/b", "/pets/limited", "/health", "/elsewhere"]
 TRUSTED = (("127.0.0.1", 5000), None)
 # (client, socket peer recorded by our server protocols or None)
-PEERS = [TRUSTED, TRUSTED, TRUSTED, (("127.0.0.1", 5000), ("127.0.0.1", 5000)),
-         (("192.0.2.7", 5000), None), (("127.0.0.1", 5000), ("192.0.2.7", 5000)), (None, None)]
+PEERS = [
+    TRUSTED,
+    TRUSTED,
+    TRUSTED,
+    (("127.0.0.1", 5000), ("127.0.0.1", 5000)),
+    (("192.0.2.7", 5000), None),
+    (("127.0.0.1", 5000), ("192.0.2.7", 5000)),
+    (None, None),
+]
 
 request_steps = st.tuples(
     st.just("request"),
@@ -163,8 +173,11 @@ request_steps = st.tuples(
 )
 clock_steps = st.tuples(st.just("clock"), st.sampled_from([0.2, 1.0, 1.5, 30.0, 61.0]))
 reload_steps = st.tuples(st.just("reload"), st.booleans())  # True: revoke the gold client; False: lift it
-steps = st.lists(st.one_of(request_steps, request_steps, request_steps, request_steps, clock_steps, reload_steps),
-                 min_size=1, max_size=60)
+steps = st.lists(
+    st.one_of(request_steps, request_steps, request_steps, request_steps, clock_steps, reload_steps),
+    min_size=1,
+    max_size=60,
+)
 
 
 def _scope(values: dict[str, str], step: tuple[Any, ...]) -> dict[str, Any]:
@@ -191,8 +204,13 @@ def test_the_fast_path_answers_as_the_general_path_does(pair: Pair, steps: list[
     _EPOCH[0] += 3000.0  # time only moves on, across examples too (within the certificates' validity)
     clock = [_EPOCH[0]]
     # a certificate of this example's own that expires 90 s in, while its verdict is cached
-    start = dt.datetime.fromtimestamp(clock[0], dt.timezone.utc)
-    short = issue_client(pair.ca, "short-lived client", not_before=start - dt.timedelta(minutes=5), not_after=start + dt.timedelta(seconds=90))
+    start = dt.datetime.fromtimestamp(clock[0], dt.UTC)
+    short = issue_client(
+        pair.ca,
+        "short-lived client",
+        not_before=start - dt.timedelta(minutes=5),
+        not_after=start + dt.timedelta(seconds=90),
+    )
     values = dict(pair.values, short=quote(short.cert_pem().decode(), safe=""))
     _reload(pair, False)
     # every certificate seen once, so that the drawn steps meet cached verdicts (the fast path's requests)
@@ -208,7 +226,9 @@ def test_the_fast_path_answers_as_the_general_path_does(pair: Pair, steps: list[
             fast = pair.loop.run_until_complete(call_scope(pair.fast, _scope(values, step)))
             general = pair.loop.run_until_complete(call_scope(pair.general, _scope(values, step)))
             where = f"step {n - len(warm)} {step[:4]} of {[s[:4] for s in steps]}"
-            assert (fast.status, fast.raw_headers, fast.body) == (general.status, general.raw_headers, general.body), where
+            assert (fast.status, fast.raw_headers, fast.body) == (general.status, general.raw_headers, general.body), (
+                where
+            )
 
 
 def test_the_fast_path_is_taken(pair: Pair) -> None:
@@ -231,13 +251,17 @@ def test_the_fast_path_is_taken(pair: Pair) -> None:
         app._certificate_step = spying
         app._routes.clear()  # the paths' steps are made anew, spied on
         app._steps.clear()
-    values = {name: quote(issue_client(pair.ca, f"{name} client").cert_pem().decode(), safe="") for name in ("new", "newer")}
+    values = {
+        name: quote(issue_client(pair.ca, f"{name} client").cert_pem().decode(), safe="") for name in ("new", "newer")
+    }
     try:
         # the path's first request makes its step; a certificate's first sighting is validated by
         # the general path, the second is fast
         for client in ("new", "new", "newer", "newer"):
             for app in (pair.fast, pair.general):
-                result = pair.loop.run_until_complete(call_scope(app, _scope(values, ("request", "/pets/z", client, 1, TRUSTED, "GET"))))
+                result = pair.loop.run_until_complete(
+                    call_scope(app, _scope(values, ("request", "/pets/z", client, 1, TRUSTED, "GET")))
+                )
                 assert result.status == 200 and result.json()["alias"] == "partners"
     finally:
         for app in (pair.fast, pair.general):
@@ -269,7 +293,9 @@ def test_a_failing_storage_is_left_to_the_general_path_once_it_failed(tmp_path: 
     loop = asyncio.new_event_loop()
 
     def get() -> Any:
-        return loop.run_until_complete(call_scope(app, _scope(values, ("request", "/pets/a", "client", 1, TRUSTED, "GET"))))
+        return loop.run_until_complete(
+            call_scope(app, _scope(values, ("request", "/pets/a", "client", 1, TRUSTED, "GET")))
+        )
 
     try:
         first = get()  # validated and charged by the general path
@@ -285,7 +311,12 @@ def test_a_failing_storage_is_left_to_the_general_path_once_it_failed(tmp_path: 
         storage.broken = False
         app.throttle.guard.down_until = 0.0  # the retry interval is over
         back = get()
-        assert back.status == 200 and "ratelimit" in back.headers and not app.throttle.guard.down and ExplodingStorage.calls == 3
+        assert (
+            back.status == 200
+            and "ratelimit" in back.headers
+            and not app.throttle.guard.down
+            and ExplodingStorage.calls == 3
+        )
         again = get()  # the fast path charges again
         assert again.status == 200 and again.headers["ratelimit"] == '"Gold";r=97;t=60' and ExplodingStorage.calls == 4
     finally:

@@ -24,7 +24,6 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -124,7 +123,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     no_eku = issue_client(ca, "no-eku client", eku=None)
     key, rogue = rsa_key("k1"), rsa_key("k1", second=True)
     (tmp / "jwks.json").write_text(json.dumps({"keys": [key.jwk()]}))
-    (tmp / "apikey-signing.pem").write_bytes(ec_key().key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    (tmp / "apikey-signing.pem").write_bytes(
+        ec_key().key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
     (tmp / "users.htpasswd").write_text(f"bob:{hashed}\n")
     config_file = tmp / "deployment.toml"
@@ -141,11 +142,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     basic = "Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
     bad_tokens = list(malicious_tokens(key, rogue).values())
     values = {
-        CERT_HEADER: [certificate, url_pem(foreign), url_pem(no_eku), certificate[: len(certificate) // 2], "(null)", "",
-                      client.cert_pem().decode().replace("\n", " "), "%ZZ%", "-----BEGIN CERTIFICATE-----"],
-        "authorization": [f"Bearer {token}", f"Bearer {writer}", basic, *(f"Bearer {t}" for t in bad_tokens[:12]),
-                          "Bearer", "Basic", "Basic !!!", "Basic " + base64.b64encode(b"bob:wrong").decode(),
-                          "Basic " + base64.b64encode(b"no-colon").decode(), f"bearer {token}", f"Bearer  {token} x"],
+        CERT_HEADER: [
+            certificate,
+            url_pem(foreign),
+            url_pem(no_eku),
+            certificate[: len(certificate) // 2],
+            "(null)",
+            "",
+            client.cert_pem().decode().replace("\n", " "),
+            "%ZZ%",
+            "-----BEGIN CERTIFICATE-----",
+        ],
+        "authorization": [
+            f"Bearer {token}",
+            f"Bearer {writer}",
+            basic,
+            *(f"Bearer {t}" for t in bad_tokens[:12]),
+            "Bearer",
+            "Basic",
+            "Basic !!!",
+            "Basic " + base64.b64encode(b"bob:wrong").decode(),
+            "Basic " + base64.b64encode(b"no-colon").decode(),
+            f"bearer {token}",
+            f"Bearer  {token} x",
+        ],
         "apikey": [api_key, api_key[:-4], api_key + "x", "", "a.b.c"],
         "x-forwarded-for": ["127.0.0.1", "192.0.2.7, 127.0.0.1", "garbage", ""],
         "host": ["localhost", "", "evil.example"],
@@ -159,22 +179,41 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         loop.close()
 
 
-extra_names = st.sampled_from(["x-forwarded-for", "host"]) | st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=20)
+extra_names = st.sampled_from(["x-forwarded-for", "host"]) | st.text(
+    "abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=20
+)
 API_PATHS = ["/pets", "/pets/1", "/pets/whoami", "/shop", "/shop/1", "/shop/1/x", "/shop/"]
-OTHER_PATHS = ["/health", "/health/x", "/elsewhere", "/", "/pets/../health", "/health/../pets", "//pets", "/PETS",
-               "/shopping", "/pets%2Fwhoami"]
-paths = st.sampled_from(API_PATHS) | st.sampled_from(OTHER_PATHS) | st.text(min_size=0, max_size=30).map(lambda s: "/" + s)
+OTHER_PATHS = [
+    "/health",
+    "/health/x",
+    "/elsewhere",
+    "/",
+    "/pets/../health",
+    "/health/../pets",
+    "//pets",
+    "/PETS",
+    "/shopping",
+    "/pets%2Fwhoami",
+]
+paths = (
+    st.sampled_from(API_PATHS) | st.sampled_from(OTHER_PATHS) | st.text(min_size=0, max_size=30).map(lambda s: "/" + s)
+)
 methods = st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD"]) | st.text(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=8)
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=8
+)
 clients = st.sampled_from([*TRUSTED, *UNTRUSTED, None])
 latin1 = st.binary(max_size=300).map(lambda b: b.decode("latin-1"))
 b64 = st.binary(max_size=120).map(lambda b: base64.b64encode(b).decode())
-jwt_like = st.lists(st.binary(max_size=90).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")), min_size=1,
-                    max_size=4).map(".".join)
+jwt_like = st.lists(
+    st.binary(max_size=90).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")), min_size=1, max_size=4
+).map(".".join)
 # well-formed on the outside, anything inside: what reaches each scheme's decoder
 SHAPED = {
-    CERT_HEADER: b64 | b64.map(lambda v: quote(f"-----BEGIN CERTIFICATE-----\n{v}\n-----END CERTIFICATE-----\n", safe="")),
-    "authorization": st.builds("{} {}".format, st.sampled_from(["Bearer", "Basic", "bearer", "BASIC", "Digest"]), b64 | jwt_like | latin1),
+    CERT_HEADER: b64
+    | b64.map(lambda v: quote(f"-----BEGIN CERTIFICATE-----\n{v}\n-----END CERTIFICATE-----\n", safe="")),
+    "authorization": st.builds(
+        "{} {}".format, st.sampled_from(["Bearer", "Basic", "bearer", "BASIC", "Digest"]), b64 | jwt_like | latin1
+    ),
     "apikey": jwt_like,
 }
 
@@ -193,7 +232,10 @@ def requests(draw: st.DrawFn, world: World) -> dict[str, Any]:
         pool = world.values.get(name)
         headers.append((name, draw(st.sampled_from(pool) | latin1) if pool else draw(latin1)))
     headers = draw(st.permutations(headers))
-    query = draw(st.sampled_from(["", f"apikey={world.values['apikey'][0]}", "apikey=", "apikey=a.b.c&apikey=x"]) | latin1.map(quote))
+    query = draw(
+        st.sampled_from(["", f"apikey={world.values['apikey'][0]}", "apikey=", "apikey=a.b.c&apikey=x"])
+        | latin1.map(quote)
+    )
     scope = make_scope(draw(methods), draw(paths), headers, query=query)
     scope["client"] = draw(clients)
     return scope
@@ -209,10 +251,14 @@ def check(world: World, scope: dict[str, Any], result: Result) -> None:
         body = result.json()
         if not body["authenticated"]:
             assert scope["path"] == "/health" or scope["path"].startswith("/health/"), scope["path"]
-        if _authenticated_by_certificate(body):  # the registered client's certificate (in any format), once, from a trusted proxy
+        if _authenticated_by_certificate(
+            body
+        ):  # the registered client's certificate (in any format), once, from a trusted proxy
             presented = [v for k, v in scope["headers"] if k == CERT_HEADER.encode()]
             assert len(presented) == 1 and scope["client"] in TRUSTED and body["alias"] == "partners"
-            if body["method"] == "mutual_ssl":  # else the subject is the application credential's, the certificate kept beside it
+            if (
+                body["method"] == "mutual_ssl"
+            ):  # else the subject is the application credential's, the certificate kept beside it
                 assert "CN=registered client" in body["subject"]
         return
     assert result.headers["content-type"] == "application/problem+json", result.headers
@@ -227,7 +273,9 @@ def check(world: World, scope: dict[str, Any], result: Result) -> None:
         assert secret not in text
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_any_request_is_refused_cleanly_or_reaches_the_app_authenticated(world: World, data: st.DataObject) -> None:
     scope = data.draw(requests(world))

@@ -12,8 +12,10 @@ from asgi_apim._redact import WITHHELD, query_credentials, redact
     [
         ("redis://:pw@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
         ("http://gw:pw@h/introspect", "http://***@h/introspect"),
-        ("http://h/jwks?api_key=A&apikey=B&key=C&pwd=D&sig=E&password=F&access_token=G&page=2",
-         "http://h/jwks?api_key=***&apikey=***&key=***&pwd=***&sig=***&password=***&access_token=***&page=2"),
+        (
+            "http://h/jwks?api_key=A&apikey=B&key=C&pwd=D&sig=E&password=F&access_token=G&page=2",
+            "http://h/jwks?api_key=***&apikey=***&key=***&pwd=***&sig=***&password=***&access_token=***&page=2",
+        ),
         ("http://h/jwks.json", "http://h/jwks.json"),
         ("redis://:p@ss@[::1:1/0", "redis://***@[::1:1/0"),  # an '@' in the password, and a host that does not parse
     ],
@@ -30,4 +32,7 @@ def test_a_message_quoting_a_password_outside_the_uri_is_withheld() -> None:
 
 def test_query_credentials_keep_names_and_hide_values() -> None:
     pattern = query_credentials(["partner"])
-    assert pattern.sub(r"\1***", "/a?partner=P&client_secret=S&q=keyboard&monkey=M") == "/a?partner=***&client_secret=***&q=keyboard&monkey=***"
+    assert (
+        pattern.sub(r"\1***", "/a?partner=P&client_secret=S&q=keyboard&monkey=M")
+        == "/a?partner=***&client_secret=***&q=keyboard&monkey=***"
+    )

@@ -9,10 +9,14 @@ def router() -> Router:
         {
             "public_paths": ["/health", "/docs"],
             "apis": [
-                {"name": "pets", "context": "/pets", "resources": [
-                    {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write"]},
-                    {"path": "/open", "methods": ["GET"], "public": True},
-                ]},
+                {
+                    "name": "pets",
+                    "context": "/pets",
+                    "resources": [
+                        {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write"]},
+                        {"path": "/open", "methods": ["GET"], "public": True},
+                    ],
+                },
                 {"name": "petsadmin", "context": "/pets/admin"},
                 {"name": "root", "context": "/api"},
             ],

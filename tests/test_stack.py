@@ -79,8 +79,13 @@ async def test_whoami_as_the_contract_says(setup: Setup) -> None:
     assert result.status == 200
     body = result.json()
     assert {k: body[k] for k in ("authenticated", "method", "subject", "alias", "tier", "scopes", "api")} == {
-        "authenticated": True, "method": "mutual_ssl", "subject": "CN=stack client,O=asgi-apim dev",
-        "alias": "dev-clients", "tier": "Tiny", "scopes": [], "api": "pets",
+        "authenticated": True,
+        "method": "mutual_ssl",
+        "subject": "CN=stack client,O=asgi-apim dev",
+        "alias": "dev-clients",
+        "tier": "Tiny",
+        "scopes": [],
+        "api": "pets",
     }
 
 
@@ -160,8 +165,19 @@ async def test_a_request_leaves_only_starlettes_entries_and_a_refusal_keeps_its_
         assert refused.json()["detail"] == "not issued by a trusted CA"
 
 
-@pytest.mark.parametrize("path", ["/health/../pets/1", "/health/./x", "/pets/1/..", "/./pets", "/health/..",
-                                  "/health\\..\\pets", "/health/..;/pets", "/health/.;x/pets"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/health/../pets/1",
+        "/health/./x",
+        "/pets/1/..",
+        "/./pets",
+        "/health/..",
+        "/health\\..\\pets",
+        "/health/..;/pets",
+        "/health/.;x/pets",
+    ],
+)
 async def test_a_path_with_dot_segments_is_refused_before_routing(setup: Setup, path: str) -> None:
     # decided on the path as written, resolved by an app or backend that normalises it: refused instead
     app = protect(echo, setup.config)
@@ -177,6 +193,8 @@ async def test_dotted_names_are_no_dot_segments(setup: Setup) -> None:
     assert (await call(app, "GET", "/health/a;b/..x;y")).status == 200
 
 
-async def echo(scope: Any, receive: Any, send: Any) -> None:  # answers 200 to any path: as an app that resolves dot segments would
+async def echo(
+    scope: Any, receive: Any, send: Any
+) -> None:  # answers 200 to any path: as an app that resolves dot segments would
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})

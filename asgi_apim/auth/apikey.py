@@ -48,7 +48,9 @@ _KEY_SETTING = "api_keys.signing_key"
 
 def algorithm_for(key: Any) -> str:
     """The JWS algorithm a private or public key signs with. Raises ValueError for other key types."""
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
+    if isinstance(
+        key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, ed448.Ed448PrivateKey, ed448.Ed448PublicKey)
+    ):
         return "EdDSA"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         alg = _EC_ALGORITHMS.get(key.curve.name)
@@ -69,7 +71,11 @@ def load_signing_key(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(_KEY_SETTING, f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        key = load_pem_private_key(data, password=None) if b"-----BEGIN" in data else load_der_private_key(data, password=None)
+        key = (
+            load_pem_private_key(data, password=None)
+            if b"-----BEGIN" in data
+            else load_der_private_key(data, password=None)
+        )
         algorithm_for(key)
     except (ValueError, TypeError) as exc:
         raise ConfigError(_KEY_SETTING, f"{path} is not a usable private key: {exc}") from None

@@ -56,7 +56,10 @@ def parse_htpasswd(text: str, source: str = "htpasswd") -> dict[str, bytes]:
             raise HtpasswdError(f"{source} line {number}: expected user:hash")
         entry = hashed.encode()
         if not entry.startswith(BCRYPT_PREFIXES) or len(entry) != 60 or not entry[4:6].isdigit() or entry[6:7] != b"$":
-            raise HtpasswdError(f"{source} line {number}: user {user!r} does not have a bcrypt hash; only $2y$/$2b$/$2a$ entries are accepted (htpasswd -B)")
+            raise HtpasswdError(
+                f"{source} line {number}: user {user!r} does not have a bcrypt hash;"
+                " only $2y$/$2b$/$2a$ entries are accepted (htpasswd -B)"
+            )
         users[user] = entry
     return users
 
@@ -106,7 +109,9 @@ class BasicAuthenticator:
     def from_config(cls, config: Config) -> BasicAuthenticator:
         ba = config.basic_auth
         if ba.users_file is None:
-            raise ConfigError("basic_auth.users_file", "an API lists basic but no [basic_auth] users_file is configured")
+            raise ConfigError(
+                "basic_auth.users_file", "an API lists basic but no [basic_auth] users_file is configured"
+            )
         return cls(ba.users_file, realm=ba.realm, tier=ba.tier)
 
     def _stat(self) -> _FileId:

@@ -45,7 +45,10 @@ def current_principal(request: Request) -> Principal:
     if isinstance(user, Principal):
         return user
     raise APIMHTTPException(
-        MissingCredentials("this resource needs an authenticated caller", headers={"www-authenticate": f'Bearer realm="{DEFAULT_REALM}"'})
+        MissingCredentials(
+            "this resource needs an authenticated caller",
+            headers={"www-authenticate": f'Bearer realm="{DEFAULT_REALM}"'},
+        )
     )
 
 
@@ -100,21 +103,34 @@ def security_schemes(config: Config | str | os.PathLike[str]) -> dict[str, dict[
     if any(s.mutual_ssl != "disabled" for s in _securities(config)):
         schemes["mutualTLS"] = {
             "type": "mutualTLS",
-            "description": f"Client certificate, on the TLS connection or in the {config.mutual_ssl.certificate_header} header of a trusted proxy.",
+            "description": "Client certificate, on the TLS connection or in the "
+            f"{config.mutual_ssl.certificate_header} header of a trusted proxy.",
         }
     if "oauth2" in used:
         issuers = ", ".join(km.issuer for km in config.key_managers)
-        schemes["bearerAuth"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": f"OAuth2 access token from: {issuers}."}
+        schemes["bearerAuth"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": f"OAuth2 access token from: {issuers}.",
+        }
     if "basic" in used:
         schemes["basicAuth"] = {"type": "http", "scheme": "basic"}
     if "api_key" in used:
-        schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": config.api_keys.header, "description": "asgi-apim apikey issue"}
+        schemes["apiKey"] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": config.api_keys.header,
+            "description": "asgi-apim apikey issue",
+        }
         if config.api_keys.query_param:
             schemes["apiKeyQuery"] = {"type": "apiKey", "in": "query", "name": config.api_keys.query_param}
     return schemes
 
 
-def security_requirements(security: SecurityConfig, scopes: tuple[str, ...] = (), available: frozenset[str] | None = None) -> list[dict[str, list[str]]]:
+def security_requirements(
+    security: SecurityConfig, scopes: tuple[str, ...] = (), available: frozenset[str] | None = None
+) -> list[dict[str, list[str]]]:
     """OpenAPI security requirements (alternatives) for one ``[apis.security]``."""
     app: list[dict[str, list[str]]] = []
     for scheme in security.application:
@@ -145,7 +161,9 @@ def apply_security(schema: dict[str, Any], config: Config) -> dict[str, Any]:
             if route.api is None or route.public:
                 continue
             resource = route.resource
-            security = resource.security if resource is not None and resource.security is not None else route.api.security
+            security = (
+                resource.security if resource is not None and resource.security is not None else route.api.security
+            )
             operation["security"] = security_requirements(security, resource.scopes if resource else (), available)
     return schema
 

@@ -112,7 +112,9 @@ class Introspector:
             return None
         if km.audience and "aud" in answer and not set(km.audience).intersection(audiences(answer["aud"])):
             return None
-        subject = next((answer[k] for k in ("sub", "username", "client_id") if isinstance(answer.get(k), str) and answer[k]), None)
+        subject = next(
+            (answer[k] for k in ("sub", "username", "client_id") if isinstance(answer.get(k), str) and answer[k]), None
+        )
         if subject is None:
             return None
         tier = km.default_tier

@@ -66,7 +66,9 @@ def _key_object(jwk: Mapping[str, Any]) -> Any:
     return key.public_key() if hasattr(key, "public_key") else key
 
 
-def parse_jwks(document: Any, algorithms: Collection[str]) -> tuple[dict[str | None, dict[str, Any]], dict[str | None, str]]:
+def parse_jwks(
+    document: Any, algorithms: Collection[str]
+) -> tuple[dict[str | None, dict[str, Any]], dict[str | None, str]]:
     """Prepared keys by ``kid`` and ``alg``, and a fingerprint per ``kid`` (to detect changes)."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSError('not a JWKS: expected an object with a "keys" array')
@@ -166,14 +168,21 @@ class JWKSource:
         if self._client is None:
             self._client = self._new_client()
         try:
-            response = await self._client.get(self.url, headers={"accept": "application/jwk-set+json, application/json"})
+            response = await self._client.get(
+                self.url, headers={"accept": "application/jwk-set+json, application/json"}
+            )
             response.raise_for_status()
             if len(response.content) > MAX_JWKS_BYTES:
                 raise JWKSError("JWKS larger than 1 MiB")
             keys, prints = parse_jwks(json.loads(response.content), self.algorithms)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the last good keys (httpx's, a bad answer, a URL it cannot use)
-            logger.warning("JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
-                           self.name, self._shown, len(self._keys), concealed(redact(self.url, str(exc))))
+            logger.warning(
+                "JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
+                self.name,
+                self._shown,
+                len(self._keys),
+                concealed(redact(self.url, str(exc))),
+            )
             return False
         self._install(keys, prints)
         return True
@@ -195,7 +204,9 @@ class JWKSource:
 
     async def _refresher(self) -> None:
         while True:
-            delay = self.refresh_interval if self._keys else min(self.refresh_interval, max(1.0, self.min_refetch_interval))
+            delay = (
+                self.refresh_interval if self._keys else min(self.refresh_interval, max(1.0, self.min_refetch_interval))
+            )
             await asyncio.sleep(delay)
             try:
                 await self.refresh()

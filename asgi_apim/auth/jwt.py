@@ -97,7 +97,9 @@ def _number(payload: Mapping[str, Any], name: str, challenge: str) -> int | floa
     value = payload.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e15 < value < 1e15:  # huge ints overflow floats
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e15 < value < 1e15
+    ):  # huge ints overflow floats
         raise invalid(f'the "{name}" claim must be a number', challenge)
     return value
 
@@ -150,7 +152,9 @@ def tier_of(claims: Mapping[str, Any], km: KeyManagerConfig, tiers: Collection[s
 class JWTIssuer:
     """One key manager that signs JWTs: its keys, allow-list and claim rules."""
 
-    def __init__(self, km: KeyManagerConfig, keys: JWKSource | None = None, *, tiers: Collection[str] | None = None) -> None:
+    def __init__(
+        self, km: KeyManagerConfig, keys: JWKSource | None = None, *, tiers: Collection[str] | None = None
+    ) -> None:
         self.km = km
         self.keys = keys
         self.tiers = tiers
@@ -197,7 +201,9 @@ class JWTIssuer:
         exp = check_times(claims, t, self.km.leeway, challenge)
         if self.audience and not self.audience.intersection(audiences(claims.get("aud"))):
             raise invalid("token audience is not accepted", challenge)
-        subject = next((claims[c] for c in ("sub", "client_id", "azp") if isinstance(claims.get(c), str) and claims[c]), None)
+        subject = next(
+            (claims[c] for c in ("sub", "client_id", "azp") if isinstance(claims.get(c), str) and claims[c]), None
+        )
         if subject is None:
             raise invalid("token has no subject", challenge)
         return Verified(
@@ -304,7 +310,9 @@ class OAuth2Authenticator:
 
     async def _introspect(self, token: str, t: float) -> Verified:
         if not self.introspectors:
-            raise invalid("opaque tokens are not accepted: no key manager has an introspection_url", self.invalid_challenge)
+            raise invalid(
+                "opaque tokens are not accepted: no key manager has an introspection_url", self.invalid_challenge
+            )
         failed = False
         for introspector in self.introspectors:
             try:

@@ -147,10 +147,17 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         self.throttle = app if isinstance(app, ThrottlingMiddleware) else None
-        self._next = self.throttle.app if self.throttle is not None else app  # where a request admitted in one step goes
+        self._next = (
+            self.throttle.app if self.throttle is not None else app
+        )  # where a request admitted in one step goes
         # whether a route decided by its certificate alone gets a step (`_certificate_step`)
-        self._inline = (self.throttle is not None and self.throttle.inline and resolver is not None
-                        and not resolver.client_validation and not self.explain)
+        self._inline = (
+            self.throttle is not None
+            and self.throttle.inline
+            and resolver is not None
+            and not resolver.client_validation
+            and not self.explain
+        )
         # path -> (route, how it is decided): the router's answer and this stage's plan for it, in one lookup;
         # path -> {method: (route, plan)} where a resource on the path names methods
         self._routes: dict[str, _Known | dict[str, _Known]] = {}
@@ -159,7 +166,9 @@ class APISecurityMiddleware:
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
                 for scheme in security.application:
-                    if scheme not in self.authenticators and (security.application_mandatory or security.mutual_ssl != "mandatory"):
+                    if scheme not in self.authenticators and (
+                        security.application_mandatory or security.mutual_ssl != "mandatory"
+                    ):
                         raise ValueError(f"API {api.name!r} uses {scheme!r} but no authenticator for it is configured")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -275,7 +284,9 @@ class APISecurityMiddleware:
         if security.mutual_ssl == "disabled":
             schemes = tuple(_recaller(self.authenticators[s]) for s in security.application)
             if schemes and all(recall is not None for _, recall, _, _ in schemes):
-                return _application_recall(api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset())
+                return _application_recall(
+                    api, schemes, frozenset(route.resource.scopes) if route.resource else frozenset()
+                )
         return None
 
     def _step(self, route: Route) -> _Step | None:
@@ -341,7 +352,8 @@ class APISecurityMiddleware:
     def _with_decision(self, send: Send, trace: Any) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                # a subject is the caller's text: anything but printable Latin-1 (CR and LF above all) would break the header
+                # a subject is the caller's text: anything but printable Latin-1
+                # (CR and LF above all) would break the header
                 value = _UNPRINTABLE.sub("?", "; ".join(trace.steps)).encode("latin-1")[:4000]
                 message["headers"] = [*message.get("headers", []), (b"x-apim-decision", value)]
             await send(message)
@@ -359,11 +371,15 @@ class APISecurityMiddleware:
         api = route.api
         if api is None:
             raise NotFound(f"no API is published at {scope['path']}")
-        security: SecurityConfig = route.resource.security if route.resource and route.resource.security else api.security
+        security: SecurityConfig = (
+            route.resource.security if route.resource and route.resource.security else api.security
+        )
         explain = trace is not _no_trace  # the trace's words are only built when someone reads them
         if explain:
-            trace(f"api {api.name}: mutual_ssl={security.mutual_ssl}, application={'/'.join(security.application) or '-'}"
-                  f" ({'mandatory' if security.application_mandatory else 'optional'})")
+            trace(
+                f"api {api.name}: mutual_ssl={security.mutual_ssl}, application={'/'.join(security.application) or '-'}"
+                f" ({'mandatory' if security.application_mandatory else 'optional'})"
+            )
         cert_principal: Principal | None = None
         cert_failure: RequestError | None = None
         if security.mutual_ssl != "disabled":
@@ -372,11 +388,15 @@ class APISecurityMiddleware:
             if cert_principal is None:
                 cert_failure = certificate_error(outcome, api.name)
                 if explain:
-                    trace(f"mutual_ssl: {'no client certificate' if outcome.verdict is None and outcome.error is None else cert_failure.detail}")
+                    none = outcome.verdict is None and outcome.error is None
+                    trace(f"mutual_ssl: {'no client certificate' if none else cert_failure.detail}")
                 if cert_failure.status == 400:  # a malformed header is refused whatever the mode, never read past
                     raise cert_failure
             elif explain:
-                trace(f"mutual_ssl: accepted {cert_principal.subject} alias={cert_principal.alias} tier={cert_principal.tier}")
+                trace(
+                    f"mutual_ssl: accepted {cert_principal.subject} "
+                    f"alias={cert_principal.alias} tier={cert_principal.tier}"
+                )
         if security.mutual_ssl == "mandatory":
             if cert_failure is not None:
                 raise self._with_challenges(cert_failure, security)
@@ -421,8 +441,14 @@ class APISecurityMiddleware:
             except RequestError:
                 raise  # a clear answer of its own (a key manager that cannot be reached: 503)
             except Exception as exc:  # a defect, not the client's doing: refuse the credential all the same
-                logger.error("the %s authenticator failed unexpectedly (%s); the credential is refused", scheme, type(exc).__name__)
-                logger.debug("where the %s authenticator failed:\n%s", scheme, "".join(traceback.format_tb(exc.__traceback__)))
+                logger.error(
+                    "the %s authenticator failed unexpectedly (%s); the credential is refused",
+                    scheme,
+                    type(exc).__name__,
+                )
+                logger.debug(
+                    "where the %s authenticator failed:\n%s", scheme, "".join(traceback.format_tb(exc.__traceback__))
+                )
                 if trace is not _no_trace:
                     trace(f"{scheme}: could not be validated")
                 last = InvalidCredentials(f"the {scheme} credential could not be validated")
@@ -435,7 +461,9 @@ class APISecurityMiddleware:
             raise InvalidCredentials(last.detail if last else "invalid credentials", headers=headers)
         if cert_failure is not None and cert_failure.status == 401 and security.mutual_ssl == "optional":
             if isinstance(cert_failure, InvalidCredentials):
-                raise InvalidCredentials(f"{cert_failure.detail}, and no application credential was presented", headers=headers)
+                raise InvalidCredentials(
+                    f"{cert_failure.detail}, and no application credential was presented", headers=headers
+                )
         raise MissingCredentials("no credentials were presented", headers=headers)
 
     def _with_challenges(self, failure: RequestError, security: SecurityConfig) -> RequestError:
@@ -473,7 +501,9 @@ def _certificate_recall(resolver: CertificateResolver | None, api_name: str) -> 
     return recall
 
 
-def _application_recall(api: ApiConfig, schemes: tuple[tuple[Authenticator, Any, Any, bytes | None], ...], scopes: frozenset[str]) -> _Recall:
+def _application_recall(
+    api: ApiConfig, schemes: tuple[tuple[Authenticator, Any, Any, bytes | None], ...], scopes: frozenset[str]
+) -> _Recall:
     """The principal of the first scheme (in order) whose credential its authenticator validated
     before, if it carries one of ``scopes`` (when the resource sets some)."""
 

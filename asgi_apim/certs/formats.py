@@ -166,7 +166,8 @@ def _from_base64_der(text: str) -> tuple[bytes, ...]:
     if len(parts) > MAX_CERTIFICATES:
         raise _too_many()
     return tuple(
-        _der(_b64decode(part.translate(_DROP_WS), urlsafe=True, index=index), index) for index, part in enumerate(parts, 1)
+        _der(_b64decode(part.translate(_DROP_WS), urlsafe=True, index=index), index)
+        for index, part in enumerate(parts, 1)
     )
 
 
@@ -219,7 +220,9 @@ def _from_rfc9440(text: str) -> tuple[bytes, ...]:
     while True:
         match = _SF_BYTES.match(text, pos)
         if match is None:
-            raise CertificateHeaderError("the client certificate header is not an RFC 8941 byte sequence or list of them")
+            raise CertificateHeaderError(
+                "the client certificate header is not an RFC 8941 byte sequence or list of them"
+            )
         if len(ders) == MAX_CERTIFICATES:
             raise _too_many()
         index = len(ders) + 1
@@ -284,11 +287,20 @@ def parse_certificate_header(value: bytes | str, fmt: str = "auto") -> tuple[byt
     `CertificateHeaderError`. An unknown ``fmt`` is a programming error and
     raises `ValueError`.
     """
-    if type(value) is bytes and (fmt == "auto" or fmt == "url_pem") and len(value) <= MAX_HEADER_BYTES and value.isascii():
+    if (
+        type(value) is bytes
+        and (fmt == "auto" or fmt == "url_pem")
+        and len(value) <= MAX_HEADER_BYTES
+        and value.isascii()
+    ):
         # The usual header, URL-encoded PEM as a server hands it over: decoded from its bytes,
         # exactly as the text path below would (the same strip, absence and detection rules).
         raw = value.strip(_WS_BYTES)
-        if raw.startswith(b"-----BEGIN") and (b"%" in raw or raw.startswith(b"-----BEGIN+")) or raw[:3].lower() == b"%2d":
+        if (
+            raw.startswith(b"-----BEGIN")
+            and (b"%" in raw or raw.startswith(b"-----BEGIN+"))
+            or raw[:3].lower() == b"%2d"
+        ):
             return _from_url_pem(raw)  # neither absent nor RFC 9440 nor XFCC: it starts with "-" or "%"
         if fmt == "url_pem" and raw.lower() not in _ABSENT_BYTES:
             return _from_url_pem(raw)

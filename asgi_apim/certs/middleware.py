@@ -54,7 +54,9 @@ def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | 
         accepted = verdict.acceptances.get(api)
         if accepted is None:
             return None
-        principal = verdict.principals[api] = CertificatePrincipal(verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS)
+        principal = verdict.principals[api] = CertificatePrincipal(
+            verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS
+        )
     return principal
 
 
@@ -103,7 +105,8 @@ class MutualTLSMiddleware:
                 reload_interval=reload_interval,
             )
             regs = tuple(
-                CertificateRegistration(alias=a, certificate=Path(p), tier=t, api=STANDALONE_API) for a, p, t in certificates
+                CertificateRegistration(alias=a, certificate=Path(p), tier=t, api=STANDALONE_API)
+                for a, p, t in certificates
             )
             if not regs and truststore_tier is None:
                 truststore_tier = "Unlimited"  # nothing registered: the truststore is the whole policy

@@ -62,18 +62,22 @@ def new_key(kind: str = "ec") -> PrivateKey:
 
 
 def _name(common_name: str, org: str = "asgi-apim dev") -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _sign_alg(key: PrivateKey) -> hashes.HashAlgorithm | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key, not_before: dt.datetime, not_after: dt.datetime) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key, not_before: dt.datetime, not_after: dt.datetime
+) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -98,12 +102,25 @@ def make_ca(
     key = new_key(key_kind)
     now = _now()
     subject = _name(common_name)
-    b = _builder(subject, issuer.cert.subject if issuer else subject, key.public_key(), now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
+    b = _builder(
+        subject,
+        issuer.cert.subject if issuer else subject,
+        key.public_key(),
+        now - dt.timedelta(minutes=5),
+        now + dt.timedelta(days=days),
+    )
     b = b.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
     b = b.add_extension(
         x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
         ),
         critical=True,
     )
@@ -133,8 +150,15 @@ def _leaf(
     b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     b = b.add_extension(
         x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=key_kind == "rsa", data_encipherment=False,
-            key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=key_kind == "rsa",
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=False,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
         ),
         critical=True,
     )
@@ -167,21 +191,42 @@ def issue_client(
 ) -> Issued:
     """A client certificate issued by ``ca`` (self-signed when ``ca`` is None).
     ``eku=None`` leaves the EKU extension out; ``san=None`` leaves SAN out."""
-    return _leaf(ca, common_name, eku=eku, san=san, days=days, not_before=not_before, not_after=not_after, key_kind=key_kind)
+    return _leaf(
+        ca, common_name, eku=eku, san=san, days=days, not_before=not_before, not_after=not_after, key_kind=key_kind
+    )
 
 
-def issue_server(ca: Issued, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"), *, days: int = 365, key_kind: str = "ec") -> Issued:
-    return _leaf(ca, hosts[0], eku=(ExtendedKeyUsageOID.SERVER_AUTH,), san=hosts, days=days, not_before=None, not_after=None, key_kind=key_kind)
+def issue_server(
+    ca: Issued, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"), *, days: int = 365, key_kind: str = "ec"
+) -> Issued:
+    return _leaf(
+        ca,
+        hosts[0],
+        eku=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        san=hosts,
+        days=days,
+        not_before=None,
+        not_after=None,
+        key_kind=key_kind,
+    )
 
 
-def make_crl(ca: Issued, revoked_serials: Sequence[int] = (), *, next_update_days: int = 7) -> x509.CertificateRevocationList:
+def make_crl(
+    ca: Issued, revoked_serials: Sequence[int] = (), *, next_update_days: int = 7
+) -> x509.CertificateRevocationList:
     now = _now()
-    b = x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject).last_update(now - dt.timedelta(minutes=5)).next_update(
-        now + dt.timedelta(days=next_update_days)
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=next_update_days))
     )
     for serial in revoked_serials:
         b = b.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(minutes=1)).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(now - dt.timedelta(minutes=1))
+            .build()
         )
     return b.sign(ca.key, _sign_alg(ca.key))
 

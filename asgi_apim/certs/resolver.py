@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim._keys import PEER
+from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim.certs.trust import TrustedProxies, peer_host
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
@@ -99,7 +99,9 @@ class CertificateResolver:
                 if raw is not None:
                     if not self._from_trusted_proxy(scope):
                         break  # never believed from this peer, once or twice: ignored below, like any header of its
-                    return CertificateOutcome("header", error=CertificateHeaderError("the client certificate header appears more than once"))
+                    return CertificateOutcome(
+                        "header", error=CertificateHeaderError("the client certificate header appears more than once")
+                    )
                 raw = value
         tls = (scope["extensions"] or {}).get("tls") if "extensions" in scope else None
         chain = tls.get("client_cert_chain") if tls else None
@@ -116,7 +118,12 @@ class CertificateResolver:
                         return refused
                 # the common request: a header seen before, same truststore
                 hint = self._hints.get(raw[_HINT])
-                if hint is not None and hint[0] == raw and hint[2] > time.time() and self.trust._current.generation == self._generation:
+                if (
+                    hint is not None
+                    and hint[0] == raw
+                    and hint[2] > time.time()
+                    and self.trust._current.generation == self._generation
+                ):
                     return hint[1]
                 hit = self._cache.get(raw)
                 if hit is not None and hit[1] > time.time() and self.trust._current.generation == self._generation:
@@ -126,7 +133,9 @@ class CertificateResolver:
             self._untrusted(scope)
         if chain:
             if self.client_validation and raw is None and self._from_trusted_proxy(scope):
-                return ABSENT  # the relay model: a trusted proxy's TLS certificate is the proxy's own, never its client's
+                return (
+                    ABSENT  # the relay model: a trusted proxy's TLS certificate is the proxy's own, never its client's
+                )
             return self._lookup(tuple(chain), "tls")
         return ABSENT
 
@@ -141,10 +150,14 @@ class CertificateResolver:
 
     def _check_relay(self, chain: Any) -> CertificateOutcome | None:
         if not chain:
-            return CertificateOutcome("header", error=CertificateRejected("the proxy presented no TLS client certificate"))
+            return CertificateOutcome(
+                "header", error=CertificateRejected("the proxy presented no TLS client certificate")
+            )
         proxy = self._lookup(tuple(chain), "tls")
         if proxy.verdict is None or proxy.verdict.reason is not None:
-            return CertificateOutcome("header", error=CertificateRejected("the proxy's TLS client certificate is not trusted"))
+            return CertificateOutcome(
+                "header", error=CertificateRejected("the proxy's TLS client certificate is not trusted")
+            )
         return None
 
     def _lookup(self, key: Any, source: str) -> CertificateOutcome:
@@ -202,7 +215,12 @@ class CertificateResolver:
         hints = self._hints
         if len(hints) >= _CACHE_SIZE:
             hints.clear()
-        hints[raw[_HINT]] = (raw, outcome, expires, outcome.verdict.principals if outcome.verdict is not None else _NO_PRINCIPALS)
+        hints[raw[_HINT]] = (
+            raw,
+            outcome,
+            expires,
+            outcome.verdict.principals if outcome.verdict is not None else _NO_PRINCIPALS,
+        )
 
     def _untrusted(self, scope: dict) -> None:
         now = time.monotonic()

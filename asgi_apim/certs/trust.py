@@ -96,7 +96,7 @@ def forwarded_address(hop: str) -> str | None:
         return known  # type: ignore[return-value]
     text = hop.strip()
     if text.startswith("["):  # [v6] or [v6]:port
-        text = text[1:text.find("]")] if "]" in text else ""
+        text = text[1 : text.find("]")] if "]" in text else ""
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:

@@ -241,7 +241,9 @@ def warn_closed_apis(apis: Iterable[ApiConfig]) -> None:
     """Log each API that asks for mutual SSL but can accept no certificate."""
     for api in apis:
         if api.security.mutual_ssl != "disabled" and not api.certificates and api.truststore_tier is None:
-            logger.warning("API %r accepts no client certificate: register certificates or set truststore_tier", api.name)
+            logger.warning(
+                "API %r accepts no client certificate: register certificates or set truststore_tier", api.name
+            )
 
 
 class TrustReloader:
@@ -283,7 +285,9 @@ class TrustReloader:
                 if digest == self._failed_digest:
                     return False
                 try:
-                    material = _build(sources, digest, self.mutual_ssl.truststore_password, self.apis, current.generation + 1)
+                    material = _build(
+                        sources, digest, self.mutual_ssl.truststore_password, self.apis, current.generation + 1
+                    )
                 except TruststoreError:
                     self._failed_digest = digest
                     raise
@@ -294,14 +298,19 @@ class TrustReloader:
             self._recovered()
             logger.info(
                 "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",
-                material.generation, len(material.anchors), len(material.crls), len(material.registrations),
+                material.generation,
+                len(material.anchors),
+                len(material.crls),
+                len(material.registrations),
             )
             return True
 
     def _failed(self, reason: str) -> None:
         if reason != self._failure:
             self._failure = reason
-            logger.warning("truststore reload failed, generation %d keeps serving: %s", self._current.generation, reason)
+            logger.warning(
+                "truststore reload failed, generation %d keeps serving: %s", self._current.generation, reason
+            )
 
     def _recovered(self) -> None:
         self._failed_digest = None

@@ -26,11 +26,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from math import inf
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from math import inf
 from types import MappingProxyType
 from typing import Any
 
@@ -86,7 +86,9 @@ class CertificateVerdict:
     reason: str | None
     api_reasons: Mapping[str, str] = field(repr=False)
     valid_until: float
-    principals: dict[str, Any] = field(repr=False, default_factory=dict)  # the Principal built for each API, shared by every request of this (cached) verdict
+    principals: dict[str, Any] = field(
+        repr=False, default_factory=dict
+    )  # the Principal built for each API, shared by every request of this (cached) verdict
 
     def __init__(
         self,
@@ -170,14 +172,22 @@ class CertificateValidator:
             if reg.is_ca:
                 cas.setdefault(der, reg)
                 ca_certs.setdefault(der, reg.cert)
-        self._exact_sizes = frozenset(map(len, self._exact))  # a presented leaf of another size is not hashed to look it up
+        self._exact_sizes = frozenset(
+            map(len, self._exact)
+        )  # a presented leaf of another size is not hashed to look it up
         anchors = {self._der[id(c)]: c for c in material.anchors}
-        if material.crls:  # a CA that a loaded CRL revokes anchors nothing (a chain stops at an anchor: its CRL would go unread)
+        if (
+            material.crls
+        ):  # a CA that a loaded CRL revokes anchors nothing (a chain stops at an anchor: its CRL would go unread)
             cas = {**anchors, **ca_certs}
             listed = Revocations(material.crls, cas.values())
-            gone = {d for d, c in cas.items() if not self_signed(c) and listed.revoked_without_chain(c, tuple(cas.values()))}
+            gone = {
+                d for d, c in cas.items() if not self_signed(c) and listed.revoked_without_chain(c, tuple(cas.values()))
+            }
             for d in gone:
-                logger.warning("CA certificate %s is revoked by a loaded CRL: it is not trusted", cas[d].subject.rfc4514_string())
+                logger.warning(
+                    "CA certificate %s is revoked by a loaded CRL: it is not trusted", cas[d].subject.rfc4514_string()
+                )
                 anchors.pop(d, None)
                 ca_certs.pop(d, None)
                 for registered in by_api.values():
@@ -199,7 +209,9 @@ class CertificateValidator:
         known = (*anchors.values(), *ca_certs.values())
         # when the first trusted CA certificate that is not yet valid becomes valid: a chain refused
         # for its time is decided again then (the presented certificates' own times are `_expiry`'s)
-        self._ca_valid_from = min((nb for c in known if (nb := c.not_valid_before_utc.timestamp()) > time.time()), default=inf)
+        self._ca_valid_from = min(
+            (nb for c in known if (nb := c.not_valid_before_utc.timestamp()) > time.time()), default=inf
+        )
         self._not_after = {id(c): c.not_valid_after_utc.timestamp() for c in known}
         self._ca_after: dict[bytes, float] = {}  # presented CA certificates (clients resend theirs), bounded
         # per chain end (the DER of the anchor, or the tuple of a longer chain's CA part): the
@@ -208,7 +220,9 @@ class CertificateValidator:
         self._revocations = Revocations(material.crls, known)
         self._cache: OrderedDict[Hashable, CertificateVerdict] = OrderedDict()
 
-    def validate(self, ders: tuple[bytes, ...], cache_key: bytes | None = None, *, cache: bool = True) -> CertificateVerdict:
+    def validate(
+        self, ders: tuple[bytes, ...], cache_key: bytes | None = None, *, cache: bool = True
+    ) -> CertificateVerdict:
         """The verdict on a chain (DER, leaf first); cached by ``cache_key``
         (the raw header bytes, say) or by the DERs themselves, unless ``cache``
         is false (a caller with a cache of its own: `CertificateResolver`)."""
@@ -237,7 +251,11 @@ class CertificateValidator:
         if not ders:
             return _refused(None, ders, "no certificate presented", valid_until=now + CACHE_MAX_TTL)
         try:
-            certs = [x509.load_der_x509_certificate(ders[0])] if len(ders) == 1 else [x509.load_der_x509_certificate(d) for d in ders]
+            certs = (
+                [x509.load_der_x509_certificate(ders[0])]
+                if len(ders) == 1
+                else [x509.load_der_x509_certificate(d) for d in ders]
+            )
         except (ValueError, TypeError, UnsupportedAlgorithm):
             return _refused(None, ders, UNPARSEABLE, valid_until=now + CACHE_MAX_TTL)
         leaf = certs[0]
@@ -268,12 +286,16 @@ class CertificateValidator:
             return self._unchained(certs, ders, CHAIN_TIME, now)
         revoked = self._revocations.revoked_in_chain(chain, chain_ders)  # every time: it is the leaf's serial number
         if revoked is not None:
-            return _refused(leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after, min(until, now + CACHE_MAX_TTL))
+            return _refused(
+                leaf, ders, REVOKED if revoked == 0 else ISSUER_REVOKED, not_after, min(until, now + CACHE_MAX_TTL)
+            )
         exact = self._exact.get(ders[0]) if len(ders[0]) in self._exact_sizes else None
         if not exact:
             known = self._ends.get(end)
             if known is not None:
-                return CertificateVerdict(leaf, ders[0], not_after, known[0], None, known[1], min(until, now + CACHE_MAX_TTL))
+                return CertificateVerdict(
+                    leaf, ders[0], not_after, known[0], None, known[1], min(until, now + CACHE_MAX_TTL)
+                )
         acceptances: dict[str, Acceptance] = dict(exact) if exact else {}
         reasons: dict[str, str] = {}
         settled = True  # no refusal below changes when a presented certificate becomes valid
@@ -318,7 +340,9 @@ class CertificateValidator:
             min(until, now + CACHE_MAX_TTL) if settled else min(until, _expiry(now, certs)),
         )
 
-    def _unchained(self, certs: list[x509.Certificate], ders: tuple[bytes, ...], chain_reason: str | None, now: float) -> CertificateVerdict:
+    def _unchained(
+        self, certs: list[x509.Certificate], ders: tuple[bytes, ...], chain_reason: str | None, now: float
+    ) -> CertificateVerdict:
         """The verdict without a validated chain: only exact registrations can pass."""
         leaf = certs[0]
         not_before, not_after = _validity(leaf)
@@ -345,7 +369,11 @@ class CertificateValidator:
         )
 
     def _facts(
-        self, chain: list[x509.Certificate], certs: list[x509.Certificate], ders: tuple[bytes, ...], leaf_not_after: float
+        self,
+        chain: list[x509.Certificate],
+        certs: list[x509.Certificate],
+        ders: tuple[bytes, ...],
+        leaf_not_after: float,
     ) -> tuple[list[bytes], float]:
         """The DER of each certificate of a validated chain (leaf first) and its first expiry."""
         known_der, known_after, memo = self._der, self._not_after, self._ca_after

@@ -54,6 +54,8 @@ EE_POLICY = (
     .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
     .require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_client_auth)
 )
+
+
 def _ca_key_usage(policy: Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
     if usage is not None and not usage.key_cert_sign:
         raise ValueError("a CA certificate's keyUsage lacks keyCertSign")
@@ -133,5 +135,5 @@ class ChainVerifier:
         return None, reason
 
     def _build(self, now: float) -> None:
-        self._verifier = build_client_verifier(self.store, dt.datetime.fromtimestamp(now, dt.timezone.utc))  # type: ignore[arg-type]
+        self._verifier = build_client_verifier(self.store, dt.datetime.fromtimestamp(now, dt.UTC))  # type: ignore[arg-type]
         self._built = now

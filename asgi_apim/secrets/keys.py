@@ -73,7 +73,9 @@ class Keyring:
         envelope = Envelope.parse(value)
         key = self._keys.get(envelope.kid)
         if key is None:
-            raise CryptoError(f"sealed under key id {envelope.kid}, which is neither [encryption] key nor one of old_keys")
+            raise CryptoError(
+                f"sealed under key id {envelope.kid}, which is neither [encryption] key nor one of old_keys"
+            )
         return key.decrypt(envelope, context)
 
 
@@ -98,7 +100,7 @@ def key_absent(raw: Mapping[str, Any]) -> bool:
 _ALERT = (
     "ALERT: no [encryption] key is configured in %s. A random 256-bit key was generated and written to that file. "
     "Every encrypted value depends on it: back the file up, and give every node of a cluster this same key "
-    "(for example through key = \"$env{APIM_ENCRYPTION_KEY}\"). Losing the key loses the values encrypted under it."
+    '(for example through key = "$env{APIM_ENCRYPTION_KEY}"). Losing the key loses the values encrypted under it.'
 )
 
 
@@ -125,10 +127,14 @@ def ensure_key(path: Path) -> dict[str, Any]:
             data = tomlkit.dumps(doc).encode("utf-8")
             new = tomllib.loads(data.decode("utf-8"))
             if new.get("encryption", {}).get("key") != key or _without_key(new) != _without_key(raw):
-                raise ConfigError("encryption.key", f"is not set, and it could not be added to {path} safely; set it by hand")
+                raise ConfigError(
+                    "encryption.key", f"is not set, and it could not be added to {path} safely; set it by hand"
+                )
             atomic_write(path, data)
     except OSError as exc:
-        raise ConfigError("encryption.key", f"is not set, and a generated key could not be written to {path}: {exc.strerror}") from None
+        raise ConfigError(
+            "encryption.key", f"is not set, and a generated key could not be written to {path}: {exc.strerror}"
+        ) from None
     logger.warning(_ALERT, path)
     return new
 

@@ -174,7 +174,7 @@ def _verify(data: bytes, raw: Mapping[str, Any], plain: Mapping[Path_, str], new
 
 
 def _backup_path(path: Path) -> Path:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     candidate = path.with_name(f"{path.name}.{stamp}.bak")
     n = 1
     while candidate.exists():
@@ -199,7 +199,10 @@ def _env_notices(raw: Mapping[str, Any]) -> list[str]:
     notices = []
     for p, value in _strings(raw):
         if "$env{" in value and is_ciphertext(_ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)):
-            notices.append(f"{_dotted(p)} is a ciphertext taken from the environment: replace it with `asgi-apim encrypt` output under the new key")
+            notices.append(
+                f"{_dotted(p)} is a ciphertext taken from the environment: "
+                "replace it with `asgi-apim encrypt` output under the new key"
+            )
     return notices
 
 
@@ -243,10 +246,15 @@ def _commit(path: Path, original: bytes, files: list[bytes], prepared: list[Prep
             if backup is not None:
                 backup.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                raise ConfigError("", f"nothing changed: {path} could not be replaced ({exc.strerror or exc})") from None
+                raise ConfigError(
+                    "", f"nothing changed: {path} could not be replaced ({exc.strerror or exc})"
+                ) from None
         elif isinstance(exc, OSError):
-            raise ConfigError("", f"{path} was replaced and may hold the new key, but the rotation failed after it"
-                                  f" ({exc.strerror or exc}); the original is kept in {backup}") from None
+            raise ConfigError(
+                "",
+                f"{path} was replaced and may hold the new key, but the rotation failed after it"
+                f" ({exc.strerror or exc}); the original is kept in {backup}",
+            ) from None
         raise
     finally:
         for temp in staged:
@@ -303,7 +311,9 @@ def rotate_key(
                 change.abort()
     if from_env:
         name = from_env.group(1)
-        notices.insert(0, f"[encryption] key comes from $env{{{name}}}: set {name} to the new key before the next start")
+        notices.insert(
+            0, f"[encryption] key comes from $env{{{name}}}: set {name} to the new key before the next start"
+        )
         if keep_old_key:
             notices.append("the previous key came from the environment and was not written to old_keys")
     return RotationResult(values=len(sealed), backup=backup, notices=tuple(notices))

@@ -154,7 +154,11 @@ WS_BASES: dict[str, str] = {
     "WSProtoTLSProtocol": "uvicorn.protocols.websockets.wsproto_impl:WSProtocol",
 }
 _HTTP_NAMES = {"h11": "H11TLSProtocol", "httptools": "HttpToolsTLSProtocol"}
-_WS_NAMES = {"websockets": "WebSocketsTLSProtocol", "websockets-sansio": "WebSocketsSansIOTLSProtocol", "wsproto": "WSProtoTLSProtocol"}
+_WS_NAMES = {
+    "websockets": "WebSocketsTLSProtocol",
+    "websockets-sansio": "WebSocketsSansIOTLSProtocol",
+    "wsproto": "WSProtoTLSProtocol",
+}
 
 
 def __getattr__(name: str) -> type:
@@ -164,7 +168,11 @@ def __getattr__(name: str) -> type:
     from uvicorn.importer import import_from_string
 
     base = import_from_string(target)
-    cls = type(name, (TLSExtensionMixin, base), {"__module__": __name__, "__qualname__": name, "__doc__": f"{target} with the ASGI TLS extension."})
+    cls = type(
+        name,
+        (TLSExtensionMixin, base),
+        {"__module__": __name__, "__qualname__": name, "__doc__": f"{target} with the ASGI TLS extension."},
+    )
     globals()[name] = cls
     return cls
 

@@ -15,8 +15,8 @@ import copy
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn

@@ -135,8 +135,15 @@ async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> di
             await send({"type": "http.response.body", "body": b""})
 
     config = uvicorn.Config(
-        probe, http=http, ws=ws or "none", lifespan="off", log_config=None, log_level=None,
-        proxy_headers=True, forwarded_allow_ips=PEER_ADDR[0], access_log=False,
+        probe,
+        http=http,
+        ws=ws or "none",
+        lifespan="off",
+        log_config=None,
+        log_level=None,
+        proxy_headers=True,
+        forwarded_allow_ips=PEER_ADDR[0],
+        access_log=False,
     )
     config.load()
     from uvicorn.server import ServerState
@@ -147,9 +154,11 @@ async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> di
     protocol.data_received(_request(websocket))
     try:
         return await asyncio.wait_for(seen, _TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         kind = "WebSocket" if websocket else "HTTP"
-        raise SelfTestError(f"the app was never called through {kind} {getattr(ws if websocket else http, '__name__', '?')}") from None
+        raise SelfTestError(
+            f"the app was never called through {kind} {getattr(ws if websocket else http, '__name__', '?')}"
+        ) from None
     finally:
         (transport.protocol or protocol).connection_lost(None)
 
@@ -163,7 +172,9 @@ def _verify(scope: dict[str, Any], kind: str, cls: type, der: bytes, name: str) 
     if not chain or ssl.PEM_cert_to_DER_cert(chain[0]) != der or tls.get("client_cert_name") != name:
         raise SelfTestError(f"{where} delivers the TLS extension without the client certificate")
     if tuple(scope.get(PEER) or ()) != PEER_ADDR:
-        raise SelfTestError(f"{where} does not record the socket peer in scope[{PEER!r}]: the trust gate would be blind")
+        raise SelfTestError(
+            f"{where} does not record the socket peer in scope[{PEER!r}]: the trust gate would be blind"
+        )
     if tuple(scope.get("client") or ())[:1] != (FORWARDED_FOR,):
         raise SelfTestError(f"{where} does not run the app behind uvicorn's proxy-headers middleware as expected")
 

@@ -1,7 +1,7 @@
 """Throttling: WSO2's tiers (caller, API, resource) on `limits`, in memory or Redis.
 
-    from asgi_apim.throttling import ThrottlingMiddleware
-    app.add_middleware(ThrottlingMiddleware, tiers={"Gold": "5000/minute"})
+from asgi_apim.throttling import ThrottlingMiddleware
+app.add_middleware(ThrottlingMiddleware, tiers={"Gold": "5000/minute"})
 """
 
 from asgi_apim.throttling.keys import Caller, CallerKeys

@@ -50,10 +50,31 @@ STORAGE_TIMEOUT = 1.0
 class Limit:
     """One limit of one level, resolved at start-up."""
 
-    __slots__ = ("level", "tier", "item", "code", "policy", "shared", "report", "amount", "expiry", "_prefix", "_suffix")
+    __slots__ = (
+        "level",
+        "tier",
+        "item",
+        "code",
+        "policy",
+        "shared",
+        "report",
+        "amount",
+        "expiry",
+        "_prefix",
+        "_suffix",
+    )
 
-    def __init__(self, *, level: str, tier: str, item: RateLimitItem, code: int, policy: str,
-                 shared: str | None = None, report: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        level: str,
+        tier: str,
+        item: RateLimitItem,
+        code: int,
+        policy: str,
+        shared: str | None = None,
+        report: bool = False,
+    ) -> None:
         self.level = level  # "api" | "resource" | "subscription"
         self.tier = tier
         self.item = item
@@ -143,7 +164,11 @@ class MemoryEngine:
 
     async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict:
         result = self.storage.acquire_all(
-            self.strategy, [(limit.key(ident), limit.amount, limit.expiry, report and limit.report) for limit, ident in zip(limits, ids)]
+            self.strategy,
+            [
+                (limit.key(ident), limit.amount, limit.expiry, report and limit.report)
+                for limit, ident in zip(limits, ids)
+            ],
         )
         if result[0]:
             return refused(limits[int(result[0]) - 1], result[1])
@@ -165,12 +190,29 @@ class MemoryEngine:
         storage, strategy = self.storage, self.strategy
         if len(limits) == 1:  # one shared count
             limit = limits[0]
-            charge, shared_key, amount, expiry = storage.charger(strategy), limit.key(limit.shared), limit.amount, limit.expiry  # type: ignore[arg-type]
+            charge, shared_key, amount, expiry = (
+                storage.charger(strategy),
+                limit.key(limit.shared),
+                limit.amount,
+                limit.expiry,
+            )  # type: ignore[arg-type]
             return lambda caller: charge(shared_key, amount, expiry, time.time())
-        static = [(limit.key(limit.shared) if limit.shared is not None else None, *limit.around(prefix),
-                   limit.amount, limit.expiry, limit.report) for limit in limits]
+        static = [
+            (
+                limit.key(limit.shared) if limit.shared is not None else None,
+                *limit.around(prefix),
+                limit.amount,
+                limit.expiry,
+                limit.report,
+            )
+            for limit in limits
+        ]
         return lambda caller: storage.acquire_all(
-            strategy, [(key or head + caller + tail, amount, expiry, report) for key, head, tail, amount, expiry, report in static]
+            strategy,
+            [
+                (key or head + caller + tail, amount, expiry, report)
+                for key, head, tail, amount, expiry, report in static
+            ],
         )
 
     async def aclose(self) -> None:
@@ -228,7 +270,9 @@ def open_storage(uri: str) -> Storage:
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise ConfigError("throttling.storage", f"{redact(uri)!r} is not a storage URI such as memory:// or redis://host:6379/0")
+        raise ConfigError(
+            "throttling.storage", f"{redact(uri)!r} is not a storage URI such as memory:// or redis://host:6379/0"
+        )
     if scheme in ("memory", "lazymemory", "async+lazymemory"):
         return LazyMemoryStorage()
     name = scheme if scheme.startswith("async+") else f"async+{scheme}"

@@ -28,7 +28,7 @@ from starlette.types import Message, Send
 from asgi_apim.throttling.engine import Limit
 
 STYLES = ("ratelimit", "x-ratelimit", "none")
-_UNSAFE = re.compile(r'[^A-Za-z0-9 !#-\[\]-~]')  # sf-string: printable ASCII but quote and backslash
+_UNSAFE = re.compile(r"[^A-Za-z0-9 !#-\[\]-~]")  # sf-string: printable ASCII but quote and backslash
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -57,7 +57,11 @@ class Advertiser:
         self.policy = (b"ratelimit-policy", ", ".join(policy_item(limit) for limit in limits).encode("ascii"))
         self.amounts = [str(limit.amount).encode() for limit in limits]
         # the usual case, one limit: its RateLimit value as a bytes format ("%" of a policy name doubled)
-        self.single = (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii") if self.ratelimit and len(self.limits) == 1 else None
+        self.single = (
+            (self.names[0].replace("%", "%%") + ";r=%d;t=%d").encode("ascii")
+            if self.ratelimit and len(self.limits) == 1
+            else None
+        )
         self.wrap: Callable[[Send, Sequence[float]], Send] = self._wrapper()
 
     def _wrapper(self) -> Callable[[Send, Sequence[float]], Send]:
@@ -66,7 +70,10 @@ class Advertiser:
         def wrap(send: Send, result: Sequence[float]) -> Send:
             if single is not None:  # rendered here, without a call
                 remaining, reset = result[1], result[2]
-                extra = [policy, (b"ratelimit", single % (remaining if remaining > 0 else 0, ceil(reset) if reset > 0 else 0))]
+                extra = [
+                    policy,
+                    (b"ratelimit", single % (remaining if remaining > 0 else 0, ceil(reset) if reset > 0 else 0)),
+                ]
             else:
                 extra = render(result)
 
@@ -114,5 +121,9 @@ class HeaderStyle:
         if self.style == "ratelimit":
             return {"ratelimit-policy": policy_item(limit), "ratelimit": f'"{limit.policy}";r=0;t={retry_after}'}
         if self.style == "x-ratelimit":
-            return {"x-ratelimit-limit": str(limit.amount), "x-ratelimit-remaining": "0", "x-ratelimit-reset": str(retry_after)}
+            return {
+                "x-ratelimit-limit": str(limit.amount),
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(retry_after),
+            }
         return {}

@@ -39,7 +39,15 @@ from asgi_apim.certs.trust import TrustedProxies
 from asgi_apim.errors import ConfigError, RequestError, StorageUnavailable, Throttled, reject
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Route
-from asgi_apim.throttling.engine import STORAGE_ERRORS, Engine, Limit, MemoryEngine, OneLimit, StorageGuard, build_engine
+from asgi_apim.throttling.engine import (
+    STORAGE_ERRORS,
+    Engine,
+    Limit,
+    MemoryEngine,
+    OneLimit,
+    StorageGuard,
+    build_engine,
+)
 from asgi_apim.throttling.headers import Advertiser, HeaderStyle, policy_name
 from asgi_apim.throttling.keys import CallerKeys
 from asgi_apim.throttling.tiers import Tier, parse_tiers
@@ -65,8 +73,16 @@ class _Plan:
 
     __slots__ = ("api", "resource", "limits", "prefix", "advertiser", "take", "one")
 
-    def __init__(self, api: Any, resource: Any, limits: tuple[Limit, ...], prefix: str, advertiser: Advertiser | None,
-                 take: Callable[[str], list[float]] | None, one: OneLimit | None = None) -> None:
+    def __init__(
+        self,
+        api: Any,
+        resource: Any,
+        limits: tuple[Limit, ...],
+        prefix: str,
+        advertiser: Advertiser | None,
+        take: Callable[[str], list[float]] | None,
+        one: OneLimit | None = None,
+    ) -> None:
         self.api = api
         self.resource = resource
         self.limits = limits
@@ -150,7 +166,9 @@ class ThrottlingMiddleware:
         else:
             await self.app(scope, receive, admitted)
 
-    def admit_now(self, scope: Scope, send: Send, user: Principal | None, route: Route | None) -> Send | RequestError | object:
+    def admit_now(
+        self, scope: Scope, send: Send, user: Principal | None, route: Route | None
+    ) -> Send | RequestError | object:
         """The throttling decision on a request by ``user`` (None: anonymous) on ``route``, made
         without awaiting when it can be (no limit applies, or the counts are in memory): the
         ``send`` to go on with (adding the success headers), the error to answer with, or
@@ -174,7 +192,9 @@ class ThrottlingMiddleware:
         advertiser = plan.advertiser
         return advertiser.wrap(send, result) if advertiser is not None and scope["type"] == "http" else send
 
-    async def admit(self, scope: Scope, receive: Receive, send: Send, user: Principal | None, route: Route | None) -> None:
+    async def admit(
+        self, scope: Scope, receive: Receive, send: Send, user: Principal | None, route: Route | None
+    ) -> None:
         """Throttle a request by ``user`` on ``route`` and hand it to the app (or answer 429/503)."""
         tier = user.tier if user is not None else _ANONYMOUS
         known = self._routes.get((id(route), tier))
@@ -317,7 +337,9 @@ class ThrottlingMiddleware:
         """The plan of a request on ``route`` by a caller of ``tier`` (as the caller presents it), cached
         by the route object's identity: the cache holds the route, so its identity is not reused meanwhile."""
         resolved = self.default_tier if tier is _ANONYMOUS else self.callers.tier(tier)  # type: ignore[arg-type]
-        plan = self._plan(route.api, route.resource, resolved) if route is not None else self._plan(None, None, resolved)
+        plan = (
+            self._plan(route.api, route.resource, resolved) if route is not None else self._plan(None, None, resolved)
+        )
         if len(self._routes) >= 4096:
             self._routes.clear()
         self._routes[(id(route), tier)] = (route, plan)
@@ -349,7 +371,9 @@ class ThrottlingMiddleware:
         if api is not None and resource is not None and resource.tier:
             tier = self._tier(resource.tier, f"resource {resource.path} of API {name}")
             methods = ",".join(resource.methods) or "*"
-            limits += self._limits("resource", tier, RESOURCE_CODE, f"res|{name}|{methods}|{resource.path}", f"resource.{tier.name}")
+            limits += self._limits(
+                "resource", tier, RESOURCE_CODE, f"res|{name}|{methods}|{resource.path}", f"resource.{tier.name}"
+            )
         tier = self.tiers[tier_name]
         limits += self._limits("subscription", tier, SUBSCRIPTION_CODE, None, tier.name)
         advertiser = self.headers.advertiser([limit for limit in limits if limit.report])

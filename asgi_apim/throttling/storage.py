@@ -235,8 +235,11 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
             return [1, _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
         entry.current = current = current + 1
         entry.deadline = (entry.window + 2) * expiry
-        return [0, limit - floor(previous * previous_ttl / expiry + current),
-                _sliding_reset(previous, previous_ttl, current, current_ttl, expiry)]
+        return [
+            0,
+            limit - floor(previous * previous_ttl / expiry + current),
+            _sliding_reset(previous, previous_ttl, current, current_ttl, expiry),
+        ]
 
     def _fixed_check(self, key: str, limit: int, expiry: int, now: float) -> float | None:
         entry = self._entries.get(key)

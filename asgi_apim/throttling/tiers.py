@@ -35,7 +35,11 @@ class Tier:
         return not self.limits
 
     def __str__(self) -> str:
-        return UNLIMITED if self.unlimited else ";".join(f"{i.amount}/{i.multiples} {i.GRANULARITY.name}" for i in self.limits)
+        return (
+            UNLIMITED
+            if self.unlimited
+            else ";".join(f"{i.amount}/{i.multiples} {i.GRANULARITY.name}" for i in self.limits)
+        )
 
 
 _ZERO_WINDOW = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
@@ -51,18 +55,24 @@ def parse_tier(name: str, value: str) -> Tier:
     try:
         items = parse_many(value)
     except ValueError:
-        raise ConfigError(key, f"{value!r} is not a limit such as '1000/minute', '10/second;1000/hour' or 'unlimited'") from None
+        raise ConfigError(
+            key, f"{value!r} is not a limit such as '1000/minute', '10/second;1000/hour' or 'unlimited'"
+        ) from None
     if not items:
         raise ConfigError(key, f"{value!r} names no limit")
     if _ZERO_WINDOW.search(value):  # `limits` reads "10/0 minute" as 10/minute
         raise ConfigError(key, f"{value!r} has an empty window")
     for item in items:
         if item.amount > 2**53:  # a count Redis keeps in a double, and Lua's numbers, cannot be exact beyond
-            raise ConfigError(key, f"{value!r} allows more requests than can be counted exactly (at most 2**53); use 'unlimited'")
+            raise ConfigError(
+                key, f"{value!r} allows more requests than can be counted exactly (at most 2**53); use 'unlimited'"
+            )
         if item.get_expiry() <= 0:
             raise ConfigError(key, f"{value!r} has an empty window")
         if item.amount < 1:  # would answer every request 429 ("retry later"), which no later retry changes
-            raise ConfigError(key, f"{value!r} allows no request; to refuse callers, remove their registration or credentials")
+            raise ConfigError(
+                key, f"{value!r} allows no request; to refuse callers, remove their registration or credentials"
+            )
     return Tier(name, tuple(sorted(set(items), key=lambda i: (i.get_expiry(), i.amount))))
 
 

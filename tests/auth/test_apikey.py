@@ -34,11 +34,22 @@ def write_key(path: Path, key: Any) -> None:
 def write_config(tmp_path: Path, key: Any | None = None, *, revoked: tuple[str, ...] = (), extra: str = "") -> Path:
     if key is not None:
         write_key(tmp_path / "signing.pem", key)
-    lines = ["[encryption]", f'key = "{"ab" * 32}"', "[api_keys]", 'signing_key = "signing.pem"' if key is not None else ""]
+    lines = [
+        "[encryption]",
+        f'key = "{"ab" * 32}"',
+        "[api_keys]",
+        'signing_key = "signing.pem"' if key is not None else "",
+    ]
     lines.append(f"revoked = [{', '.join(repr(r) for r in revoked)}]")
     lines.append(extra)
     for name in ("pets", "cats"):
-        lines += ["[[apis]]", f'name = "{name}"', f'context = "/{name}"', "[apis.security]", 'application = ["api_key"]']
+        lines += [
+            "[[apis]]",
+            f'name = "{name}"',
+            f'context = "/{name}"',
+            "[apis.security]",
+            'application = ["api_key"]',
+        ]
     path = tmp_path / "deployment.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -167,7 +178,9 @@ async def test_forged_and_foreign_keys(tmp_path: Path) -> None:
 
 
 def test_credential_from_header_or_query(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, KEYS["Ed25519"][0](), extra='header = "X-API-Key"\nquery_param = "key"'))
+    config = load_config(
+        write_config(tmp_path, KEYS["Ed25519"][0](), extra='header = "X-API-Key"\nquery_param = "key"')
+    )
     auth = ApiKeyAuthenticator.from_config(config)
     assert auth.credential(scope(("x-api-key", "abc"))) == "abc"
     assert auth.credential(scope(query="a=1&key=q%2Bv&b=2")) == "q+v"
@@ -176,7 +189,9 @@ def test_credential_from_header_or_query(tmp_path: Path) -> None:
     assert auth.credential(scope(("apikey", "abc"))) is None
 
 
-async def test_recall_only_for_keys_validated_before_and_for_their_apis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_recall_only_for_keys_validated_before_and_for_their_apis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write_config(tmp_path, KEYS["Ed25519"][0]())
     token = issue(config, "--api", "pets", "--tier", "Gold", "--expires", "30").stdout.strip()
     auth = ApiKeyAuthenticator.from_config(load_config(config))
@@ -185,7 +200,9 @@ async def test_recall_only_for_keys_validated_before_and_for_their_apis(tmp_path
     assert auth.recall(token, PETS) is checked
     assert auth.recall(token, CATS) is None  # not one of its APIs: the full check refuses it
     auth.remember(f" {token} ".encode(), token)
-    assert auth.recall_raw(f" {token} ".encode(), PETS) is checked and auth.recall_raw(f" {token} ".encode(), CATS) is None
+    assert (
+        auth.recall_raw(f" {token} ".encode(), PETS) is checked and auth.recall_raw(f" {token} ".encode(), CATS) is None
+    )
     monkeypatch.setattr("asgi_apim.auth.apikey.now", lambda: time.time() + 120)
     assert auth.recall(token, PETS) is None
     assert auth.recall_raw(f" {token} ".encode(), PETS) is None

@@ -63,7 +63,9 @@ async def test_entries_made_by_htpasswd(users: Path) -> None:
 
 
 @pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("mallory", "secret"), ("alice", "")])
-async def test_wrong_password_and_unknown_user_look_alike(users: Path, checks: list[tuple[bytes, str]], user: str, password: str) -> None:
+async def test_wrong_password_and_unknown_user_look_alike(
+    users: Path, checks: list[tuple[bytes, str]], user: str, password: str
+) -> None:
     auth = BasicAuthenticator(users)
     with pytest.raises(InvalidCredentials) as info:
         await auth.authenticate(basic(user, password), API, {})
@@ -143,7 +145,16 @@ async def test_reload_is_checked_at_most_once_per_interval(users: Path, monkeypa
     assert stats == []
 
 
-@pytest.mark.parametrize("credential", ["not base64!", base64.b64encode(b"no-colon").decode(), basic("", "pw"), "A" * 5000, base64.b64encode(b"\xff\xfe:x").decode()])
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "not base64!",
+        base64.b64encode(b"no-colon").decode(),
+        basic("", "pw"),
+        "A" * 5000,
+        base64.b64encode(b"\xff\xfe:x").decode(),
+    ],
+)
 async def test_malformed_credentials(users: Path, credential: str) -> None:
     auth = BasicAuthenticator(users)
     with pytest.raises(InvalidCredentials):

@@ -7,15 +7,27 @@ import pytest
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from asgi_apim.auth.fastapi import current_principal, install_openapi, install_problem_handler, require_scopes, security_schemes
+from asgi_apim.auth.fastapi import (
+    current_principal,
+    install_openapi,
+    install_problem_handler,
+    require_scopes,
+    security_schemes,
+)
 from asgi_apim.config import Config, parse_config
 from asgi_apim.identity import Principal, set_identity
 from tests.asgi import Result, call
 
 PRINCIPALS = {
-    "token": Principal(method="oauth2", subject="alice", api="pets", tier="Gold", scopes=("pets:read",), methods=("oauth2",)),
-    "writer": Principal(method="oauth2", subject="wendy", api="pets", scopes=("pets:read", "pets:write"), methods=("oauth2",)),
-    "cert": Principal(method="mutual_ssl", subject="CN=partner", api="pets", alias="partner-a", methods=("mutual_ssl",)),
+    "token": Principal(
+        method="oauth2", subject="alice", api="pets", tier="Gold", scopes=("pets:read",), methods=("oauth2",)
+    ),
+    "writer": Principal(
+        method="oauth2", subject="wendy", api="pets", scopes=("pets:read", "pets:write"), methods=("oauth2",)
+    ),
+    "cert": Principal(
+        method="mutual_ssl", subject="CN=partner", api="pets", alias="partner-a", methods=("mutual_ssl",)
+    ),
     "both": Principal(method="oauth2", subject="bob", api="pets", methods=("mutual_ssl", "oauth2")),
 }
 
@@ -91,13 +103,21 @@ def deployment() -> Config:
                 {
                     "name": "pets",
                     "context": "/pets",
-                    "security": {"mutual_ssl": "optional", "application": ["oauth2", "api_key"], "application_mandatory": False},
+                    "security": {
+                        "mutual_ssl": "optional",
+                        "application": ["oauth2", "api_key"],
+                        "application_mandatory": False,
+                    },
                     "resources": [
                         {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write"]},
                         {"path": "/pets/free", "methods": ["GET"], "public": True},
                     ],
                 },
-                {"name": "cats", "context": "/cats", "security": {"mutual_ssl": "mandatory", "application": ["basic"], "application_mandatory": True}},
+                {
+                    "name": "cats",
+                    "context": "/cats",
+                    "security": {"mutual_ssl": "mandatory", "application": ["basic"], "application_mandatory": True},
+                },
             ],
         },
         base=Path("/"),
@@ -138,10 +158,21 @@ async def test_install_openapi_documents_each_api() -> None:
 
     install_openapi(app, deployment())
     doc = (await call(app, "GET", "/openapi.json")).json()
-    assert set(doc["components"]["securitySchemes"]) == {"mutualTLS", "bearerAuth", "basicAuth", "apiKey", "apiKeyQuery"}
+    assert set(doc["components"]["securitySchemes"]) == {
+        "mutualTLS",
+        "bearerAuth",
+        "basicAuth",
+        "apiKey",
+        "apiKeyQuery",
+    }
     paths = doc["paths"]
     assert "security" not in paths["/health"]["get"]
-    assert paths["/pets"]["get"]["security"] == [{"mutualTLS": []}, {"bearerAuth": []}, {"apiKey": []}, {"apiKeyQuery": []}]
+    assert paths["/pets"]["get"]["security"] == [
+        {"mutualTLS": []},
+        {"bearerAuth": []},
+        {"apiKey": []},
+        {"apiKeyQuery": []},
+    ]
     assert {"bearerAuth": ["pets:write"]} in paths["/pets/{pet_id}"]["delete"]["security"]
     assert paths["/pets/free"]["get"]["security"] == []
     assert paths["/cats"]["get"]["security"] == [{"mutualTLS": [], "basicAuth": []}]

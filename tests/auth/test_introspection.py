@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import socket
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
@@ -158,7 +158,11 @@ async def test_the_endpoint_s_credentials_never_reach_the_log(caplog: pytest.Log
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    cfg = KeyManagerConfig(name="opaque", issuer=ISSUER, introspection_url=f"http://gw:urlsecret@127.0.0.1:{closed}/introspect?password=qsecret")
+    cfg = KeyManagerConfig(
+        name="opaque",
+        issuer=ISSUER,
+        introspection_url=f"http://gw:urlsecret@127.0.0.1:{closed}/introspect?password=qsecret",
+    )
     auth = OAuth2Authenticator([], [Introspector(cfg, tiers={"Unlimited"})])
     try:
         with caplog.at_level(logging.WARNING), pytest.raises(InvalidCredentials):

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import logging
 import asyncio
 import json
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,9 @@ async def test_unreachable_issuer_fails_closed_then_recovers(idp: IdP) -> None:
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    km = KeyManagerConfig(name="idp", issuer=ISSUER, jwks_url=f"http://127.0.0.1:{closed}/jwks.json", jwks_min_refetch_interval=0)
+    km = KeyManagerConfig(
+        name="idp", issuer=ISSUER, jwks_url=f"http://127.0.0.1:{closed}/jwks.json", jwks_min_refetch_interval=0
+    )
     auth = OAuth2Authenticator([JWTIssuer.from_config(km)])
     try:
         await auth.start()  # logs, does not raise
@@ -196,7 +198,9 @@ async def test_the_jwks_url_s_credentials_never_reach_the_log(idp: IdP, caplog: 
 
 
 async def test_a_fetch_failing_outside_httpx_keeps_the_refresher_alive(caplog: pytest.LogCaptureFixture) -> None:
-    source = JWKSource(("RS256",), url="http://127.0.0.1:99999/jwks.json", name="idp")  # httpx raises OverflowError for the port
+    source = JWKSource(
+        ("RS256",), url="http://127.0.0.1:99999/jwks.json", name="idp"
+    )  # httpx raises OverflowError for the port
     try:
         with caplog.at_level(logging.WARNING):
             await source.start()  # logs, does not raise: the background job lives on

@@ -40,7 +40,9 @@ def jwks_file(tmp_path: Path, *keys: SigningKey) -> Path:
     return path
 
 
-def make_auth(tmp_path: Path, *, algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA"), cache_size: int = 100, **km: Any) -> OAuth2Authenticator:
+def make_auth(
+    tmp_path: Path, *, algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA"), cache_size: int = 100, **km: Any
+) -> OAuth2Authenticator:
     cfg = KeyManagerConfig(
         name="idp",
         issuer=ISSUER,
@@ -88,7 +90,9 @@ async def test_audience_list_and_issuers_select_key_manager(tmp_path: Path) -> N
         await auth.authenticate(jwt.encode(claims(), SECRET, algorithm="HS256"), API, {})
 
 
-async def test_cache_hits_skip_verification_and_expire(auth: OAuth2Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cache_hits_skip_verification_and_expire(
+    auth: OAuth2Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token = RSA.sign(claims(exp=int(time.time()) + 40))
     first = await auth.authenticate(token, API, {})
     calls = []
@@ -168,11 +172,19 @@ def _embedded_jwk() -> str:
     return jwt.encode(claims(), ROGUE.key, algorithm="RS256", headers={"kid": "attacker", "jwk": rogue_jwk})
 
 
-NOT_ALLOWED, NO_KEY, BAD_SIG, MALFORMED = "algorithm is not allowed", "no signing key", "signature is invalid", "malformed"
+NOT_ALLOWED, NO_KEY, BAD_SIG, MALFORMED = (
+    "algorithm is not allowed",
+    "no signing key",
+    "signature is invalid",
+    "malformed",
+)
 
 # name -> (token factory, what the refusal must say)
 MALICIOUS: dict[str, tuple[Any, str]] = {
-    **{f"alg_{alg}": ((lambda alg=alg: raw({"alg": alg, "kid": "k1"}, claims())), NOT_ALLOWED) for alg in ("none", "None", "NONE", "nOnE")},
+    **{
+        f"alg_{alg}": ((lambda alg=alg: raw({"alg": alg, "kid": "k1"}, claims())), NOT_ALLOWED)
+        for alg in ("none", "None", "NONE", "nOnE")
+    },
     "alg_none_with_signature": (lambda: raw({"alg": "none"}, claims(), b"sig"), NOT_ALLOWED),
     "hs256_signed_with_rsa_public_key": (_hs256_with_public_key, NOT_ALLOWED),
     "rogue_key_under_known_kid": (lambda: ROGUE.sign(claims()), BAD_SIG),
@@ -235,7 +247,9 @@ async def test_opaque_token_without_introspection_is_invalid(auth: OAuth2Authent
         await auth.authenticate("0123456789abcdef", API, {})
 
 
-async def test_recall_answers_only_for_tokens_validated_before(auth: OAuth2Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_recall_answers_only_for_tokens_validated_before(
+    auth: OAuth2Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token = RSA.sign(claims(exp=int(time.time()) + 40))
     assert auth.recall(token, API) is None  # never seen: the full check must run
     first = await auth.authenticate(token, API, {})
@@ -245,7 +259,9 @@ async def test_recall_answers_only_for_tokens_validated_before(auth: OAuth2Authe
     assert auth.recall_raw(raw, API) is None  # a raw value is found only once remembered
     auth.remember(raw, token)
     assert auth.recall_raw(raw, API) is first
-    assert auth.recall_raw(b"Bearer " + token[:-40].encode() + b"x" + raw[-39:], API) is None  # the same last bytes, another token
+    assert (
+        auth.recall_raw(b"Bearer " + token[:-40].encode() + b"x" + raw[-39:], API) is None
+    )  # the same last bytes, another token
     assert auth.recall_raw(b"Bearer  " + token.encode(), API) is None  # the same tail, not the value remembered
     auth.remember(b"Bearer never-validated", "never-validated")
     assert auth.recall_raw(b"Bearer never-validated", API) is None

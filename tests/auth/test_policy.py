@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from asgi_apim._keys import CERTIFICATE, DECISION, ROUTE
+from asgi_apim._keys import CERTIFICATE, ROUTE
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateOutcome
 from asgi_apim.config import parse_config
@@ -48,7 +48,9 @@ class FakeAuth:
         if not credential.startswith("good"):
             raise InvalidCredentials(f"{self.scheme} credential refused")
         scopes = tuple(credential.split(":", 1)[1].split(",")) if ":" in credential else ()
-        return Principal(method=self.scheme, subject="alice", api=api.name, tier="Silver", scopes=scopes, throttle_key="u:alice")
+        return Principal(
+            method=self.scheme, subject="alice", api=api.name, tier="Silver", scopes=scopes, throttle_key="u:alice"
+        )
 
     async def start(self) -> None:
         return None
@@ -92,23 +94,41 @@ AUTHS = {"oauth2": FakeAuth("oauth2", "x-token"), "basic": FakeAuth("basic", "x-
 
 def recalling() -> dict[str, RecallingAuth]:
     return {"oauth2": RecallingAuth("oauth2", "x-token"), "basic": RecallingAuth("basic", "x-basic")}
+
+
 VALID = CertificateOutcome("tls", verdict=FakeVerdict({"pets": SimpleNamespace(alias="partner-a", tier="Gold")}))
 INVALID = CertificateOutcome("tls", verdict=FakeVerdict({}, reason="not issued by a trusted CA"))
 MISSING = CertificateOutcome()
 
 
 def stack(
-    mutual_ssl: str, app_mandatory: bool, authenticators: Any = None, application: tuple[str, ...] = ("oauth2", "basic"), **extra: Any
+    mutual_ssl: str,
+    app_mandatory: bool,
+    authenticators: Any = None,
+    application: tuple[str, ...] = ("oauth2", "basic"),
+    **extra: Any,
 ) -> APISecurityMiddleware:
     security = {"mutual_ssl": mutual_ssl, "application": list(application), "application_mandatory": app_mandatory}
     cfg = parse_config(
-        {"public_paths": ["/health"], "apis": [{"name": "pets", "context": "/pets", "security": security, "resources": [
-            {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write", "pets:admin"]},
-            {"path": "/pets/free", "methods": ["GET"], "public": True},
-        ]}]},
+        {
+            "public_paths": ["/health"],
+            "apis": [
+                {
+                    "name": "pets",
+                    "context": "/pets",
+                    "security": security,
+                    "resources": [
+                        {"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write", "pets:admin"]},
+                        {"path": "/pets/free", "methods": ["GET"], "public": True},
+                    ],
+                }
+            ],
+        },
         base=Path("/"),
     )
-    return APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=authenticators or AUTHS, **extra)
+    return APISecurityMiddleware(
+        echo_user, router=Router.from_config(cfg), authenticators=authenticators or AUTHS, **extra
+    )
 
 
 CERTS = {"valid": VALID, "invalid": INVALID, "missing": MISSING}
@@ -151,10 +171,19 @@ TABLE = [
 @pytest.mark.parametrize("remembering", [False, True], ids=["checked", "recalled"])
 @pytest.mark.parametrize("mutual_ssl, mandatory, cert, cred, status, method, code", TABLE)
 async def test_decision_table(
-    mutual_ssl: str, mandatory: bool, cert: str, cred: str, status: int, method: str | None, code: int | None, remembering: bool
+    mutual_ssl: str,
+    mandatory: bool,
+    cert: str,
+    cred: str,
+    status: int,
+    method: str | None,
+    code: int | None,
+    remembering: bool,
 ) -> None:
     app = stack(mutual_ssl, mandatory, recalling() if remembering else None)
-    for _ in range(3 if remembering else 1):  # then a remembered credential may decide without decide(), then by its raw value
+    for _ in range(
+        3 if remembering else 1
+    ):  # then a remembered credential may decide without decide(), then by its raw value
         r = await call(app, "GET", "/pets/whoami", CREDS[cred], **{CERTIFICATE: CERTS[cert]})
     assert r.status == status, r.body
     if status == 200:
@@ -196,8 +225,19 @@ async def test_resource_scopes() -> None:
 
 async def test_head_is_held_to_its_get_resource_s_scopes() -> None:
     # a scoped GET-only resource: HEAD (served by the GET endpoint) needs the scope too
-    cfg = parse_config({"apis": [{"name": "t", "context": "/t", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]},
-                                  "resources": [{"path": "/t/admin", "methods": ["GET"], "scopes": ["admin"]}]}]}, base=Path("/"))
+    cfg = parse_config(
+        {
+            "apis": [
+                {
+                    "name": "t",
+                    "context": "/t",
+                    "security": {"mutual_ssl": "disabled", "application": ["oauth2"]},
+                    "resources": [{"path": "/t/admin", "methods": ["GET"], "scopes": ["admin"]}],
+                }
+            ]
+        },
+        base=Path("/"),
+    )
     app = APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS)
     for method in ("GET", "HEAD", "HEAD"):  # the second HEAD from the remembered route
         r = await call(app, method, "/t/admin", [("x-token", "good:read")])
@@ -264,16 +304,24 @@ async def _ignore(message: dict[str, Any]) -> None:
     return None
 
 
-@pytest.mark.parametrize("mutual_ssl, mandatory", [("mandatory", False), ("mandatory", True), ("optional", False), ("optional", True)])
+@pytest.mark.parametrize(
+    "mutual_ssl, mandatory", [("mandatory", False), ("mandatory", True), ("optional", False), ("optional", True)]
+)
 @pytest.mark.parametrize("cred", ["valid", "missing"])
-async def test_malformed_certificate_header_is_400_wherever_the_certificate_is_read(mutual_ssl: str, mandatory: bool, cred: str) -> None:
-    bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
+async def test_malformed_certificate_header_is_400_wherever_the_certificate_is_read(
+    mutual_ssl: str, mandatory: bool, cred: str
+) -> None:
+    bad = CertificateOutcome(
+        "header", error=CertificateHeaderError("the client certificate header is not valid base64")
+    )
     r = await call(stack(mutual_ssl, mandatory), "GET", "/pets/x", CREDS[cred], **{CERTIFICATE: bad})
     assert r.status == 400 and r.json()["code"] == 900900
 
 
 async def test_a_malformed_certificate_header_is_not_read_where_mutual_ssl_is_disabled() -> None:
-    bad = CertificateOutcome("header", error=CertificateHeaderError("the client certificate header is not valid base64"))
+    bad = CertificateOutcome(
+        "header", error=CertificateHeaderError("the client certificate header is not valid base64")
+    )
     r = await call(stack("disabled", True), "GET", "/pets/x", CREDS["valid"], **{CERTIFICATE: bad})
     assert r.status == 200 and r.json()["method"] == "oauth2"
 
@@ -287,11 +335,19 @@ async def test_starlette_conventions() -> None:
 
     @requires("pets:write")
     async def write(request: Request) -> JSONResponse:
-        return JSONResponse({"user": request.user.display_name, "scopes": request.auth.scopes,
-                             "auth": request.user.is_authenticated})
+        return JSONResponse(
+            {"user": request.user.display_name, "scopes": request.auth.scopes, "auth": request.user.is_authenticated}
+        )
 
     inner = Starlette(routes=[Route("/pets/write", write)])
-    cfg = parse_config({"apis": [{"name": "pets", "context": "/pets", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}]}, base=Path("/"))
+    cfg = parse_config(
+        {
+            "apis": [
+                {"name": "pets", "context": "/pets", "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}
+            ]
+        },
+        base=Path("/"),
+    )
     app = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
     r = await call(app, "GET", "/pets/write", [("x-token", "good:pets:write")])
     assert r.status == 200 and r.json() == {"user": "alice", "scopes": ["authenticated", "pets:write"], "auth": True}
@@ -310,11 +366,15 @@ async def test_debug_header_explains() -> None:
 
 class HostileSubject(FakeAuth):
     async def authenticate(self, credential: str, api: Any, scope: dict) -> Principal:
-        return Principal(method=self.scheme, subject="b\u2603\r\nX-Injected: 1\x00", api=api.name, tier="Silver", throttle_key="u:b")
+        return Principal(
+            method=self.scheme, subject="b\u2603\r\nX-Injected: 1\x00", api=api.name, tier="Silver", throttle_key="u:b"
+        )
 
 
 async def test_the_debug_header_carries_no_line_break_of_a_subject() -> None:
-    app = stack("disabled", True, {"oauth2": HostileSubject("oauth2", "x-token"), "basic": AUTHS["basic"]}, debug_headers=True)
+    app = stack(
+        "disabled", True, {"oauth2": HostileSubject("oauth2", "x-token"), "basic": AUTHS["basic"]}, debug_headers=True
+    )
     r = await call(app, "GET", "/pets/whoami", [("x-token", "whatever")])
     assert r.status == 200
     decision = r.headers["x-apim-decision"]
@@ -340,9 +400,18 @@ async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly(
         return between
 
     cfg = parse_config(
-        {"public_paths": ["/health"], "throttling": {"tiers": {"Pair": "2/minute"}},
-         "apis": [{"name": "pets", "context": "/pets", "tier": "Pair",
-                                                "security": {"mutual_ssl": "disabled", "application": ["oauth2"]}}]},
+        {
+            "public_paths": ["/health"],
+            "throttling": {"tiers": {"Pair": "2/minute"}},
+            "apis": [
+                {
+                    "name": "pets",
+                    "context": "/pets",
+                    "tier": "Pair",
+                    "security": {"mutual_ssl": "disabled", "application": ["oauth2"]},
+                }
+            ],
+        },
         base=Path("/"),
     )
     tiers = {"Pair": "2/minute", "Silver": "100/minute", "Unauthenticated": "100/minute"}
@@ -360,13 +429,17 @@ async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly(
         for remaining in (99, 98):  # the second request takes the public path's step where there is one (not fused)
             r = await call(security, "GET", "/health")
             assert r.status == 200 and ROUTE not in seen[-1]  # outside every API there is no route to hand over
-            assert r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'  # a public path: per client, default tier
+            assert (
+                r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'
+            )  # a public path: per client, default tier
             assert r.headers["ratelimit"].startswith(f'"Unauthenticated";r={remaining};')
         assert ("/health" in security._steps) is not fused  # fused, the public path is throttled in the general path
 
 
 def test_listed_scheme_without_authenticator_is_refused() -> None:
-    cfg = parse_config({"apis": [{"name": "a", "context": "/a", "security": {"application": ["api_key"]}}]}, base=Path("/"))
+    cfg = parse_config(
+        {"apis": [{"name": "a", "context": "/a", "security": {"application": ["api_key"]}}]}, base=Path("/")
+    )
     with pytest.raises(ValueError, match="api_key"):
         APISecurityMiddleware(echo_user, router=Router.from_config(cfg), authenticators=AUTHS)
 
@@ -391,7 +464,12 @@ async def test_one_scheme_recalls_by_the_raw_value_and_checks_what_it_does_not_k
         r = await call(app, "GET", "/pets/whoami", [("x-token", "good")])
         assert r.status == 200 and r.json()["method"] == "oauth2"
     assert (auths["oauth2"].checked, auths["oauth2"].parsed) == (1, 3)  # checked, recalled and remembered, found raw
-    for token, status in [("bad", 401), ("good:pets:read", 200), ("bad", 401), ("good:pets:read", 200)]:  # then remembered raw
+    for token, status in [
+        ("bad", 401),
+        ("good:pets:read", 200),
+        ("bad", 401),
+        ("good:pets:read", 200),
+    ]:  # then remembered raw
         assert (await call(app, "GET", "/pets/whoami", [("x-token", token)])).status == status
     assert (await call(app, "GET", "/pets/whoami", [])).status == 401
     for _ in range(2):  # a remembered raw value still needs the resource's scopes
@@ -446,7 +524,9 @@ class BrokenAuth(FakeAuth):
         raise UnicodeDecodeError("utf-8", credential.encode(), 0, 1, f"cannot read {credential}")
 
 
-async def test_an_authenticator_that_fails_unexpectedly_refuses_the_credential(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_authenticator_that_fails_unexpectedly_refuses_the_credential(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     broken = {"oauth2": BrokenAuth("oauth2", "x-token"), "basic": FakeAuth("basic", "x-basic")}
     app = stack("disabled", True, broken)
     with caplog.at_level("DEBUG", logger="asgi_apim.auth"):

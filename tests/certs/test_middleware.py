@@ -30,14 +30,27 @@ def header_for(issued: Issued) -> list[tuple[str, str]]:
 @requires("authenticated")
 async def whoami(request: Request) -> JSONResponse:
     user = request.user
-    return JSONResponse({"method": user.method, "subject": user.subject, "alias": user.alias, "tier": user.tier,
-                         "authenticated": user.is_authenticated, "scopes": request.auth.scopes})
+    return JSONResponse(
+        {
+            "method": user.method,
+            "subject": user.subject,
+            "alias": user.alias,
+            "tier": user.tier,
+            "authenticated": user.is_authenticated,
+            "scopes": request.auth.scopes,
+        }
+    )
 
 
 async def outcome(request: Request) -> JSONResponse:
     found = request.scope[CERTIFICATE]
-    return JSONResponse({"source": found.source, "accepted": bool(found.verdict and found.verdict.acceptances),
-                         "user": request.scope.get("user") is not None})
+    return JSONResponse(
+        {
+            "source": found.source,
+            "accepted": bool(found.verdict and found.verdict.acceptances),
+            "user": request.scope.get("user") is not None,
+        }
+    )
 
 
 class PKI:
@@ -61,7 +74,9 @@ def pki(tmp_path: Path) -> PKI:
 def app_with(pki: PKI, **options: Any) -> Starlette:
     app = Starlette(routes=[Route("/whoami", whoami), Route("/outcome", outcome)])
     options.setdefault("truststore", [pki.tmp / "ca.pem"])
-    options.setdefault("certificates", [("partners", pki.tmp / "ca.pem", "Gold"), ("pinned", pki.tmp / "pinned.pem", "Silver")])
+    options.setdefault(
+        "certificates", [("partners", pki.tmp / "ca.pem", "Gold"), ("pinned", pki.tmp / "pinned.pem", "Silver")]
+    )
     app.add_middleware(MutualTLSMiddleware, **options)
     return app
 
@@ -69,8 +84,14 @@ def app_with(pki: PKI, **options: Any) -> Starlette:
 async def test_header_certificate_from_a_trusted_proxy(pki: PKI) -> None:
     result = await call(app_with(pki), "GET", "/whoami", header_for(pki.partner))
     assert result.status == 200
-    assert result.json() == {"method": "mutual_ssl", "subject": "CN=partner,O=asgi-apim dev", "alias": "partners",
-                             "tier": "Gold", "authenticated": True, "scopes": ["authenticated"]}
+    assert result.json() == {
+        "method": "mutual_ssl",
+        "subject": "CN=partner,O=asgi-apim dev",
+        "alias": "partners",
+        "tier": "Gold",
+        "authenticated": True,
+        "scopes": ["authenticated"],
+    }
 
 
 async def test_exact_registration_of_a_self_signed_certificate(pki: PKI) -> None:
@@ -110,8 +131,10 @@ async def test_chain_validation_off_accepts_only_exact_registrations(pki: PKI) -
 
 async def test_with_certificates_only_they_pass_unless_truststore_tier_is_given(pki: PKI) -> None:
     pki.other_ca.write(pki.tmp / "other-ca.pem")
-    options: dict[str, Any] = {"truststore": [pki.tmp / "ca.pem", pki.tmp / "other-ca.pem"],
-                               "certificates": [("partners", pki.tmp / "ca.pem", "Gold")]}
+    options: dict[str, Any] = {
+        "truststore": [pki.tmp / "ca.pem", pki.tmp / "other-ca.pem"],
+        "certificates": [("partners", pki.tmp / "ca.pem", "Gold")],
+    }
     closed = app_with(pki, **options)
     assert (await call(closed, "GET", "/whoami", header_for(pki.partner))).json()["alias"] == "partners"
     refused = await call(closed, "GET", "/whoami", header_for(pki.stranger))  # validated by the truststore only
@@ -141,7 +164,9 @@ async def test_a_cached_verdict_gives_the_same_principal(pki: PKI) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    mw = MutualTLSMiddleware(capture, truststore=[pki.tmp / "ca.pem"], certificates=[("partners", pki.tmp / "ca.pem", "Gold")])
+    mw = MutualTLSMiddleware(
+        capture, truststore=[pki.tmp / "ca.pem"], certificates=[("partners", pki.tmp / "ca.pem", "Gold")]
+    )
     for _ in range(3):
         assert (await call(mw, "GET", "/", header_for(pki.partner))).status == 204
     (user, auth), *others = seen

@@ -7,7 +7,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
 from cryptography.hazmat.primitives import serialization
 
 from asgi_apim.certs import resolver as resolver_mod
@@ -27,8 +26,12 @@ def pki(tmp_path: Path) -> dict[str, Issued]:
     proxy_ca = make_ca("Proxy CA")
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
     (tmp_path / "proxy-ca.pem").write_bytes(proxy_ca.cert_pem())
-    return {"ca": ca, "client": issue_client(ca, "client"), "proxy": issue_client(proxy_ca, "nginx"),
-            "stranger": issue_client(make_ca("Nobody"), "stranger")}
+    return {
+        "ca": ca,
+        "client": issue_client(ca, "client"),
+        "proxy": issue_client(proxy_ca, "nginx"),
+        "stranger": issue_client(make_ca("Nobody"), "stranger"),
+    }
 
 
 def build(tmp_path: Path, extra: str = "") -> CertificateResolver:
@@ -67,10 +70,14 @@ def test_no_certificate_is_absent(tmp_path: Path, pki: dict[str, Issued]) -> Non
     assert r.resolve(make_scope("GET", "/pets", [(HDR, "(null)")])) is ABSENT
 
 
-def test_header_from_untrusted_peer_is_never_believed(tmp_path: Path, pki: dict[str, Issued], caplog: pytest.LogCaptureFixture) -> None:
+def test_header_from_untrusted_peer_is_never_believed(
+    tmp_path: Path, pki: dict[str, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
     r = build(tmp_path)
     caplog.set_level(logging.WARNING, "asgi_apim.certs")
-    scope = make_scope("GET", "/pets", [(HDR, header(pki["client"])), ("x-forwarded-for", "127.0.0.1")], client=("10.9.9.9", 1))
+    scope = make_scope(
+        "GET", "/pets", [(HDR, header(pki["client"])), ("x-forwarded-for", "127.0.0.1")], client=("10.9.9.9", 1)
+    )
     assert r.resolve(scope) is ABSENT
     assert "untrusted peer 10.9.9.9" in caplog.text
     # the TLS connection's own certificate still counts
@@ -78,7 +85,9 @@ def test_header_from_untrusted_peer_is_never_believed(tmp_path: Path, pki: dict[
     assert r.resolve(scope).source == "tls"
 
 
-def test_a_header_sent_twice_is_refused_from_a_trusted_proxy_and_ignored_from_anyone_else(tmp_path: Path, pki: dict[str, Issued]) -> None:
+def test_a_header_sent_twice_is_refused_from_a_trusted_proxy_and_ignored_from_anyone_else(
+    tmp_path: Path, pki: dict[str, Issued]
+) -> None:
     r = build(tmp_path)
     twice = [(HDR, header(pki["client"])), (HDR, header(pki["stranger"]))]
     assert isinstance(r.resolve(make_scope("GET", "/pets", twice)).error, CertificateHeaderError)
@@ -105,7 +114,9 @@ def test_garbage_header_is_a_clean_error(tmp_path: Path, pki: dict[str, Issued])
     assert out.error is not None and out.error.status == 400
 
 
-def test_cache_hit_does_not_parse_again(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_hit_does_not_parse_again(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = build(tmp_path)
     scope = make_scope("GET", "/pets", [(HDR, header(pki["client"]))])
     first = r.resolve(scope)
@@ -115,7 +126,9 @@ def test_cache_hit_does_not_parse_again(tmp_path: Path, pki: dict[str, Issued], 
     assert calls == []
 
 
-def test_values_that_share_the_hint_slice_are_told_apart(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_that_share_the_hint_slice_are_told_apart(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cached-header hint is keyed by a slice of the value but compared whole: a value that
     only differs after the slice gets its own outcome, and neither is parsed again."""
     r = build(tmp_path)
@@ -134,12 +147,14 @@ def test_values_that_share_the_hint_slice_are_told_apart(tmp_path: Path, pki: di
     assert calls == []
 
 
-def test_a_hint_does_not_outlive_its_certificate(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hint_does_not_outlive_its_certificate(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datetime as dt
     import time
 
     r = build(tmp_path)
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     value = header(issue_client(pki["ca"], "short-lived", not_after=soon))
     resolve = lambda: r.resolve(make_scope("GET", "/pets", [(HDR, value)]))  # noqa: E731
     assert "pets" in resolve().verdict.acceptances
@@ -150,14 +165,16 @@ def test_a_hint_does_not_outlive_its_certificate(tmp_path: Path, pki: dict[str, 
     assert "pets" not in outcome.verdict.acceptances and outcome.verdict.reason == "expired"
 
 
-def test_cache_entries_never_outlive_the_certificate(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_entries_never_outlive_the_certificate(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datetime as dt
 
     r = build(tmp_path)
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     short = issue_client(pki["ca"], "short-lived", not_after=soon)
     r.resolve(make_scope("GET", "/pets", [(HDR, header(short))]))
-    (_, expires), = [v for k, v in r._cache.items()]
+    ((_, expires),) = [v for k, v in r._cache.items()]
     assert expires <= soon.timestamp() + 1
 
 
@@ -172,7 +189,9 @@ def test_cached_verdict_ends_when_a_presented_intermediate_expires(
 
     r = build(tmp_path)
     start = time.time()
-    inter = custom(pki["ca"], "short-lived intermediate", ca=True, not_after=dt.datetime.fromtimestamp(start + 5, dt.timezone.utc))
+    inter = custom(
+        pki["ca"], "short-lived intermediate", ca=True, not_after=dt.datetime.fromtimestamp(start + 5, dt.UTC)
+    )
     leaf = custom(inter, "long-lived leaf")  # valid for 30 days
     inter_end = inter.cert.not_valid_after_utc.timestamp()
     clock = [start]
@@ -181,7 +200,7 @@ def test_cached_verdict_ends_when_a_presented_intermediate_expires(
     first = r.resolve(make_scope("GET", "/pets", h))
     assert first.verdict.acceptances["pets"].how == "ca"
     assert first.verdict.valid_until == inter_end < leaf.cert.not_valid_after_utc.timestamp()
-    (_, expires), = r._cache.values()
+    ((_, expires),) = r._cache.values()
     assert expires == inter_end
     clock[0] = inter_end - 1
     assert r.resolve(make_scope("GET", "/pets", h)) is first
@@ -208,14 +227,20 @@ def test_relay_model_requires_a_trusted_proxy_certificate(tmp_path: Path, pki: d
     out = r.resolve(make_scope("GET", "/pets", h, extensions=tls(pki["proxy"])))
     assert isinstance(out.error, CertificateRejected) and "not trusted" in out.error.detail
     # the proxy's CA trusted too: the header is believed
-    (tmp_path / "deployment.toml").write_text((tmp_path / "deployment.toml").read_text().replace('truststore = ["ca.pem"]', 'truststore = ["ca.pem", "proxy-ca.pem"]'))
+    (tmp_path / "deployment.toml").write_text(
+        (tmp_path / "deployment.toml")
+        .read_text()
+        .replace('truststore = ["ca.pem"]', 'truststore = ["ca.pem", "proxy-ca.pem"]')
+    )
     cfg = load_config(tmp_path / "deployment.toml")
     r = CertificateResolver(TrustReloader(cfg.mutual_ssl, cfg.apis), cfg.mutual_ssl)
     out = r.resolve(make_scope("GET", "/pets", h, extensions=tls(pki["proxy"])))
     assert out.source == "header" and "pets" in out.verdict.acceptances
 
 
-def test_in_the_relay_model_a_trusted_proxy_s_own_certificate_is_never_its_client_s(tmp_path: Path, pki: dict[str, Issued]) -> None:
+def test_in_the_relay_model_a_trusted_proxy_s_own_certificate_is_never_its_client_s(
+    tmp_path: Path, pki: dict[str, Issued]
+) -> None:
     # nginx presents its own certificate (issued by a CA the API trusts) and sends no header for
     # a client that has none: the request has no client certificate
     r = build(tmp_path, "enable_client_validation = true")
@@ -239,7 +264,7 @@ def test_stranger_is_refused_with_a_reason(tmp_path: Path, pki: dict[str, Issued
 def test_reject_ttl_is_short(tmp_path: Path, pki: dict[str, Issued]) -> None:
     r = build(tmp_path)
     r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["stranger"]))]))
-    (_, expires), = r._cache.values()
+    ((_, expires),) = r._cache.values()
     import time
 
     assert expires <= time.time() + resolver_mod._REJECT_TTL + 1
@@ -258,7 +283,9 @@ def test_a_crl_reload_is_not_answered_from_the_chain_end_memo(tmp_path: Path, pk
     first = r.resolve(scope(alice))
     assert "pets" in first.verdict.acceptances and r._validator._ends
     old = r._validator
-    (tmp_path / "ca.crl").write_bytes(make_crl(ca, [bob.cert.serial_number, alice.cert.serial_number]).public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ca.crl").write_bytes(
+        make_crl(ca, [bob.cert.serial_number, alice.cert.serial_number]).public_bytes(serialization.Encoding.PEM)
+    )
     assert r.trust.check()
     for cert in (bob, alice):
         out = r.resolve(scope(cert))
@@ -280,5 +307,9 @@ def test_an_uncached_header_is_kept_in_both_caches(tmp_path: Path, pki: dict[str
     assert r._cache[raw][0] is out and r._hints[raw[resolver_mod._HINT]][:2] == (raw, out)
     assert r._cache[raw][1] == r._hints[raw[resolver_mod._HINT]][2] <= out.verdict.valid_until
     bad = r.resolve(make_scope("GET", "/pets", [(HDR, "%2Dnot a certificate")]))
-    assert type(bad) is resolver_mod.CertificateOutcome and isinstance(bad.error, CertificateHeaderError) and bad.verdict is None
+    assert (
+        type(bad) is resolver_mod.CertificateOutcome
+        and isinstance(bad.error, CertificateHeaderError)
+        and bad.verdict is None
+    )
     assert len(r._cache) == 2 and len(r._hints) == 1

@@ -28,7 +28,9 @@ def other() -> Issued:
     return make_ca("other root")
 
 
-def mssl(*truststore: Path, crl: tuple[Path, ...] = (), password: str | None = None, interval: float = 10.0) -> MutualSSLConfig:
+def mssl(
+    *truststore: Path, crl: tuple[Path, ...] = (), password: str | None = None, interval: float = 10.0
+) -> MutualSSLConfig:
     return MutualSSLConfig(truststore=truststore, crl=crl, truststore_password=password, reload_interval=interval)
 
 
@@ -74,7 +76,9 @@ def test_pkcs12_with_password(tmp_path: Path, ca: Issued, other: Issued) -> None
 
 
 @pytest.mark.parametrize("password", [None, "Wr0ng-pw-9"])
-def test_pkcs12_wrong_password_names_the_file_not_the_password(tmp_path: Path, ca: Issued, password: str | None) -> None:
+def test_pkcs12_wrong_password_names_the_file_not_the_password(
+    tmp_path: Path, ca: Issued, password: str | None
+) -> None:
     data = pkcs12.serialize_java_truststore(
         [pkcs12.PKCS12Certificate(ca.cert, b"ca")], serialization.BestAvailableEncryption(PASSWORD.encode())
     )
@@ -87,11 +91,16 @@ def test_pkcs12_wrong_password_names_the_file_not_the_password(tmp_path: Path, c
 
 def test_jks_trusted_certs_and_key_entry_chains(tmp_path: Path, ca: Issued, other: Issued) -> None:
     client = issue_client(ca, "keyholder")
-    key_der = client.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    store = jks.KeyStore.new("jks", [
-        jks.TrustedCertEntry.new("other", other.der()),
-        jks.PrivateKeyEntry.new("client", [client.der(), ca.der()], key_der),
-    ])
+    key_der = client.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    store = jks.KeyStore.new(
+        "jks",
+        [
+            jks.TrustedCertEntry.new("other", other.der()),
+            jks.PrivateKeyEntry.new("client", [client.der(), ca.der()], key_der),
+        ],
+    )
     store.save(str(tmp_path / "trust.jks"), PASSWORD)
     material = load_trust(mssl(tmp_path / "trust.jks", password=PASSWORD), [])
     assert set(material.anchors) == {other.cert, client.cert, ca.cert}
@@ -124,9 +133,15 @@ def test_a_file_error_names_the_configuration_key_first(tmp_path: Path, ca: Issu
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(TruststoreError, match=r"^mutual_ssl\.truststore\[1\]: .*nope\.pem: file not found"):
         load_trust(MutualSSLConfig(truststore=(tmp_path / "ca.pem", tmp_path / "nope.pem")), [])
-    with pytest.raises(TruststoreError, match=r"^mutual_ssl\.crl\[0\]: .*junk\.pem: not a PEM or DER certificate revocation list"):
+    with pytest.raises(
+        TruststoreError, match=r"^mutual_ssl\.crl\[0\]: .*junk\.pem: not a PEM or DER certificate revocation list"
+    ):
         load_trust(MutualSSLConfig(truststore=(tmp_path / "ca.pem",), crl=(tmp_path / "junk.pem",)), [])
-    api = ApiConfig(name="pets", context="/pets", certificates=(CertificateRegistration("partner", tmp_path / "junk.pem", "Gold", "pets"),))
+    api = ApiConfig(
+        name="pets",
+        context="/pets",
+        certificates=(CertificateRegistration("partner", tmp_path / "junk.pem", "Gold", "pets"),),
+    )
     with pytest.raises(TruststoreError, match=r"^apis\[pets\]\.certificates\[partner\]\.certificate: .*junk\.pem"):
         load_trust(MutualSSLConfig(), [api])
 
@@ -148,10 +163,14 @@ def test_registrations(tmp_path: Path, ca: Issued) -> None:
     leaf = issue_client(ca, "partner")
     leaf.write(tmp_path / "partner.pem")
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem() + leaf.cert_pem())  # first certificate counts
-    api = ApiConfig("pets", "/pets", certificates=(
-        CertificateRegistration("partner-a", tmp_path / "partner.pem", "Gold", "pets"),
-        CertificateRegistration("issuer", tmp_path / "ca.pem", "Silver", "pets"),
-    ))
+    api = ApiConfig(
+        "pets",
+        "/pets",
+        certificates=(
+            CertificateRegistration("partner-a", tmp_path / "partner.pem", "Gold", "pets"),
+            CertificateRegistration("issuer", tmp_path / "ca.pem", "Silver", "pets"),
+        ),
+    )
     material = load_trust(mssl(), [api, ApiConfig("open", "/open")])
     (a, b) = material.registrations
     assert (a.api, a.alias, a.tier, a.cert, a.is_ca) == ("pets", "partner-a", "Gold", leaf.cert, False)
@@ -226,7 +245,9 @@ def test_crl_reload(tmp_path: Path, ca: Issued) -> None:
     assert reloader.current.crls[0].get_revoked_certificate_by_serial_number(42) is not None
 
 
-def test_corrupt_file_keeps_last_good_and_logs_once(tmp_path: Path, ca: Issued, other: Issued, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_file_keeps_last_good_and_logs_once(
+    tmp_path: Path, ca: Issued, other: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "ca.pem"
     path.write_bytes(ca.cert_pem())
     reloader = TrustReloader(mssl(path), [])
@@ -248,7 +269,9 @@ def test_missing_file_keeps_last_good(tmp_path: Path, ca: Issued, caplog: pytest
     path.write_bytes(ca.cert_pem())
     leaf = issue_client(ca)
     leaf.write(tmp_path / "leaf.pem")
-    api = ApiConfig("pets", "/pets", certificates=(CertificateRegistration("x", tmp_path / "leaf.pem", "Gold", "pets"),))
+    api = ApiConfig(
+        "pets", "/pets", certificates=(CertificateRegistration("x", tmp_path / "leaf.pem", "Gold", "pets"),)
+    )
     reloader = TrustReloader(mssl(path, password=PASSWORD), [api])
     good = reloader.current
     (tmp_path / "leaf.pem").unlink()

@@ -23,11 +23,18 @@ from asgi_apim.certs.validation import (
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
-def custom(issuer: Issued | None, cn: str, *, key: object = None, not_before: dt.datetime | None = None,
-           not_after: dt.datetime | None = None, ca: bool = False) -> Issued:
+def custom(
+    issuer: Issued | None,
+    cn: str,
+    *,
+    key: object = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    ca: bool = False,
+) -> Issued:
     """A certificate with chosen validity and key (pki's builders choose those themselves)."""
     key = key or new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -43,9 +50,20 @@ def custom(issuer: Issued | None, cn: str, *, key: object = None, not_before: dt
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)  # type: ignore[attr-defined]
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)  # type: ignore[attr-defined]
-        .add_extension(x509.KeyUsage(
-            digital_signature=not ca, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     )
     if not ca:
         b = b.add_extension(x509.ExtendedKeyUsage([CLIENT_AUTH]), critical=False)
@@ -64,9 +82,14 @@ def reg(api: str, alias: str, issued: Issued, tier: str = "Gold") -> RegisteredC
 OPEN = {"open": "Unlimited"}  # the API named "open" accepts what the truststore validates
 
 
-def material(anchors: Sequence[Issued] = (), *, registrations: Sequence[RegisteredCertificate] = (),
-             crls: Sequence[x509.CertificateRevocationList] = (), apis: Sequence[str] = ("open",),
-             tiers: Mapping[str, str] = OPEN) -> TrustMaterial:
+def material(
+    anchors: Sequence[Issued] = (),
+    *,
+    registrations: Sequence[RegisteredCertificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    apis: Sequence[str] = ("open",),
+    tiers: Mapping[str, str] = OPEN,
+) -> TrustMaterial:
     tiers = {api: tier for api, tier in tiers.items() if api in apis}
     return TrustMaterial(tuple(a.cert for a in anchors), tuple(crls), tuple(registrations), 1, b"d", tuple(apis), tiers)
 
@@ -117,8 +140,10 @@ def test_intermediate_only_in_the_truststore(root: Issued, inter: Issued, leaf: 
 @pytest.mark.parametrize("chain_validation", [True, False])
 def test_exact_self_signed(chain_validation: bool, root: Issued) -> None:
     selfie = issue_client(None, "selfie")
-    v = CertificateValidator(material([root], registrations=[reg("pets", "me", selfie)], apis=("pets", "open")),
-                             chain_validation=chain_validation)
+    v = CertificateValidator(
+        material([root], registrations=[reg("pets", "me", selfie)], apis=("pets", "open")),
+        chain_validation=chain_validation,
+    )
     verdict = v.validate(ders(selfie))
     assert verdict.reason is None
     assert verdict.accepted_for("pets") == validation.Acceptance("pets", "me", "Gold", "exact")
@@ -129,7 +154,11 @@ def test_exact_self_signed(chain_validation: bool, root: Issued) -> None:
 
 
 def test_ca_registration_and_exact_wins(root: Issued, inter: Issued, leaf: Issued) -> None:
-    regs = [reg("pets", "partner-ca", inter, "Silver"), reg("shop", "alice-exact", leaf, "Bronze"), reg("shop", "shop-ca", root, "Gold")]
+    regs = [
+        reg("pets", "partner-ca", inter, "Silver"),
+        reg("shop", "alice-exact", leaf, "Bronze"),
+        reg("shop", "shop-ca", root, "Gold"),
+    ]
     v = CertificateValidator(material([], registrations=regs, apis=("pets", "shop")))
     verdict = v.validate(ders(leaf))
     assert verdict.accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "ca")
@@ -141,26 +170,36 @@ def test_ca_registration_and_exact_wins(root: Issued, inter: Issued, leaf: Issue
 
 
 @pytest.mark.parametrize("chain_validation", [True, False])
-def test_a_registered_ca_certificate_is_exact_for_itself_as_well(chain_validation: bool, root: Issued, inter: Issued, leaf: Issued) -> None:
+def test_a_registered_ca_certificate_is_exact_for_itself_as_well(
+    chain_validation: bool, root: Issued, inter: Issued, leaf: Issued
+) -> None:
     # a self-signed certificate from `openssl req -x509` is a CA: registered exactly, it must pass as itself
     regs = [reg("pets", "partner-ca", inter, "Silver")]
     v = CertificateValidator(material([], registrations=regs, apis=("pets",)), chain_validation=chain_validation)
-    assert v.validate(ders(inter)).accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "exact")
+    assert v.validate(ders(inter)).accepted_for("pets") == validation.Acceptance(
+        "pets", "partner-ca", "Silver", "exact"
+    )
     if chain_validation:  # and the leaves it issued, through it
-        assert v.validate(ders(leaf)).accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "ca")
+        assert v.validate(ders(leaf)).accepted_for("pets") == validation.Acceptance(
+            "pets", "partner-ca", "Silver", "ca"
+        )
     assert v.validate(ders(root)).acceptances == {}  # a CA that is not registered is no client
 
 
 def test_per_api_acceptance(root: Issued) -> None:
     a_leaf, b_leaf = issue_client(root, "a"), issue_client(root, "b")
-    v = CertificateValidator(material([root], registrations=[reg("a", "A", a_leaf), reg("b", "B", b_leaf)], apis=("a", "b", "open")))
+    v = CertificateValidator(
+        material([root], registrations=[reg("a", "A", a_leaf), reg("b", "B", b_leaf)], apis=("a", "b", "open"))
+    )
     verdict = v.validate(ders(a_leaf))
     assert set(verdict.acceptances) == {"a", "open"}
     assert verdict.reason is None
     assert "certificate is not registered for API 'b'" in verdict.reason_for("b")
 
 
-def test_api_without_registrations_or_truststore_tier_accepts_nothing(root: Issued, inter: Issued, leaf: Issued) -> None:
+def test_api_without_registrations_or_truststore_tier_accepts_nothing(
+    root: Issued, inter: Issued, leaf: Issued
+) -> None:
     v = CertificateValidator(material([root], apis=("closed", "open")))
     verdict = v.validate(ders(leaf, inter))
     assert verdict.reason is None  # the chain itself is trusted ...
@@ -179,18 +218,27 @@ def test_truststore_tier_after_exact_and_ca_registrations(root: Issued, inter: I
     v = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers=tiers))
     assert v.validate(ders(by_root)).accepted_for("pets") == validation.Acceptance("pets", "pinned", "Gold", "exact")
     assert v.validate(ders(leaf, inter)).accepted_for("pets") == validation.Acceptance("pets", "inter", "Silver", "ca")
-    assert v.validate(ders(by_other)).accepted_for("pets") == validation.Acceptance("pets", None, "Bronze", "truststore")
+    assert v.validate(ders(by_other)).accepted_for("pets") == validation.Acceptance(
+        "pets", None, "Bronze", "truststore"
+    )
     closed = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers={}))
     assert closed.validate(ders(leaf, inter)).accepted_for("pets").how == "ca"  # type: ignore[union-attr]
     refused = closed.validate(ders(by_other))
     assert refused.acceptances == {}
-    assert refused.reason_for("pets") == "certificate is not registered for API 'pets', nor issued by a CA registered for it"
+    assert (
+        refused.reason_for("pets")
+        == "certificate is not registered for API 'pets', nor issued by a CA registered for it"
+    )
     private = make_ca("private")  # registered for pets, not in the truststore: its leaves pass as "ca" only
-    m = material([root], registrations=[reg("pets", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"})
+    m = material(
+        [root], registrations=[reg("pets", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"}
+    )
     member = CertificateValidator(m).validate(ders(issue_client(private, "member")))
     assert member.accepted_for("pets").how == "ca" and member.accepted_for("shop") is None  # type: ignore[union-attr]
     stranger = issue_client(private, "x")
-    m2 = material([root], registrations=[reg("shop", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"})
+    m2 = material(
+        [root], registrations=[reg("shop", "private", private)], apis=("pets", "shop"), tiers={"pets": "Bronze"}
+    )
     assert CertificateValidator(m2).validate(ders(stranger)).reason_for("pets") == "not issued by a trusted CA"
 
 
@@ -214,14 +262,18 @@ def test_expired_and_not_yet_valid_are_refused_even_when_registered(root: Issued
     future = issue_client(root, "new", not_before=NOW + dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=10))
     regs = [reg("pets", "old", expired), reg("pets", "new", future)]
     for chain_validation in (True, False):
-        v = CertificateValidator(material([root], registrations=regs, apis=("pets",)), chain_validation=chain_validation)
+        v = CertificateValidator(
+            material([root], registrations=regs, apis=("pets",)), chain_validation=chain_validation
+        )
         assert v.validate(ders(expired)).reason == "expired"
         assert v.validate(ders(future)).reason == "not yet valid"
         assert v.validate(ders(expired)).acceptances == {} and v.validate(ders(future)).acceptances == {}
 
 
 def test_expired_intermediate_is_refused(root: Issued) -> None:
-    old = custom(root, "old intermediate", ca=True, not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1))
+    old = custom(
+        root, "old intermediate", ca=True, not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1)
+    )
     child = custom(old, "child", not_before=NOW - dt.timedelta(days=20))
     verdict = CertificateValidator(material([root])).validate(ders(child, old))
     assert verdict.acceptances == {} and verdict.reason is not None
@@ -241,7 +293,9 @@ def test_revoked_leaf_and_intermediate(root: Issued, inter: Issued, leaf: Issued
     assert v2.validate(ders(issue_client(root, "direct"))).accepted_for("open") is not None
 
 
-def test_a_registered_intermediate_revoked_by_its_root_s_crl_admits_no_leaf(root: Issued, inter: Issued, leaf: Issued) -> None:
+def test_a_registered_intermediate_revoked_by_its_root_s_crl_admits_no_leaf(
+    root: Issued, inter: Issued, leaf: Issued
+) -> None:
     # the chain would stop at the registered intermediate, an anchor: the root's CRL on it would go unread
     by_root = make_crl(root, [inter.cert.serial_number])
     regs = [reg("f", "partner-ca", inter)]
@@ -304,7 +358,9 @@ def test_chain_validation_off_only_exact_passes(root: Issued, inter: Issued, lea
 def test_open_api_needs_the_truststore_not_just_a_registered_ca(root: Issued) -> None:
     private_ca = make_ca("private")
     member = issue_client(private_ca, "member")
-    v = CertificateValidator(material([root], registrations=[reg("pets", "private", private_ca)], apis=("pets", "open")))
+    v = CertificateValidator(
+        material([root], registrations=[reg("pets", "private", private_ca)], apis=("pets", "open"))
+    )
     verdict = v.validate(ders(member))
     assert verdict.accepted_for("pets").how == "ca"  # type: ignore[union-attr]
     assert verdict.accepted_for("open") is None and verdict.reason_for("open") == "not issued by a trusted CA"
@@ -337,7 +393,9 @@ def test_spki_hash_survives_renewal(root: Issued) -> None:
 def test_loaded_from_files(tmp_path: Path, root: Issued, inter: Issued, leaf: Issued) -> None:
     (tmp_path / "bundle.pem").write_bytes(root.cert_pem() + inter.cert_pem())
     leaf.write(tmp_path / "alice.pem")
-    api = ApiConfig("pets", "/pets", certificates=(CertificateRegistration("alice", tmp_path / "alice.pem", "Gold", "pets"),))
+    api = ApiConfig(
+        "pets", "/pets", certificates=(CertificateRegistration("alice", tmp_path / "alice.pem", "Gold", "pets"),)
+    )
     apis = [api, ApiConfig("open", "/open", truststore_tier="Bronze"), ApiConfig("closed", "/closed")]
     m = load_trust(MutualSSLConfig(truststore=(tmp_path / "bundle.pem",)), apis)
     assert m.apis == ("pets", "open", "closed") and m.truststore_tiers == {"open": "Bronze"}
@@ -375,7 +433,9 @@ def test_cache_hit_does_not_parse(monkeypatch: pytest.MonkeyPatch, root: Issued,
     assert loads.calls == 6  # a new generation's validator starts empty
 
 
-def test_uncached_validation_neither_reads_nor_fills_the_cache(monkeypatch: pytest.MonkeyPatch, root: Issued, leaf: Issued, inter: Issued) -> None:
+def test_uncached_validation_neither_reads_nor_fills_the_cache(
+    monkeypatch: pytest.MonkeyPatch, root: Issued, leaf: Issued, inter: Issued
+) -> None:
     v = CertificateValidator(material([root]))
     loads = CountingLoads(monkeypatch)
     kept = v.validate(ders(leaf, inter))
@@ -397,9 +457,11 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None
     assert loads.calls == 4
 
 
-def test_cache_entry_expires_with_the_certificate_and_after_an_hour(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+def test_cache_entry_expires_with_the_certificate_and_after_an_hour(
+    monkeypatch: pytest.MonkeyPatch, root: Issued
+) -> None:
     start = time.time()
-    short = custom(root, "short", not_after=dt.datetime.fromtimestamp(start + 120, dt.timezone.utc))
+    short = custom(root, "short", not_after=dt.datetime.fromtimestamp(start + 120, dt.UTC))
     long = issue_client(root, "long")
     v = CertificateValidator(material([root]))
     loads = CountingLoads(monkeypatch)
@@ -426,16 +488,20 @@ def test_valid_until_is_the_first_expiry_of_the_chain_it_rests_on(root: Issued, 
     v = CertificateValidator(material([ending, root]))
     verdict = v.validate(ders(child))
     assert verdict.accepted_for("open") is not None
-    assert verdict.valid_until == ending.cert.not_valid_after_utc.timestamp() < child.cert.not_valid_after_utc.timestamp()
+    assert (
+        verdict.valid_until == ending.cert.not_valid_after_utc.timestamp() < child.cert.not_valid_after_utc.timestamp()
+    )
     refused = v.validate(ders(issue_client(make_ca("stranger"), "x")))
     assert time.time() + 3500 < refused.valid_until <= time.time() + validation.CACHE_MAX_TTL
     expired = custom(root, "expired", not_before=NOW - dt.timedelta(days=2), not_after=NOW - dt.timedelta(days=1))
     assert v.validate(ders(expired)).valid_until <= time.time()  # never kept
 
 
-def test_not_yet_valid_intermediate_becomes_valid_when_the_verifier_is_rebuilt(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
+def test_not_yet_valid_intermediate_becomes_valid_when_the_verifier_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, root: Issued
+) -> None:
     start = time.time()
-    soon = custom(root, "soon", ca=True, not_before=dt.datetime.fromtimestamp(start + 30, dt.timezone.utc))
+    soon = custom(root, "soon", ca=True, not_before=dt.datetime.fromtimestamp(start + 30, dt.UTC))
     child = custom(soon, "child")
     v = CertificateValidator(material([root]))
     clock = [start]
@@ -462,7 +528,7 @@ def test_facts_about_a_presented_intermediate_are_reused_consistently(root: Issu
 
 def test_the_verifier_time_is_never_ahead_of_the_clock(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:
     start = time.time()
-    soon = custom(root, "valid in 5 s", not_before=dt.datetime.fromtimestamp(start + 5, dt.timezone.utc))
+    soon = custom(root, "valid in 5 s", not_before=dt.datetime.fromtimestamp(start + 5, dt.UTC))
     v = CertificateValidator(material([root]))
     clock = [start + 10]
     monkeypatch.setattr(validation.time, "time", lambda: clock[0])
@@ -474,12 +540,19 @@ def test_the_verifier_time_is_never_ahead_of_the_clock(monkeypatch: pytest.Monke
 def test_a_leaf_in_the_truststore_is_trusted_itself_but_still_checked(root: Issued) -> None:
     selfie, server = issue_client(None, "selfie"), issue_server(root)
     v = CertificateValidator(material([selfie, server]))
-    assert v.validate(ders(selfie)).accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert v.validate(ders(selfie)).accepted_for("open") == validation.Acceptance(
+        "open", None, "Unlimited", "truststore"
+    )
     assert v.validate(ders(server)).reason == "lacks the clientAuth extended key usage"
-    assert CertificateValidator(material([root])).validate(ders(root)).reason == "is a CA certificate, not a client certificate"
+    assert (
+        CertificateValidator(material([root])).validate(ders(root)).reason
+        == "is a CA certificate, not a client certificate"
+    )
 
 
-def test_a_dropped_verdict_and_its_principals_are_freed_without_the_garbage_collector(root: Issued, leaf: Issued, inter: Issued) -> None:
+def test_a_dropped_verdict_and_its_principals_are_freed_without_the_garbage_collector(
+    root: Issued, leaf: Issued, inter: Issued
+) -> None:
     import gc
     import weakref
 
@@ -536,7 +609,9 @@ def test_two_certificate_chain_is_verified_and_checked(monkeypatch: pytest.Monke
     # the memo of the chain's end is warm: every refusal below must still be found
     assert v.validate(ders(sibling)).accepted_for("pets") is not None
     assert v.validate(ders(revoked)).reason == validation.REVOKED
-    expired = issue_client(root, "expired", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    expired = issue_client(
+        root, "expired", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1)
+    )
     assert v.validate(ders(expired)).reason == validation.EXPIRED
     server_only = issue_client(root, "server-only", eku=[ExtendedKeyUsageOID.SERVER_AUTH])
     assert v.validate(ders(server_only)).reason == "lacks the clientAuth extended key usage"
@@ -562,8 +637,16 @@ def test_chain_end_memo_gives_each_leaf_its_own_identity(root: Issued, inter: Is
     first, second = v.validate(ders(alice)), v.validate(ders(bob))
     assert len(v._ends) == 1  # the second verdict came from the memo
     assert first.acceptances is second.acceptances
-    assert (first.der, first.subject, first.spki_sha256) == (alice.der(), "CN=alice,O=asgi-apim dev", validation.public_key_sha256(alice.cert))
-    assert (second.der, second.subject, second.spki_sha256) == (bob.der(), "CN=bob,O=asgi-apim dev", validation.public_key_sha256(bob.cert))
+    assert (first.der, first.subject, first.spki_sha256) == (
+        alice.der(),
+        "CN=alice,O=asgi-apim dev",
+        validation.public_key_sha256(alice.cert),
+    )
+    assert (second.der, second.subject, second.spki_sha256) == (
+        bob.der(),
+        "CN=bob,O=asgi-apim dev",
+        validation.public_key_sha256(bob.cert),
+    )
     assert first.principals is not second.principals
     # a longer chain has an end of its own
     carol = issue_client(inter, "carol")
@@ -583,15 +666,32 @@ def test_chain_end_memo_decides_as_a_fresh_validator(root: Issued, inter: Issued
         (root.cert,),
         (make_crl(root, [revoked.cert.serial_number]), make_crl(inter, [inter_revoked.cert.serial_number])),
         (reg("pets", "clients", root), reg("pets", "exact", exact), *([reg("birds", "inter", inter)] if birds else [])),
-        1, b"d", ("pets", "birds", "open", "closed"), {"open": "Unlimited"},
+        1,
+        b"d",
+        ("pets", "birds", "open", "closed"),
+        {"open": "Unlimited"},
     )
-    leaves = [issue_client(root, "a"), exact, revoked, issue_client(root, "b"), (by_inter, inter), issue_client(root, "c"),
-              (inter_revoked, inter), (issue_client(inter, "d"), inter), issue_client(make_ca("other"), "e"), exact]
+    leaves = [
+        issue_client(root, "a"),
+        exact,
+        revoked,
+        issue_client(root, "b"),
+        (by_inter, inter),
+        issue_client(root, "c"),
+        (inter_revoked, inter),
+        (issue_client(inter, "d"), inter),
+        issue_client(make_ca("other"), "e"),
+        exact,
+    ]
     shared = CertificateValidator(m)
     for item in leaves * 2:
         chain = ders(*item) if isinstance(item, tuple) else ders(item)
-        assert _decided(shared.validate(chain, cache=False)) == _decided(CertificateValidator(m).validate(chain, cache=False))
-    assert bool(shared._ends) is not birds  # "birds" needs a chain to the intermediate: no verdict rests on the end alone
+        assert _decided(shared.validate(chain, cache=False)) == _decided(
+            CertificateValidator(m).validate(chain, cache=False)
+        )
+    assert (
+        bool(shared._ends) is not birds
+    )  # "birds" needs a chain to the intermediate: no verdict rests on the end alone
 
 
 def test_chain_end_memo_is_bounded(monkeypatch: pytest.MonkeyPatch, root: Issued) -> None:

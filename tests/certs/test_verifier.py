@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from asgi_apim.certs.pki import Issued, issue_client
 from asgi_apim.certs.verifier import CHAIN_TIME, NO_CLIENT_AUTH, NOT_TRUSTED, ChainVerifier
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def ca_with(key_usage: x509.KeyUsage | None) -> Issued:
@@ -21,9 +21,13 @@ def ca_with(key_usage: x509.KeyUsage | None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "policy CA")])
     b = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(minutes=5)).not_valid_after(NOW + dt.timedelta(days=30))
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
@@ -34,8 +38,15 @@ def ca_with(key_usage: x509.KeyUsage | None) -> Issued:
 
 def usage(*, cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=cert_sign, crl_sign=True, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -43,7 +54,9 @@ def verify(ca: Issued, leaf: Issued) -> tuple[object, str | None]:
     return ChainVerifier([ca.cert]).verify(leaf.cert, [], NOW.timestamp())
 
 
-@pytest.mark.parametrize("key_usage", [None, usage(cert_sign=True)], ids=["no keyUsage (openssl req -x509)", "keyCertSign"])
+@pytest.mark.parametrize(
+    "key_usage", [None, usage(cert_sign=True)], ids=["no keyUsage (openssl req -x509)", "keyCertSign"]
+)
 def test_ca_without_or_with_a_proper_key_usage_issues_clients(key_usage: x509.KeyUsage | None) -> None:
     ca = ca_with(key_usage)
     chain, reason = verify(ca, issue_client(ca, "client"))
@@ -63,7 +76,6 @@ def test_client_auth_is_required_and_san_is_not() -> None:
     assert chain is None and reason == NO_CLIENT_AUTH
 
 
-
 def test_a_certificate_issued_since_the_verifier_was_built_is_verified_at_the_clock_s_time() -> None:
     ca = ca_with(None)
     verifier = ChainVerifier([ca.cert])
@@ -81,7 +93,7 @@ def test_a_certificate_valid_from_the_next_second_is_verified_once_that_second_b
     verifier = ChainVerifier([ca.cert])
     second = float(int(NOW.timestamp()) + 100)
     verifier.verify(issue_client(ca, "earlier").cert, [], second - 0.18)  # built at s - 0.18
-    fresh = custom_leaf(ca, not_before=dt.datetime.fromtimestamp(second, dt.timezone.utc))
+    fresh = custom_leaf(ca, not_before=dt.datetime.fromtimestamp(second, dt.UTC))
     chain, reason = verifier.verify(fresh.cert, [], second + 0.05)  # 0.23 s later, in the next second
     assert chain is not None and reason is None
 
@@ -90,9 +102,13 @@ def custom_leaf(ca: Issued, *, not_before: dt.datetime) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fresh")])
     b = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(NOW + dt.timedelta(days=30))
+        .not_valid_before(not_before)
+        .not_valid_after(NOW + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)  # type: ignore[arg-type]

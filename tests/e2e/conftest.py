@@ -104,7 +104,9 @@ class Process:
         self.argv = argv
         self.log_path = log
         self._log = log.open("wb")
-        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def log(self) -> str:
         self._log.flush()
@@ -183,10 +185,29 @@ class Servers:
     def serve(self, app: str, config: Path, *flags: str, tls_pki: PKI | None = None, host: str = LOOPBACK) -> Served:
         """Run ``asgi-apim serve APP --config CONFIG FLAGS`` on a free port and wait until it listens."""
         port = free_port(host)
-        argv = [*_asgi_apim(), "serve", app, "--config", str(config), "--host", host, "--port", str(port),
-                "--app-dir", str(REPO), "--log-level", "info", *flags]
+        argv = [
+            *_asgi_apim(),
+            "serve",
+            app,
+            "--config",
+            str(config),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--app-dir",
+            str(REPO),
+            "--log-level",
+            "info",
+            *flags,
+        ]
         if tls_pki is not None:
-            argv += ["--ssl-certfile", str(tls_pki.path("server.pem")), "--ssl-keyfile", str(tls_pki.path("server.key"))]
+            argv += [
+                "--ssl-certfile",
+                str(tls_pki.path("server.pem")),
+                "--ssl-keyfile",
+                str(tls_pki.path("server.key")),
+            ]
         proc = Process("asgi-apim serve", argv, self.tmp / f"serve-{port}.log", REPO)
         self.started.append((proc, signal.SIGTERM))
         proc.wait_listening(host, port)
@@ -198,15 +219,26 @@ class Servers:
         prefix.mkdir()
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=prefix, user="user root;" if os.geteuid() == 0 else "", body=body))
-        argv = [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
-                "-g", f"daemon off; pid {prefix}/nginx.pid;"]
+        argv = [
+            nginx_binary(),
+            "-p",
+            str(prefix),
+            "-c",
+            str(conf),
+            "-e",
+            str(prefix / "error.log"),
+            "-g",
+            f"daemon off; pid {prefix}/nginx.pid;",
+        ]
         proc = Process("nginx", argv, prefix / "stdout.log", prefix)
         self.started.append((proc, signal.SIGQUIT))
         try:
             proc.wait_listening(LOOPBACK, port)
         except RuntimeError as exc:
             error_log = prefix / "error.log"
-            raise RuntimeError(f"{exc}\n{error_log.read_text(errors='replace') if error_log.exists() else ''}") from None
+            raise RuntimeError(
+                f"{exc}\n{error_log.read_text(errors='replace') if error_log.exists() else ''}"
+            ) from None
         return proc
 
     def stop_all(self) -> None:

@@ -54,11 +54,35 @@ def _hs256_with(secret: bytes) -> Signer:
 
 
 MALICIOUS = [
-    "alg-none", "alg-None", "alg-NONE", "alg-nOnE", "alg-none-signed", "alg-NONE-signed",
-    "hs256-with-rsa-public-pem", "hs256-with-rsa-public-pem-no-kid", "rogue-key-known-kid", "unknown-kid",
-    "tampered-payload", "truncated", "truncated-signature", "empty-signature", "two-parts", "expired",
-    "not-yet-valid", "issued-in-the-future", "wrong-aud", "wrong-iss", "iss-of-the-other-issuer", "no-exp",
-    "string-exp", "huge-exp", "huge-nbf", "infinite-exp", "60kb", "ps256-with-rs256-key", "garbage",
+    "alg-none",
+    "alg-None",
+    "alg-NONE",
+    "alg-nOnE",
+    "alg-none-signed",
+    "alg-NONE-signed",
+    "hs256-with-rsa-public-pem",
+    "hs256-with-rsa-public-pem-no-kid",
+    "rogue-key-known-kid",
+    "unknown-kid",
+    "tampered-payload",
+    "truncated",
+    "truncated-signature",
+    "empty-signature",
+    "two-parts",
+    "expired",
+    "not-yet-valid",
+    "issued-in-the-future",
+    "wrong-aud",
+    "wrong-iss",
+    "iss-of-the-other-issuer",
+    "no-exp",
+    "string-exp",
+    "huge-exp",
+    "huge-nbf",
+    "infinite-exp",
+    "60kb",
+    "ps256-with-rs256-key",
+    "garbage",
 ]
 
 
@@ -69,8 +93,13 @@ def malicious_tokens(key: SigningKey, rogue: SigningKey) -> dict[str, str]:
     now = int(time.time())
     pem = key.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     tampered = {**json.loads(base64.urlsafe_b64decode(payload + "==")), "sub": "root", "scope": "pets:write"}
-    tokens = {f"alg-{alg}": forge({"alg": alg, "typ": "JWT", "kid": key.kid}, claims()) for alg in ("none", "None", "NONE", "nOnE")}
-    tokens |= {f"alg-{alg}-signed": forge({"alg": alg, "kid": key.kid}, claims(), rs256(key.key)) for alg in ("none", "NONE")}
+    tokens = {
+        f"alg-{alg}": forge({"alg": alg, "typ": "JWT", "kid": key.kid}, claims())
+        for alg in ("none", "None", "NONE", "nOnE")
+    }
+    tokens |= {
+        f"alg-{alg}-signed": forge({"alg": alg, "kid": key.kid}, claims(), rs256(key.key)) for alg in ("none", "NONE")
+    }
     tokens |= {
         "hs256-with-rsa-public-pem": forge({"alg": "HS256", "typ": "JWT", "kid": key.kid}, claims(), _hs256_with(pem)),
         "hs256-with-rsa-public-pem-no-kid": forge({"alg": "HS256"}, claims(), _hs256_with(pem)),
@@ -91,7 +120,9 @@ def malicious_tokens(key: SigningKey, rogue: SigningKey) -> dict[str, str]:
         "string-exp": key.sign(claims(exp=str(now + 600))),
         "huge-exp": key.sign(claims(exp=10**400)),  # overflows a float
         "huge-nbf": key.sign(claims(nbf=-(10**400))),
-        "infinite-exp": forge({"alg": "RS256", "kid": key.kid}, json.dumps(claims(exp=None))[:-1] + ', "exp": 1e999}', rs256(key.key)),
+        "infinite-exp": forge(
+            {"alg": "RS256", "kid": key.kid}, json.dumps(claims(exp=None))[:-1] + ', "exp": 1e999}', rs256(key.key)
+        ),
         "60kb": key.sign(claims(pad="x" * 60_000)),
         "ps256-with-rs256-key": jwt.encode(claims(), key.key, algorithm="PS256", headers={"kid": key.kid}),
         "garbage": "Zm9v.YmFy.YmF6",

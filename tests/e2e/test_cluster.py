@@ -62,11 +62,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 async def _spread(nodes: list[Served], n: int, path: str, headers: dict[str, str]) -> list[int]:
     async with httpx.AsyncClient(timeout=10) as client:
-        responses = await asyncio.gather(*(client.get(nodes[i % len(nodes)].url + path, headers=headers) for i in range(n)))
+        responses = await asyncio.gather(
+            *(client.get(nodes[i % len(nodes)].url + path, headers=headers) for i in range(n))
+        )
     return [r.status_code for r in responses]
 
 
-def test_two_nodes_allow_exactly_the_tier(tmp_path: Path, redis_server: RedisServer, serve: Callable[..., Served]) -> None:
+def test_two_nodes_allow_exactly_the_tier(
+    tmp_path: Path, redis_server: RedisServer, serve: Callable[..., Served]
+) -> None:
     # One strategy here (each node takes seconds to start); all three are exact across two
     # in-process nodes in tests/throttling/test_redis.py.
     ca = make_ca("cluster CA")

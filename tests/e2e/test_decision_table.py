@@ -174,7 +174,13 @@ ROWS: list[tuple[str, list[str], list[str], Expect]] = [
 
 CASES = [(api, cert, token, expect) for api, certs, tokens, expect in ROWS for cert in certs for token in tokens]
 CASE_IDS = [f"{api}/{cert}/{token}" for api, cert, token, _ in CASES]
-CURL_CASES = ["m-f/valid/bad-signature", "m-t/valid/token", "o-f/no-eku/token", "o-t/foreign/no-token", "d/missing/expired"]
+CURL_CASES = [
+    "m-f/valid/bad-signature",
+    "m-t/valid/token",
+    "o-f/no-eku/token",
+    "o-t/foreign/no-token",
+    "d/missing/expired",
+]
 
 
 @dataclass
@@ -209,12 +215,16 @@ def _write_files(tmp: Path, pki: PKI, idp: IdP) -> World:
         ec_key().key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     )
     users = {"bob": "b0b-s3cret"}
-    line = subprocess.run(["htpasswd", "-nbB", "-C", "4", "bob", users["bob"]], capture_output=True, check=True, text=True)
+    line = subprocess.run(
+        ["htpasswd", "-nbB", "-C", "4", "bob", users["bob"]], capture_output=True, check=True, text=True
+    )
     (tmp / "users.htpasswd").write_text(line.stdout.strip() + "\n")
     ca = pki.path("ca.pem")
     apis = ""
     for name, mutual_ssl, application, mandatory, registers_ca, delete_resource in APIS:
-        apis += API.format(name=name, mutual_ssl=mutual_ssl, application=json.dumps(application), mandatory=str(mandatory).lower())
+        apis += API.format(
+            name=name, mutual_ssl=mutual_ssl, application=json.dumps(application), mandatory=str(mandatory).lower()
+        )
         if registers_ca:
             apis += PARTNER.format(ca=ca)
         if name == "other":
@@ -222,10 +232,17 @@ def _write_files(tmp: Path, pki: PKI, idp: IdP) -> World:
         if delete_resource:
             apis += DELETE_NEEDS_WRITE
     config = tmp / "deployment.toml"
-    config.write_text(CONFIG.format(
-        key=os.urandom(32).hex(), ca=ca, issuer=ISSUER, issuer2=ISSUER2, audience=AUDIENCE,
-        jwks_url=f"{idp.url}/jwks.json", apis=apis,
-    ))
+    config.write_text(
+        CONFIG.format(
+            key=os.urandom(32).hex(),
+            ca=ca,
+            issuer=ISSUER,
+            issuer2=ISSUER2,
+            audience=AUDIENCE,
+            jwks_url=f"{idp.url}/jwks.json",
+            apis=apis,
+        )
+    )
     return World(tmp, pki, idp, key, rogue, key2, config, users)
 
 
@@ -243,7 +260,10 @@ def server(module_servers: Servers, world: World) -> Served:
 @pytest.fixture(scope="module")
 def clients(server: Served, world: World) -> Iterator[dict[str, httpx.Client]]:
     """One keep-alive client per certificate kind: the certificate is the connection's."""
-    made = {kind: httpx.Client(base_url=server.url, verify=world.pki.client_context(f), timeout=10) for kind, f in CERT_FILES.items()}
+    made = {
+        kind: httpx.Client(base_url=server.url, verify=world.pki.client_context(f), timeout=10)
+        for kind, f in CERT_FILES.items()
+    }
     yield made
     for client in made.values():
         client.close()
@@ -279,12 +299,16 @@ def _check(status: int, headers: Any, body: dict[str, Any], expect: Expect, worl
 
 
 @pytest.mark.parametrize(("api", "cert", "token", "expect"), CASES, ids=CASE_IDS)
-def test_decision_table(clients: dict[str, httpx.Client], world: World, api: str, cert: str, token: str, expect: Expect) -> None:
+def test_decision_table(
+    clients: dict[str, httpx.Client], world: World, api: str, cert: str, token: str, expect: Expect
+) -> None:
     response = clients[cert].get(f"/{api}/whoami", headers=_bearer(world.token(token)))
     _check(response.status_code, response.headers, response.json(), expect, world, api, cert)
 
 
-def _curl(server: Served, pki: PKI, path: str, cert: str | None, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+def _curl(
+    server: Served, pki: PKI, path: str, cert: str | None, headers: dict[str, str]
+) -> tuple[int, dict[str, str], Any]:
     argv = ["curl", "-sS", "-i", "--max-time", "10", "--cacert", str(pki.path("ca.pem"))]
     if cert:
         argv += ["--cert", str(pki.path(f"{cert}.pem")), "--key", str(pki.path(f"{cert}.key"))]
@@ -304,7 +328,9 @@ def test_decision_table_rows_with_curl(server: Served, world: World, case: str) 
     _check(status, headers, body, expect, world, api, cert)
 
 
-def test_invalid_certificates_pass_the_handshake_and_are_valid_where_registered(clients: dict[str, httpx.Client], world: World) -> None:
+def test_invalid_certificates_pass_the_handshake_and_are_valid_where_registered(
+    clients: dict[str, httpx.Client], world: World
+) -> None:
     """The table's "invalid" certificates are refused by the application layer, not the handshake."""
     foreign = clients[FOREIGN].get("/other/whoami").json()
     assert (foreign["method"], foreign["alias"]) == ("mutual_ssl", "partner")
@@ -348,7 +374,9 @@ def test_one_challenge_per_scheme_and_missing_vs_invalid(clients: dict[str, http
     assert nothing.status_code == 401 and nothing.json()["code"] == 900902
     www = nothing.headers["www-authenticate"]
     assert _challenges(www) == ["APIKey", "Bearer", "Basic"] and "error=" not in www
-    assert [www.index(s) for s in ("APIKey", "Bearer", "Basic")] == sorted(www.index(s) for s in ("APIKey", "Bearer", "Basic"))
+    assert [www.index(s) for s in ("APIKey", "Bearer", "Basic")] == sorted(
+        www.index(s) for s in ("APIKey", "Bearer", "Basic")
+    )
     refused = [
         {"apikey": _api_key(world, "d")},  # a key for another API
         _bearer(world.token(T_BAD_SIG)),
@@ -389,7 +417,9 @@ def malicious(world: World) -> dict[str, str]:
     return malicious_tokens(world.key, world.rogue)
 
 
-def test_forge_makes_tokens_the_server_accepts(clients: dict[str, httpx.Client], world: World, malicious: dict[str, str]) -> None:
+def test_forge_makes_tokens_the_server_accepts(
+    clients: dict[str, httpx.Client], world: World, malicious: dict[str, str]
+) -> None:
     """The hand-made tokens below differ from a good one only by what the case names."""
     forged = forge({"alg": "RS256", "typ": "JWT", "kid": "k1"}, claims(sub="forged"), rs256(world.key.key))
     assert clients[MISSING].get("/d/whoami", headers=_bearer(forged)).json()["subject"] == "forged"
@@ -417,7 +447,9 @@ def test_resource_scope_missing_is_403(clients: dict[str, httpx.Client], world: 
         assert response.status_code == 403, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == 900910
-        assert clients[MISSING].get(f"/{api}/pets/1", headers=_bearer(world.token())).status_code == 200  # GET needs no scope
+        assert (
+            clients[MISSING].get(f"/{api}/pets/1", headers=_bearer(world.token())).status_code == 200
+        )  # GET needs no scope
     both = clients[VALID].delete("/m-t/pets/1", headers=_bearer(world.token()))
     assert both.status_code == 403 and both.json()["code"] == 900910  # an application credential decided too
 

@@ -79,8 +79,13 @@ def stack(module_servers: Servers, module_pki: PKI) -> Stack:
     app = module_servers.serve("example_app.main:app", config)
     edge_port = free_port()
     module_servers.nginx(
-        SERVER_BLOCK.format(port=edge_port, cert=module_pki.path("server.pem"), key=module_pki.path("server.key"),
-                            upstream=app.port, proxy=PROXY_ADDR),
+        SERVER_BLOCK.format(
+            port=edge_port,
+            cert=module_pki.path("server.pem"),
+            key=module_pki.path("server.key"),
+            upstream=app.port,
+            proxy=PROXY_ADDR,
+        ),
         edge_port,
     )
     return Stack(app, edge_port, module_pki)
@@ -99,9 +104,22 @@ def _escaped(pem: bytes) -> str:
 def test_curl_through_nginx_with_client_certificate(stack: Stack) -> None:
     pki = stack.pki
     out = subprocess.run(
-        ["curl", "-sS", "--max-time", "10", "--cacert", str(pki.path("ca.pem")), "--cert", str(pki.path("client.pem")),
-         "--key", str(pki.path("client.key")), stack.edge + "/pets/whoami"],
-        capture_output=True, check=True, timeout=20,
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(pki.path("ca.pem")),
+            "--cert",
+            str(pki.path("client.pem")),
+            "--key",
+            str(pki.path("client.key")),
+            stack.edge + "/pets/whoami",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=20,
     )
     body = json.loads(out.stdout)
     assert body["method"] == "mutual_ssl" and (body["alias"], body["tier"]) == ("partner-a", "Gold")
@@ -140,8 +158,9 @@ def test_header_sent_directly_from_an_untrusted_peer_is_not_believed(stack: Stac
 def test_same_header_from_the_trusted_proxy_address_is_believed(stack: Stack) -> None:
     transport = httpx.HTTPTransport(local_address=PROXY_ADDR)
     with httpx.Client(transport=transport, timeout=10) as client:
-        response = client.get(stack.app.url + "/pets/whoami",
-                              headers={"X-WSO2-CLIENT-CERTIFICATE": _escaped(stack.pki.client.cert_pem())})
+        response = client.get(
+            stack.app.url + "/pets/whoami", headers={"X-WSO2-CLIENT-CERTIFICATE": _escaped(stack.pki.client.cert_pem())}
+        )
     assert response.status_code == 200 and response.json()["alias"] == "partner-a"
 
 
@@ -151,12 +170,15 @@ def test_nginx_is_really_in_the_path(stack: Stack, tmp_path: Path) -> None:
     assert _edge(stack, "client").headers["server"].startswith("nginx")
 
 
-RELAY_CONFIG = CONFIG.replace('trusted_proxies = ["{proxy}/32"]', 'trusted_proxies = ["{proxy}/32"]\nenable_client_validation = true')
+RELAY_CONFIG = CONFIG.replace(
+    'trusted_proxies = ["{proxy}/32"]', 'trusted_proxies = ["{proxy}/32"]\nenable_client_validation = true'
+)
 
 # the relay model: nginx connects over TLS, with a certificate of its own
 RELAY_BLOCK = SERVER_BLOCK.replace("proxy_pass http://", "proxy_pass https://").replace(
     "proxy_bind {proxy};",
-    "proxy_bind {proxy};\n            proxy_ssl_certificate {proxy_cert};\n            proxy_ssl_certificate_key {proxy_key};"
+    "proxy_bind {proxy};\n            proxy_ssl_certificate {proxy_cert};"
+    "\n            proxy_ssl_certificate_key {proxy_key};"
     "\n            proxy_ssl_session_reuse off;",
 )
 
@@ -172,9 +194,15 @@ def relay(module_servers: Servers, module_pki: PKI) -> Stack:
     app = module_servers.serve("example_app.main:app", config, tls_pki=module_pki)
     edge_port = free_port()
     module_servers.nginx(
-        RELAY_BLOCK.format(port=edge_port, cert=module_pki.path("server.pem"), key=module_pki.path("server.key"),
-                           upstream=app.port, proxy=PROXY_ADDR, proxy_cert=module_pki.path("relay.pem"),
-                           proxy_key=module_pki.path("relay.key")),
+        RELAY_BLOCK.format(
+            port=edge_port,
+            cert=module_pki.path("server.pem"),
+            key=module_pki.path("server.key"),
+            upstream=app.port,
+            proxy=PROXY_ADDR,
+            proxy_cert=module_pki.path("relay.pem"),
+            proxy_key=module_pki.path("relay.key"),
+        ),
         edge_port,
     )
     return Stack(app, edge_port, module_pki)

@@ -84,13 +84,41 @@ class OpensslPKI:
         (d / "server-only.ext").write_text("extendedKeyUsage = serverAuth\n")
         (d / "inter.ext").write_text("basicConstraints = critical, CA:TRUE\n")
         (d / "server.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n")
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "root.key", "-out", "root.pem",
-                "-days", "30", "-subj", "/CN=openssl root", cwd=d)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=openssl root",
+            cwd=d,
+        )
         self.issue("inter", "root", "inter.ext")
         self.issue("server", "root", "server.ext", subject="/CN=localhost")
         # a self-signed client certificate, registered exactly (openssl marks it CA:TRUE)
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "pinned.key", "-out", "pinned.pem",
-                "-days", "30", "-subj", "/CN=pinned", cwd=d)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "pinned.key",
+            "-out",
+            "pinned.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=pinned",
+            cwd=d,
+        )
         self.issue("alice", "root", "client.ext")
         self.issue("bob", "inter", "client.ext")
         self.issue("carol", "root", "client.ext")
@@ -101,10 +129,34 @@ class OpensslPKI:
 
     def issue(self, name: str, ca: str, ext: str | None, subject: str | None = None) -> None:
         d = self.dir
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", subject or f"/CN={name}", cwd=d)
-        args = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "10"]
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject or f"/CN={name}",
+            cwd=d,
+        )
+        args = [
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.pem",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "10",
+        ]
         openssl(*args, *(["-extfile", ext] if ext else []), cwd=d)
 
     def crl(self) -> None:
@@ -142,7 +194,12 @@ def curl(served: Served, pki: OpensslPKI, cert: str | None, path: str = "/pets/w
 def test_leaf_of_an_openssl_root_without_key_usage(served: Served, pki: OpensslPKI) -> None:
     status, body = curl(served, pki, "alice")
     assert status == 200, body
-    assert (body["method"], body["alias"], body["tier"], body["subject"]) == ("mutual_ssl", "openssl-partners", "Gold", "CN=alice")
+    assert (body["method"], body["alias"], body["tier"], body["subject"]) == (
+        "mutual_ssl",
+        "openssl-partners",
+        "Gold",
+        "CN=alice",
+    )
 
 
 def test_self_signed_openssl_certificate_registered_exactly(served: Served, pki: OpensslPKI) -> None:
@@ -171,8 +228,19 @@ def test_a_server_only_certificate_is_refused(served: Served, pki: OpensslPKI) -
     from urllib.parse import quote
 
     header = quote(pki.path("serveronly.pem").read_text(), safe="")
-    argv = ["curl", "-sS", "--max-time", "10", "--cacert", str(pki.path("root.pem")), "-w", "\n%{http_code}",
-            "-H", f"X-WSO2-CLIENT-CERTIFICATE: {header}", served.url + "/pets/whoami"]
+    argv = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        str(pki.path("root.pem")),
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        f"X-WSO2-CLIENT-CERTIFICATE: {header}",
+        served.url + "/pets/whoami",
+    ]
     out = subprocess.run(argv, capture_output=True, check=True, timeout=20).stdout.decode()
     body, _, status = out.rpartition("\n")
     assert int(status) == 401 and "clientAuth" in json.loads(body)["detail"], body
@@ -192,7 +260,11 @@ def test_openssl_crl_revokes_under_the_running_server(served: Served, pki: Opens
 
 def test_check_command_agrees(pki: OpensslPKI) -> None:
     config = pki.path("deployment.toml")
-    ok = subprocess.run(["asgi-apim", "check", "--config", str(config), str(pki.path("alice.pem"))], capture_output=True, text=True)
+    ok = subprocess.run(
+        ["asgi-apim", "check", "--config", str(config), str(pki.path("alice.pem"))], capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "accepted, alias openssl-partners, tier Gold" in ok.stdout, ok.stdout + ok.stderr
-    refused = subprocess.run(["asgi-apim", "check", "--config", str(config), str(pki.path("serveronly.pem"))], capture_output=True, text=True)
+    refused = subprocess.run(
+        ["asgi-apim", "check", "--config", str(config), str(pki.path("serveronly.pem"))], capture_output=True, text=True
+    )
     assert refused.returncode == 1 and "clientAuth" in refused.stdout, refused.stdout + refused.stderr

@@ -67,7 +67,9 @@ class Setup:
         registrations = REGISTRATIONS.format(ca=pki.path("ca.pem"))
         self.config.write_text(CONFIG.format(key=key, certificates=registrations, truststore_tier=""))
         self.open_config = tmp / "open.toml"
-        self.open_config.write_text(CONFIG.format(key=key, certificates="", truststore_tier='truststore_tier = "Unlimited"'))
+        self.open_config.write_text(
+            CONFIG.format(key=key, certificates="", truststore_tier='truststore_tier = "Unlimited"')
+        )
         self.closed_config = tmp / "closed.toml"
         self.closed_config.write_text(CONFIG.format(key=key, certificates="", truststore_tier=""))
 
@@ -91,7 +93,9 @@ def setup(tmp_path: Path, pki: PKI) -> Setup:
     return Setup(tmp_path, pki)
 
 
-def _curl(served: Served, pki: PKI, path: str, cert: str | None = "client", *extra: str) -> tuple[int, dict[str, str], Any]:
+def _curl(
+    served: Served, pki: PKI, path: str, cert: str | None = "client", *extra: str
+) -> tuple[int, dict[str, str], Any]:
     argv = ["curl", "-sS", "-i", "--max-time", "10", "--cacert", str(pki.path("ca.pem")), *extra]
     if cert:
         argv += ["--cert", str(pki.path(f"{cert}.pem")), "--key", str(pki.path(f"{cert}.key"))]
@@ -173,7 +177,9 @@ def test_new_ca_in_the_truststore_is_trusted_by_handshake_and_app(serve: Callabl
     assert served.log().count("TLS handshake now trusts 1 new certificate(s)") == 2  # at start-up, then ca_b
 
 
-def test_api_without_registrations_or_truststore_tier_refuses_every_certificate(serve: Callable[..., Served], setup: Setup) -> None:
+def test_api_without_registrations_or_truststore_tier_refuses_every_certificate(
+    serve: Callable[..., Served], setup: Setup
+) -> None:
     served = serve("example_app.main:app", setup.closed_config, tls_pki=setup.pki)
     refused = _get(served, setup.pki.client_context("client"))  # the handshake trusts it; the API does not
     assert refused.status_code == 401 and refused.json()["code"] == 900901, refused.text
@@ -187,7 +193,9 @@ def test_crl_written_under_the_running_server_revokes(pets: Served, shared: Setu
     shared.write_client("revocable", revocable)
     ctx = shared.pki.client_context("revocable")
     assert _status(pets, ctx) == 200
-    (shared.tmp / "crl.pem").write_bytes(make_crl(shared.pki.ca, [revocable.cert.serial_number]).public_bytes(Encoding.PEM))
+    (shared.tmp / "crl.pem").write_bytes(
+        make_crl(shared.pki.ca, [revocable.cert.serial_number]).public_bytes(Encoding.PEM)
+    )
     assert wait_until(lambda: _status(pets, ctx) == 401, timeout=15), pets.log()
     refused = _get(pets, ctx)
     assert refused.headers["content-type"] == "application/problem+json" and refused.json()["code"] == 900901

@@ -34,7 +34,10 @@ API = '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl =
     [
         ('[mutual_ssl]\nheader_format = "{v}"\n', "mutual_ssl.header_format"),
         ('[mutual_ssl]\ntrusted_proxies = ["{v}"]\n', "mutual_ssl.trusted_proxies"),
-        (API + '[[apis.certificates]]\nalias = "a"\ncertificate = "ca.pem"\ntier = "{v}"\n', "apis[pets].certificates[a].tier"),
+        (
+            API + '[[apis.certificates]]\nalias = "a"\ncertificate = "ca.pem"\ntier = "{v}"\n',
+            "apis[pets].certificates[a].tier",
+        ),
         ('[secrets]\nx = "{v}"\n[mutual_ssl]\nheader_format = "$secret{{x}}"\n', "mutual_ssl.header_format"),
     ],
 )
@@ -48,7 +51,9 @@ def test_a_bad_value_that_came_encrypted_is_named_by_its_key_alone(tmp_path: Pat
 
 def test_a_plain_secrets_entry_is_concealed_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(config(tmp_path, '[secrets]\nx = "PLAIN-SECRET-entry"\n[mutual_ssl]\nheader_format = "$secret{x}"\n'))
+        load_config(
+            config(tmp_path, '[secrets]\nx = "PLAIN-SECRET-entry"\n[mutual_ssl]\nheader_format = "$secret{x}"\n')
+        )
     assert "PLAIN-SECRET-entry" not in str(info.value)
 
 
@@ -62,8 +67,12 @@ def test_a_truststore_path_that_came_encrypted_is_not_shown(tmp_path: Path) -> N
 def test_the_cli_shows_no_decrypted_value(tmp_path: Path) -> None:
     path = config(tmp_path, f'[mutual_ssl]\ntrusted_proxies = ["{seal("SECRET-PROXY-name")}"]\n')
     (tmp_path / "c.pem").write_text("")
-    out = subprocess.run([sys.executable, "-m", "asgi_apim.cli", "check", "--config", str(path), str(tmp_path / "c.pem")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "asgi_apim.cli", "check", "--config", str(path), str(tmp_path / "c.pem")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "SECRET-PROXY-name" not in out.stderr + out.stdout and "mutual_ssl.trusted_proxies" in out.stderr
 

@@ -34,7 +34,9 @@ def test_keygen_is_64_lowercase_hex_and_random() -> None:
     assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
 
 
-@pytest.mark.parametrize("bad", ["", "abc", KEY[:-1], KEY + "0", "g" * 64, KEY[:32] + " " + KEY[33:], "0x" + KEY[2:], seal("x")])
+@pytest.mark.parametrize(
+    "bad", ["", "abc", KEY[:-1], KEY + "0", "g" * 64, KEY[:32] + " " + KEY[33:], "0x" + KEY[2:], seal("x")]
+)
 def test_bad_keys_are_refused_without_echoing_them(bad: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_key(bad, "encryption.key")
@@ -96,7 +98,11 @@ password = "{pw}"
 
 
 def full(tmp_path: Path, *, key: str = KEY, old: str = "", **values: str) -> Path:
-    v = {"ts": seal("changeit"), "direct": seal("a-shared-hmac-secret-of-32-bytes-or-more"), "pw": seal("backend-pw")} | values
+    v = {
+        "ts": seal("changeit"),
+        "direct": seal("a-shared-hmac-secret-of-32-bytes-or-more"),
+        "pw": seal("backend-pw"),
+    } | values
     return write(tmp_path, FULL.format(key=key, old=old, **v))
 
 

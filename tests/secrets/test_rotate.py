@@ -47,28 +47,28 @@ key = "{key}"          # the shared key
 old_keys = ["{ANCIENT}"]
 
 [secrets]  # named secrets
-truststore_pass = "{v['truststore']}"
-legacy = "{v['legacy']}"
-quoted = '{v['literal']}'   # a literal string stays literal
+truststore_pass = "{v["truststore"]}"
+legacy = "{v["legacy"]}"
+quoted = '{v["literal"]}'   # a literal string stays literal
 clear = "not encrypted"
 
 [mutual_ssl]
 truststore_password = "$secret{{truststore_pass}}"
 
 [api_keys]
-revoked = ["plain-id", "{v['revoked']}"]
+revoked = ["plain-id", "{v["revoked"]}"]
 
 [[key_managers]]
 name = "idp"
 issuer = "https://idp.example"
-shared_secret = "{v['hmac']}"   # direct ciphertext
+shared_secret = "{v["hmac"]}"   # direct ciphertext
 algorithms = ["HS256"]
 
 [[apis]]
 name = "pets"
 context = "/pets"
 backend = "http://127.0.0.1:9000"
-backend_security = {{ type = "basic", username = "svc", password = "{v['backend']}" }}
+backend_security = {{ type = "basic", username = "svc", password = "{v["backend"]}" }}
 """
 
 
@@ -113,7 +113,9 @@ def test_rotation_re_encrypts_everything_and_keeps_the_layout(conf: Path) -> Non
     assert listing(conf.parent) == sorted([conf.name, result.backup.name])
     assert tomllib.loads(text)["encryption"] == {"key": NEW, "old_keys": [ANCIENT]}
     assert masked(text) == masked(original.decode())
-    assert len(ciphertexts(text)) == 6 and all(Envelope.parse(c).kid == key_id(bytes.fromhex(NEW)) for c in ciphertexts(text))
+    assert len(ciphertexts(text)) == 6 and all(
+        Envelope.parse(c).kid == key_id(bytes.fromhex(NEW)) for c in ciphertexts(text)
+    )
     assert not set(ciphertexts(text)) & set(ciphertexts(original.decode()))
     assert "quoted = 'aesgcm:v1:" in text and "# a literal string stays literal" in text
     assert values_of(conf) == PLAIN
@@ -196,7 +198,9 @@ class _Killed(BaseException):
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_rotation_interrupted_at_each_step_leaves_old_or_new_whole(conf: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+def test_rotation_interrupted_at_each_step_leaves_old_or_new_whole(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     original = conf.read_bytes()
 
     def checkpoint(name: str) -> None:
@@ -283,7 +287,12 @@ def _killed_child(conf: Path, step: str, with_owner: bool, keep_old_key: bool = 
     if pid == 0:  # the child dies at ``step`` without running any cleanup, like kill -9
         try:
             rotate._checkpoint = lambda name: os._exit(9) if name == step else None  # type: ignore[assignment]
-            rotate_key(conf, NEW, owners=[FileOwner(conf.parent / "store.json")] if with_owner else [], keep_old_key=keep_old_key)
+            rotate_key(
+                conf,
+                NEW,
+                owners=[FileOwner(conf.parent / "store.json")] if with_owner else [],
+                keep_old_key=keep_old_key,
+            )
         finally:
             os._exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -292,7 +301,9 @@ def _killed_child(conf: Path, step: str, with_owner: bool, keep_old_key: bool = 
 @pytest.mark.parametrize("keep_old_key", [False, True], ids=["drop-old", "keep-old"])
 @pytest.mark.parametrize("with_owner", [False, True], ids=["config-only", "with-owner"])
 @pytest.mark.parametrize("step", STEPS)
-def test_rotation_killed_at_each_step_leaves_everything_readable(conf: Path, step: str, with_owner: bool, keep_old_key: bool) -> None:
+def test_rotation_killed_at_each_step_leaves_everything_readable(
+    conf: Path, step: str, with_owner: bool, keep_old_key: bool
+) -> None:
     if with_owner:
         make_store(conf.parent)
     assert _killed_child(conf, step, with_owner, keep_old_key) == 9
@@ -335,7 +346,9 @@ def test_owners_are_aborted_when_the_configuration_fails_to_verify(conf: Path, m
     assert listing(conf.parent) == ["deployment.toml", "store.json"]
 
 
-def test_a_configuration_that_cannot_be_replaced_leaves_no_file_of_the_rotation(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_configuration_that_cannot_be_replaced_leaves_no_file_of_the_rotation(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original, before = conf.read_bytes(), set(listing(conf.parent))
     real = rotate.replace
 
@@ -351,7 +364,9 @@ def test_a_configuration_that_cannot_be_replaced_leaves_no_file_of_the_rotation(
     assert set(listing(conf.parent)) == before  # neither the staged file (it holds the new key) nor a backup
 
 
-def test_a_failure_after_the_rename_keeps_the_backup_and_never_says_nothing_changed(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_after_the_rename_keeps_the_backup_and_never_says_nothing_changed(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from asgi_apim.secrets import _files
 
     original = conf.read_bytes()

@@ -143,7 +143,9 @@ def _request(websocket: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def _scope_through(http: type, ws: type | None, transport: FakeTransport, websocket: bool = False) -> dict[str, Any]:
+async def _scope_through(
+    http: type, ws: type | None, transport: FakeTransport, websocket: bool = False
+) -> dict[str, Any]:
     seen: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -155,7 +157,9 @@ async def _scope_through(http: type, ws: type | None, transport: FakeTransport, 
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
-    config = uvicorn.Config(app, http=http, ws=ws or "none", lifespan="off", log_config=None, forwarded_allow_ips="127.0.0.1")
+    config = uvicorn.Config(
+        app, http=http, ws=ws or "none", lifespan="off", log_config=None, forwarded_allow_ips="127.0.0.1"
+    )
     config.load()
     proto = http(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
     proto.connection_made(transport)
@@ -233,7 +237,7 @@ def test_classes_pickle_by_name() -> None:
 
 
 def test_stub_certificate_name_matches_cryptography() -> None:
-    issued = issue_client(None, "dave, \"quoted\"")
+    issued = issue_client(None, 'dave, "quoted"')
     name = tls_info(StubSSLObject(issued.der()))["client_cert_name"]
     assert name == x509.load_der_x509_certificate(issued.der()).subject.rfc4514_string()
-    assert name.startswith("CN=dave\\, \\\"quoted\\\"")
+    assert name.startswith('CN=dave\\, \\"quoted\\"')

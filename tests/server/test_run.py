@@ -55,8 +55,23 @@ def _serve(workdir: Path, *args: str, config: str = "deployment.toml") -> int:
 
 def test_tls_serve_passes_our_classes_and_trust_factory(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
     pki = workdir / "pki"
-    rc = _serve(workdir, "--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key"),
-                "--port", "8443", "--workers", "2", "--http", "h11", "--ws", "websockets-sansio", "--app-dir", str(workdir))
+    rc = _serve(
+        workdir,
+        "--ssl-certfile",
+        str(pki / "server.pem"),
+        "--ssl-keyfile",
+        str(pki / "server.key"),
+        "--port",
+        "8443",
+        "--workers",
+        "2",
+        "--http",
+        "h11",
+        "--ws",
+        "websockets-sansio",
+        "--app-dir",
+        str(workdir),
+    )
     assert rc == 0
     (kw,) = uvicorn_run
     assert kw["app"] == FACTORY and kw["factory"] is True
@@ -80,15 +95,27 @@ def test_plain_serve_requests_no_certificates(workdir: Path, uvicorn_run: list[d
 
 def test_explicit_cert_reqs_and_ca_certs_win(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
     pki = workdir / "pki"
-    rc = _serve(workdir, "--ssl-certfile", str(pki / "server.pem"), "--ssl-keyfile", str(pki / "server.key"),
-                "--ssl-cert-reqs", "2", "--ssl-ca-certs", str(pki / "ca.pem"), config="plain.toml")
+    rc = _serve(
+        workdir,
+        "--ssl-certfile",
+        str(pki / "server.pem"),
+        "--ssl-keyfile",
+        str(pki / "server.key"),
+        "--ssl-cert-reqs",
+        "2",
+        "--ssl-ca-certs",
+        str(pki / "ca.pem"),
+        config="plain.toml",
+    )
     assert rc == 0
     (kw,) = uvicorn_run
     assert kw["ssl_cert_reqs"] == 2 and kw["ssl_ca_certs"] == str(pki / "ca.pem")
 
 
-def test_bad_config_is_one_line_exit_1(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
-    (workdir / "bad.toml").write_text("[[apis]]\nname = \"x\"\ncontext = \"/x\"\nfrobnicate = 1\n")
+def test_bad_config_is_one_line_exit_1(
+    workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "bad.toml").write_text('[[apis]]\nname = "x"\ncontext = "/x"\nfrobnicate = 1\n')
     assert _serve(workdir, config="bad.toml") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "frobnicate" in err and "Traceback" not in err
@@ -100,7 +127,9 @@ def test_bad_config_is_one_line_exit_1(workdir: Path, uvicorn_run: list[dict[str
     "args",
     [["--http", "zttp"], ["--ws", "socketio"], ["--ssl-keyfile", "k.pem"], ["--log-level", "loud"]],
 )
-def test_bad_usage_exits_2(workdir: Path, uvicorn_run: list[dict[str, Any]], args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_usage_exits_2(
+    workdir: Path, uvicorn_run: list[dict[str, Any]], args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _serve(workdir, *args) == 2
     assert capsys.readouterr().err.count("\n") == 1 and uvicorn_run == []
 
@@ -109,8 +138,12 @@ def test_app_without_colon_exits_2(workdir: Path, uvicorn_run: list[dict[str, An
     assert main(["serve", "example_app", "--config", str(workdir / "deployment.toml")]) == 2
 
 
-def test_failed_selftest_stops_serve(workdir: Path, uvicorn_run: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_selftest_stops_serve(
+    workdir: Path,
+    uvicorn_run: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(run, "tls_protocols", lambda http, ws: (H11Protocol, None))
     assert _serve(workdir) == 1
     err = capsys.readouterr().err
@@ -140,14 +173,21 @@ def test_config_is_loaded_once_per_process(workdir: Path) -> None:
 
 @pytest.mark.parametrize("target", ["no_such_module_xyz:app", "example_app.main:no_such_app"])
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
-def test_unimportable_app_is_one_line_exit_1(workdir: Path, uvicorn_run: list[dict[str, Any]], target: str, workers: list[str],
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_unimportable_app_is_one_line_exit_1(
+    workdir: Path,
+    uvicorn_run: list[dict[str, Any]],
+    target: str,
+    workers: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["serve", target, "--config", str(workdir / "deployment.toml"), *workers]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot import {target!r}" in err and uvicorn_run == []
 
 
-def test_workers_build_the_stack_once_up_front(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_build_the_stack_once_up_front(
+    workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
     (workdir / "pki" / "ca.pem").unlink()  # the truststore the stack needs
     assert _serve(workdir, "--workers", "2") == 1
     err = capsys.readouterr().err
@@ -155,7 +195,9 @@ def test_workers_build_the_stack_once_up_front(workdir: Path, uvicorn_run: list[
 
 
 @pytest.mark.parametrize("flag", ["--ssl-certfile", "--ssl-ca-certs"])
-def test_a_missing_tls_file_is_named(workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], flag: str) -> None:
+def test_a_missing_tls_file_is_named(
+    workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
     assert _serve(workdir, flag, "certs/nowhere.pem") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{flag} certs/nowhere.pem: no such file" in err and uvicorn_run == []
@@ -166,8 +208,15 @@ def test_the_access_log_filter_hides_the_configured_key_parameter_and_credential
     assert config["handlers"]["access"]["filters"] == ["query_credentials"]
     spec = dict(config["filters"]["query_credentials"])
     hide = spec.pop("()")(**spec)  # as logging.config builds it, in every worker
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5", "GET", "/a?partner_key=PK1&Password=PW2&q=keyboard&x=1", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/a?partner_key=PK1&Password=PW2&q=keyboard&x=1", "1.1", 200),
+        None,
+    )
     assert hide.filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "GET /a?partner_key=***&Password=***&q=keyboard&x=1 HTTP/1.1" 200'
 

@@ -22,11 +22,16 @@ async def test_passes_with_the_installed_uvicorn(http: str, ws: str) -> None:
 
 @pytest.mark.parametrize(
     "http, ws, kind",
-    [(H11Protocol, None, "H11Protocol (HTTP)"), (HttpToolsProtocol, None, "HttpToolsProtocol (HTTP)"),
-     (H11TLSProtocol, WebSocketsSansIOProtocol, "WebSocketsSansIOProtocol (WebSocket)")],
+    [
+        (H11Protocol, None, "H11Protocol (HTTP)"),
+        (HttpToolsProtocol, None, "HttpToolsProtocol (HTTP)"),
+        (H11TLSProtocol, WebSocketsSansIOProtocol, "WebSocketsSansIOProtocol (WebSocket)"),
+    ],
 )
 async def test_fails_when_uvicorns_own_classes_are_used(http: type, ws: type | None, kind: str) -> None:
-    with pytest.raises(SelfTestError, match=r"through " + kind.replace("(", r"\(").replace(")", r"\)") + " does not deliver"):
+    with pytest.raises(
+        SelfTestError, match=r"through " + kind.replace("(", r"\(").replace(")", r"\)") + " does not deliver"
+    ):
         await check_protocols(http, ws)
 
 

@@ -54,7 +54,12 @@ def test_update_reaches_a_registered_live_context(tmp_path: Path, pki: dict[str,
 
 def test_registered_leaf_and_intermediate_are_anchors(tmp_path: Path, pki: dict[str, Issued]) -> None:
     live = LiveTrust()
-    live.update(SimpleNamespace(anchors=[], registrations=[SimpleNamespace(cert=pki["inter"].cert), SimpleNamespace(cert=pki["selfsigned"].cert)]))
+    live.update(
+        SimpleNamespace(
+            anchors=[],
+            registrations=[SimpleNamespace(cert=pki["inter"].cert), SimpleNamespace(cert=pki["selfsigned"].cert)],
+        )
+    )
     sctx = server_context(tmp_path, pki["server"])
     live.register(sctx)  # certificates known before registration are loaded too
     assert sctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
@@ -82,7 +87,11 @@ def _config(*modes: str, resource_mode: str | None = None) -> Config:
         sec = SecurityConfig(mutual_ssl=mode, application=() if mode == "mandatory" else ("oauth2",))
         resources = ()
         if resource_mode is not None:
-            resources = (ResourceConfig(path=f"/a{i}/x", security=SecurityConfig(mutual_ssl=resource_mode, application=("basic",))),)
+            resources = (
+                ResourceConfig(
+                    path=f"/a{i}/x", security=SecurityConfig(mutual_ssl=resource_mode, application=("basic",))
+                ),
+            )
         apis.append(ApiConfig(name=f"a{i}", context=f"/a{i}", security=sec, resources=resources))
     return Config(apis=tuple(apis))
 
@@ -119,7 +128,9 @@ class _UvicornConfig:
         self.ssl_ca_certs = str(ca_certs) if ca_certs else None
 
 
-def _factory_setup(tmp_path: Path, pki: dict[str, Issued], cert_reqs: ssl.VerifyMode) -> tuple[Path, Callable[[], ssl.SSLContext]]:
+def _factory_setup(
+    tmp_path: Path, pki: dict[str, Issued], cert_reqs: ssl.VerifyMode
+) -> tuple[Path, Callable[[], ssl.SSLContext]]:
     pki["ca"].write(tmp_path / "ca.pem")
     pki["selfsigned"].write(tmp_path / "partner.pem")
     (tmp_path / "deployment.toml").write_text(
@@ -134,13 +145,17 @@ def _factory_setup(tmp_path: Path, pki: dict[str, Issued], cert_reqs: ssl.Verify
     return tmp_path / "deployment.toml", default
 
 
-def test_factory_trusts_the_configuration(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_factory_trusts_the_configuration(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tls, "live_trust", LiveTrust())
     monkeypatch.setattr(app_module, "_configs", {})
     config, default = _factory_setup(tmp_path, pki, ssl.CERT_OPTIONAL)
     ctx = TrustContextFactory(str(config))(_UvicornConfig(tmp_path / "server.pem"), default)
     assert ctx.verify_mode == ssl.CERT_OPTIONAL and ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
-    assert ctx.cert_store_stats()["x509_ca"] == 1 and ctx.cert_store_stats()["x509"] == 2  # the CA and the registered leaf
+    assert (
+        ctx.cert_store_stats()["x509_ca"] == 1 and ctx.cert_store_stats()["x509"] == 2
+    )  # the CA and the registered leaf
     assert _accepts(ctx, tmp_path, pki, pki["selfsigned"]) and not _accepts(ctx, tmp_path, pki, pki["partner"])
     server, _ = handshake(ctx, client_context(tmp_path, pki["ca"]))
     assert tls_info(server)["server_cert"] == pki["server"].cert_pem().decode()
@@ -149,8 +164,9 @@ def test_factory_trusts_the_configuration(tmp_path: Path, pki: dict[str, Issued]
 
 
 @pytest.mark.parametrize("cert_reqs, ca_certs", [(ssl.CERT_NONE, False), (ssl.CERT_OPTIONAL, True)])
-def test_factory_leaves_uvicorns_meaning_alone(tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch,
-                                               cert_reqs: ssl.VerifyMode, ca_certs: bool) -> None:
+def test_factory_leaves_uvicorns_meaning_alone(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch, cert_reqs: ssl.VerifyMode, ca_certs: bool
+) -> None:
     monkeypatch.setattr(tls, "live_trust", LiveTrust())
     config, default = _factory_setup(tmp_path, pki, cert_reqs)
     uv = _UvicornConfig(tmp_path / "server.pem", tmp_path / "ca.pem" if ca_certs else None)

@@ -42,7 +42,9 @@ def server_context(tmp: Path, server: Issued, *, cert_reqs: ssl.VerifyMode = ssl
     return ctx
 
 
-def client_context(tmp: Path, ca: Issued, client: Issued | None = None, *extra: Issued, name: str = "client") -> ssl.SSLContext:
+def client_context(
+    tmp: Path, ca: Issued, client: Issued | None = None, *extra: Issued, name: str = "client"
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cadata=ca.cert_pem().decode())
     if client is not None:

@@ -11,7 +11,9 @@ from limits import parse
 from asgi_apim.throttling.engine import Limit
 from asgi_apim.throttling.headers import Advertiser, policy_name
 
-GOLD = Limit(level="subscription", tier="Gold", item=parse("5000/minute"), code=900804, policy=policy_name("Gold"), report=True)
+GOLD = Limit(
+    level="subscription", tier="Gold", item=parse("5000/minute"), code=900804, policy=policy_name("Gold"), report=True
+)
 EXPECTED = [(b"ratelimit-policy", b'"Gold";q=5000;w=60'), (b"ratelimit", b'"Gold";r=4998;t=42')]
 
 
@@ -57,7 +59,9 @@ def test_negative_remaining_and_reset_are_clamped() -> None:
     async def send(m: dict[str, Any]) -> None:
         sent.append(m)
 
-    asyncio.run(Advertiser("ratelimit", [GOLD]).wrap(send, [0, -3, -0.5])({"type": "http.response.start", "headers": []}))  # type: ignore[arg-type]
+    asyncio.run(
+        Advertiser("ratelimit", [GOLD]).wrap(send, [0, -3, -0.5])({"type": "http.response.start", "headers": []})
+    )  # type: ignore[arg-type]
     assert sent[0]["headers"][-1] == (b"ratelimit", b'"Gold";r=0;t=0')
 
 
@@ -67,6 +71,13 @@ def test_a_percent_sign_in_a_policy_name_is_rendered_as_itself() -> None:
     async def send(m: dict[str, Any]) -> None:
         sent.append(m)
 
-    odd = Limit(level="subscription", tier="100%", item=parse("10/second"), code=900804, policy=policy_name("100%d"), report=True)
+    odd = Limit(
+        level="subscription",
+        tier="100%",
+        item=parse("10/second"),
+        code=900804,
+        policy=policy_name("100%d"),
+        report=True,
+    )
     asyncio.run(Advertiser("ratelimit", [odd]).wrap(send, [0, 7, 0.2])({"type": "http.response.start", "headers": []}))  # type: ignore[arg-type]
     assert sent[0]["headers"][-1] == (b"ratelimit", b'"100%d";r=7;t=1')

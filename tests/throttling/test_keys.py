@@ -20,9 +20,18 @@ def keys() -> CallerKeys:
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        (Principal(method="mutual_ssl", subject="CN=a", tier="Gold", throttle_key="cert:" + "ab" * 32), Caller("cert:" + "ab" * 32, "Gold")),
-        (Principal(method="oauth2", subject="alice", tier="Bronze", throttle_key="azp:idp:client-1"), Caller("azp:idp:client-1", "Bronze")),
-        (Principal(method="api_key", subject="key-1", tier="Gold", throttle_key="apikey:jti-1"), Caller("apikey:jti-1", "Gold")),
+        (
+            Principal(method="mutual_ssl", subject="CN=a", tier="Gold", throttle_key="cert:" + "ab" * 32),
+            Caller("cert:" + "ab" * 32, "Gold"),
+        ),
+        (
+            Principal(method="oauth2", subject="alice", tier="Bronze", throttle_key="azp:idp:client-1"),
+            Caller("azp:idp:client-1", "Bronze"),
+        ),
+        (
+            Principal(method="api_key", subject="key-1", tier="Gold", throttle_key="apikey:jti-1"),
+            Caller("apikey:jti-1", "Gold"),
+        ),
         (Principal(method="basic", subject="bob", tier="Bronze"), Caller("basic:bob", "Bronze")),
     ],
 )
@@ -34,7 +43,9 @@ def test_unknown_caller_tier_counts_under_the_default_tier(caplog: pytest.LogCap
     caller_keys = keys()
     with caplog.at_level(logging.WARNING, "asgi_apim.throttling"):
         for _ in range(3):
-            caller = caller_keys(make_scope(user=Principal(method="oauth2", subject="x", tier="Diamond", throttle_key="k")))
+            caller = caller_keys(
+                make_scope(user=Principal(method="oauth2", subject="x", tier="Diamond", throttle_key="k"))
+            )
         caller_keys(make_scope(user=Principal(method="oauth2", subject="y", tier=None, throttle_key="k2")))
     assert caller == Caller("k", "Unauthenticated")
     assert sum("Diamond" in r.getMessage() for r in caplog.records) == 1
@@ -58,7 +69,9 @@ def test_forwarded_for_believed_from_a_trusted_proxy() -> None:
 
 def test_the_real_socket_peer_decides_trust_not_the_rewritten_client() -> None:
     # uvicorn's proxy-headers middleware may have rewritten scope["client"]; our protocols record the peer.
-    scope = make_scope(headers=[("X-Forwarded-For", "198.51.100.1")], client=("127.0.0.1", 4000), **{PEER: ("203.0.113.9", 5)})
+    scope = make_scope(
+        headers=[("X-Forwarded-For", "198.51.100.1")], client=("127.0.0.1", 4000), **{PEER: ("203.0.113.9", 5)}
+    )
     assert keys()(scope).key == "ip:203.0.113.9"
 
 

@@ -17,8 +17,14 @@ from tests.asgi import Result, call
 from tests.throttling.conftest import Clock
 
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-TIERS = {"Tiny": "3/2 second", "Small": "3/minute", "Pair": "2/minute", "Lots": "100/minute", "Burst": "2/second;4/hour",
-         "Second": "2/1 second"}
+TIERS = {
+    "Tiny": "3/2 second",
+    "Small": "3/minute",
+    "Pair": "2/minute",
+    "Lots": "100/minute",
+    "Burst": "2/second;4/hour",
+    "Second": "2/1 second",
+}
 DELETE_ONE = ResourceConfig(path="/pets/{id}", methods=("DELETE",), tier="Pair")
 PETS = ApiConfig(name="pets", context="/pets", tier="Unlimited", resources=(DELETE_ONE,))
 SHARED = ApiConfig(name="shared", context="/shared", tier="Pair")
@@ -31,15 +37,23 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def cert_caller(name: str, tier: str = "Small", api: str = "pets") -> Principal:
-    return Principal(method="mutual_ssl", subject=f"CN={name}", api=api, tier=tier, throttle_key=f"cert:{name}-spki-sha256")
+    return Principal(
+        method="mutual_ssl", subject=f"CN={name}", api=api, tier=tier, throttle_key=f"cert:{name}-spki-sha256"
+    )
 
 
 def middleware(**kw: Any) -> ThrottlingMiddleware:
     return ThrottlingMiddleware(app, tiers=kw.pop("tiers", TIERS), **kw)
 
 
-async def get(mw: Any, user: Any = None, route: Route | None = None, method: str = "GET", path: str = "/pets/1",
-              client: tuple[str, int] = ("203.0.113.5", 4000)) -> Result:
+async def get(
+    mw: Any,
+    user: Any = None,
+    route: Route | None = None,
+    method: str = "GET",
+    path: str = "/pets/1",
+    client: tuple[str, int] = ("203.0.113.5", 4000),
+) -> Result:
     extra: dict[str, Any] = {}
     if user is not None:
         extra["user"] = user
@@ -66,7 +80,9 @@ async def test_each_certificate_has_its_own_count(clock: Clock) -> None:
     alice, bob = cert_caller("alice"), cert_caller("bob")
     assert [(await get(mw, alice, pets())).status for _ in range(4)] == [200, 200, 200, 429]
     assert (await get(mw, bob, pets())).status == 200
-    renewed = Principal(method="mutual_ssl", subject="CN=alice (renewed)", tier="Small", throttle_key=alice.throttle_key)
+    renewed = Principal(
+        method="mutual_ssl", subject="CN=alice (renewed)", tier="Small", throttle_key=alice.throttle_key
+    )
     assert (await get(mw, renewed, pets())).status == 429  # same public key: same count
 
 
@@ -94,7 +110,9 @@ async def test_a_refused_request_charges_no_level(clock: Clock) -> None:
     mw = middleware()
     alice, route = cert_caller("alice", "Lots"), Route(api=api)
     assert [(await get(mw, alice, route, path="/fast")).headers.get("ratelimit") for _ in range(2)] == [
-        '"Lots";r=99;t=60', '"Lots";r=98;t=60']
+        '"Lots";r=99;t=60',
+        '"Lots";r=98;t=60',
+    ]
     assert (await get(mw, alice, route, path="/fast")).status == 429  # the API's 2/second
     clock.advance(1.01)
     assert (await get(mw, alice, route, path="/fast")).headers["ratelimit"] == '"Lots";r=97;t=59'
@@ -166,12 +184,20 @@ async def test_x_ratelimit_headers(clock: Clock) -> None:
     mw = middleware(headers="x-ratelimit")
     alice = cert_caller("alice")
     ok = await get(mw, alice, pets())
-    assert (ok.headers["x-ratelimit-limit"], ok.headers["x-ratelimit-remaining"], ok.headers["x-ratelimit-reset"]) == ("3", "2", "60")
+    assert (ok.headers["x-ratelimit-limit"], ok.headers["x-ratelimit-remaining"], ok.headers["x-ratelimit-reset"]) == (
+        "3",
+        "2",
+        "60",
+    )
     assert "ratelimit" not in ok.headers
     for _ in range(2):
         await get(mw, alice, pets())
     refused = await get(mw, alice, pets())
-    assert (refused.headers["x-ratelimit-remaining"], refused.headers["x-ratelimit-reset"], refused.headers["retry-after"]) == ("0", "60", "60")
+    assert (
+        refused.headers["x-ratelimit-remaining"],
+        refused.headers["x-ratelimit-reset"],
+        refused.headers["retry-after"],
+    ) == ("0", "60", "60")
 
 
 async def test_x_ratelimit_reports_the_most_nearly_exhausted_limit(clock: Clock) -> None:
@@ -309,4 +335,3 @@ async def test_lifespan_passes_through() -> None:
 
     await mw({"type": "lifespan"}, receive, send)
     assert seen == ["lifespan.startup", "lifespan.shutdown"]
-

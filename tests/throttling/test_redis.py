@@ -94,7 +94,9 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("strategy", ALL)
-async def test_one_round_trip_per_request_for_all_levels(strategy: str, redis_server: RedisServer, round_trips: list[int]) -> None:
+async def test_one_round_trip_per_request_for_all_levels(
+    strategy: str, redis_server: RedisServer, round_trips: list[int]
+) -> None:
     resource = ResourceConfig(path="/pets/{id}", methods=("GET",), tier="Lots")
     api = ApiConfig(name="pets", context="/pets", tier="Lots", resources=(resource,))
     mw = ThrottlingMiddleware(ok, tiers=TIERS, storage=redis_server.url, strategy=strategy)
@@ -177,7 +179,9 @@ async def test_an_unresponsive_storage_never_hangs_a_request(black_hole: int, fa
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
-async def test_a_cluster_uri_without_a_cluster_is_a_storage_failure_never_a_500(redis_server: RedisServer, fail_open: bool) -> None:
+async def test_a_cluster_uri_without_a_cluster_is_a_storage_failure_never_a_500(
+    redis_server: RedisServer, fail_open: bool
+) -> None:
     # a plain Redis, and no Redis at all: redis-py's cluster client raises RedisClusterException, no RedisError
     for uri in (f"redis+cluster://127.0.0.1:{redis_server.port}", f"redis+cluster://127.0.0.1:{free_port()}"):
         mw = ThrottlingMiddleware(ok, tiers=TIERS, storage=uri, fail_open=fail_open)
@@ -189,7 +193,9 @@ async def test_a_cluster_uri_without_a_cluster_is_a_storage_failure_never_a_500(
 
 
 @pytest.mark.parametrize(("before", "after"), [("fixed-window", "moving-window"), ("moving-window", "fixed-window")])
-async def test_a_strategy_changed_on_a_live_redis_starts_the_callers_counts_again(redis_server: RedisServer, before: str, after: str) -> None:
+async def test_a_strategy_changed_on_a_live_redis_starts_the_callers_counts_again(
+    redis_server: RedisServer, before: str, after: str
+) -> None:
     # the two strategies keep a caller's count under one key name, as a string and as a list
     old = ThrottlingMiddleware(ok, tiers=TIERS, storage=redis_server.url, strategy=before, fail_open=False)
     alice, bob = caller("alice"), caller("bob")

@@ -22,7 +22,7 @@ HEADER = "X-WSO2-CLIENT-CERTIFICATE"
 
 def renew(ca: Issued, old: Issued) -> Issued:
     """A new certificate (new serial, new validity) for the same key pair."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(old.cert.subject)
@@ -33,8 +33,17 @@ def renew(ca: Issued, old: Issued) -> Issued:
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                          key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -88,14 +97,18 @@ async def test_the_throttling_subscriber_claim_counts_oauth2_callers(tmp_path: P
     (tmp_path / "deployment.toml").write_text(
         '[encryption]\nkey = "' + "cd" * 32 + '"\n'
         '[throttling]\nsubscriber_claim = ["client_id", "sub"]\n[throttling.tiers]\nTiny = "2/minute"\n'
-        f'[[key_managers]]\nname = "idp"\nissuer = "{ISSUER}"\naudience = "pets"\njwks_file = "jwks.json"\ndefault_tier = "Tiny"\n'
-        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "disabled"\napplication = ["oauth2"]\n'
+        f'[[key_managers]]\nname = "idp"\nissuer = "{ISSUER}"\naudience = "pets"\n'
+        'jwks_file = "jwks.json"\ndefault_tier = "Tiny"\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n'
+        '[apis.security]\nmutual_ssl = "disabled"\napplication = ["oauth2"]\n'
     )
     app = protect(echo_user, tmp_path / "deployment.toml")
 
     async def as_client(client_id: str, azp: str) -> int:
         token = key.sign(claims(client_id=client_id, azp=azp, iat=None))  # the test clock runs up to a minute ahead
-        return (await call(app, "GET", "/pets/whoami", [("authorization", f"Bearer {token}")], client=("127.0.0.1", 5000))).status
+        return (
+            await call(app, "GET", "/pets/whoami", [("authorization", f"Bearer {token}")], client=("127.0.0.1", 5000))
+        ).status
 
     # one application (client_id) behind three authorised parties: one count
     assert [await as_client("app-1", azp) for azp in ("a", "b", "c")] == [200, 200, 429]

@@ -140,7 +140,9 @@ async def test_per_call_cost_is_flat_in_the_number_of_keys(strategy: str, clock:
 
     clock.advance(180)
     backlog_few, backlog_many = await _per_call(few, item), await _per_call(many, item)
-    assert backlog_many < backlog_few * 2, f"{strategy}: {backlog_few * 1e6:.2f} µs reclaiming 5k, {backlog_many * 1e6:.2f} reclaiming 100k"
+    assert backlog_many < backlog_few * 2, (
+        f"{strategy}: {backlog_few * 1e6:.2f} µs reclaiming 5k, {backlog_many * 1e6:.2f} reclaiming 100k"
+    )
     assert 0 < 100_000 - len(many_storage) <= 5 * 200 * SWEEP_BATCH
     assert len(few_storage) > 0
 
@@ -155,7 +157,10 @@ async def test_one_call_engine_agrees_with_limits(strategy: str, clock: Clock) -
     engine = MemoryEngine(LazyMemoryStorage(), strategy)
     reference = STRATEGIES[strategy](MemoryStorage())
     items = [RateLimitItemPerSecond(5, 10), RateLimitItemPerSecond(3, 2)]
-    limits = [Limit(level="api", tier=f"T{i}", item=item, code=900800, policy=f"p{i}", report=True) for i, item in enumerate(items)]
+    limits = [
+        Limit(level="api", tier=f"T{i}", item=item, code=900800, policy=f"p{i}", report=True)
+        for i, item in enumerate(items)
+    ]
     for step in range(400):
         clock.advance(rng.choice([0, 0, 0.05, 0.3, 1.1, 4.0]))
         keys = [rng.choice(["a", "b"]), rng.choice(["a", "b"])]
@@ -192,7 +197,9 @@ async def test_single_limit_charge_agrees_with_all_limits_call_and_limits(
     rng = random.Random(f"{strategy}-one-{shared}")
     reference = STRATEGIES[strategy](MemoryStorage())
     item = RateLimitItemPerSecond(3, 2)
-    limit = Limit(level="api", tier="T", item=item, code=900800, policy="p", shared="api|pets" if shared else None, report=True)
+    limit = Limit(
+        level="api", tier="T", item=item, code=900800, policy="p", shared="api|pets" if shared else None, report=True
+    )
     take = MemoryEngine(LazyMemoryStorage(), strategy).bind([limit], "sub|pets|")
     twin = LazyMemoryStorage()
     clock.advance(0.013)  # off the windows' edges, where limits' own stats disagree with its own hits

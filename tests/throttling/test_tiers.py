@@ -7,10 +7,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
 
+from asgi_apim._redact import WITHHELD, redact
 from asgi_apim.config import DEFAULT_TIERS, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.throttling import ThrottlingMiddleware, parse_tier, parse_tiers
-from asgi_apim._redact import WITHHELD, redact
 from asgi_apim.throttling.engine import open_storage
 
 
@@ -38,7 +38,20 @@ def test_unlimited_any_case(value: str) -> None:
     assert parse_tier("X", value).unlimited
 
 
-@pytest.mark.parametrize("value", ["", "  ", "lots", "5/fortnight", "-1/minute", "0/minute", "10/second;0/hour", "five per minute", "10/second;bogus"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "  ",
+        "lots",
+        "5/fortnight",
+        "-1/minute",
+        "0/minute",
+        "10/second;0/hour",
+        "five per minute",
+        "10/second;bogus",
+    ],
+)
 def test_bad_limit_names_the_key(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_tier("Shiny", value)
@@ -53,7 +66,9 @@ def test_middleware_parses_tiers_at_start_up() -> None:
 
 def test_from_config_refuses_a_bad_tier_string(tmp_path: Path) -> None:
     cfg = tmp_path / "deployment.toml"
-    cfg.write_text('[encryption]\nkey = "' + "ab" * 32 + '"\n[throttling.tiers]\nGold = "5000/minute"\nOdd = "twice/day"\n')
+    cfg.write_text(
+        '[encryption]\nkey = "' + "ab" * 32 + '"\n[throttling.tiers]\nGold = "5000/minute"\nOdd = "twice/day"\n'
+    )
     with pytest.raises(ConfigError) as info:  # by the configuration loader or, at the latest, the middleware
         ThrottlingMiddleware.from_config(app, load_config(cfg))
     assert info.value.key == "throttling.tiers.Odd"
@@ -74,7 +89,9 @@ def test_missing_default_tier_is_refused() -> None:
         ThrottlingMiddleware(app, tiers={}, default_tier="Nobody")
 
 
-@pytest.mark.parametrize(("key", "kw"), [("throttling.strategy", {"strategy": "leaky"}), ("throttling.headers", {"headers": "both"})])
+@pytest.mark.parametrize(
+    ("key", "kw"), [("throttling.strategy", {"strategy": "leaky"}), ("throttling.headers", {"headers": "both"})]
+)
 def test_bad_strategy_or_header_style(key: str, kw: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as info:
         ThrottlingMiddleware(app, tiers={}, **kw)
@@ -112,12 +129,20 @@ def test_no_form_of_storage_uri_shows_its_password(uri: str) -> None:
         assert "unknown storage scheme" in str(info.value)  # the user name "u" masks no other text
 
 
-_FORMS = ["redis://:{p}@127.0.0.1:6379/0", "redis://user:{p}@host:1/0", "redis://h:1/0?password={p}",
-          "redis://h:1/0?x=1&auth_token={p}", "valkey://a:{p}@[::1/0", "redis://{p}@h/0"]
+_FORMS = [
+    "redis://:{p}@127.0.0.1:6379/0",
+    "redis://user:{p}@host:1/0",
+    "redis://h:1/0?password={p}",
+    "redis://h:1/0?x=1&auth_token={p}",
+    "valkey://a:{p}@[::1/0",
+    "redis://{p}@h/0",
+]
 
 
-@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_characters="&;#*"), min_size=3, max_size=30),
-       st.sampled_from(_FORMS))
+@given(
+    st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_characters="&;#*"), min_size=3, max_size=30),
+    st.sampled_from(_FORMS),
+)
 def test_a_redacted_uri_never_holds_its_password(password: str, form: str) -> None:
     assume(password not in form.replace("{p}", " "))  # not a piece of the URI's other text
     uri = form.format(p=password)
