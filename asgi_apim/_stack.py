@@ -1,46 +1,32 @@
 """`protect()`: the whole stack around any ASGI app, built once from a configuration.
 
 A request flows one way: routing -> certificate (source, trust gate,
-validation) -> application policy -> throttling -> app. Everything is parsed
-and loaded here, once; background work (truststore, CRL and registry reloads,
-JWKS refreshes) starts with the app's lifespan or its first request.
-
-Two middlewares, one layer: `APISecurityMiddleware` wraps `ThrottlingMiddleware`
-and, seeing it, calls its `admit_now` directly with the caller and route it
-has just decided, so a request whose counts are in memory crosses a single
-middleware coroutine (the throttling one still serves lifespan and, used on
-its own, every request).
+validation) -> application policy -> throttling -> app, in one middleware,
+`APISecurityMiddleware`, composed by plain arguments from the owners of each
+decision: the `CertificateResolver`, the `ApplicationSecurity` and the
+`Limiter` (docs/architecture.md). Everything is parsed and loaded here, once;
+background work (truststore, CRL and registry reloads, JWKS refreshes) starts
+with the app's lifespan or its first request.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp
 
 from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
-from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.config import Config, load_config
 from asgi_apim.routing import Router
-from asgi_apim.server.tls import live_trust, uses_mutual_ssl
-from asgi_apim.throttling import ThrottlingMiddleware
+from asgi_apim.throttling.limiter import Limiter
 
-
-def _authenticators(config: Config) -> dict[str, Any]:
-    needed = {
-        s
-        for api in config.apis
-        for sec in [api.security, *(r.security for r in api.resources if r.security)]
-        for s in sec.application
-    }
-    if not needed:
-        return {}
-    from asgi_apim.auth.base import build_authenticators
-
-    return build_authenticators(config)
+TrustListener = Callable[[TrustMaterial], None]
 
 
 def _share_secrets(app: Any, config: Config) -> None:
@@ -64,28 +50,35 @@ def _document(app: Any, config: Config) -> None:
 
 
 def protect(
-    app: ASGIApp, config: Config | str | os.PathLike[str] = "deployment.toml", *, explain: bool = False
+    app: ASGIApp,
+    config: Config | str | os.PathLike[str] = "deployment.toml",
+    *,
+    explain: bool = False,
+    trust_listeners: Sequence[TrustListener] = (),
 ) -> ASGIApp:
-    """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says."""
+    """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says.
+
+    ``trust_listeners`` are told of every new truststore generation (a TLS server that trusts
+    what the configuration trusts: `asgi-apim serve`)."""
     cfg = config if isinstance(config, Config) else load_config(config)
     _share_secrets(app, cfg)
     _document(app, cfg)
     background = BackgroundTasks()
     resolver = None
-    if uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
+    if cfg.uses_mutual_ssl or cfg.mutual_ssl.truststore:
         trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
         background.add(trust.run)
-        trust.subscribe(live_trust.update)
+        for listener in trust_listeners:
+            trust.subscribe(listener)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
-    authenticators = _authenticators(cfg)
-    for auth in authenticators.values():
-        background.add(auth.start)
-    stack = ThrottlingMiddleware.from_config(app, cfg)
+    credentials = ApplicationSecurity.from_config(cfg)
+    background.add(credentials.start)
     return APISecurityMiddleware(
-        stack,
+        app,
         router=Router.from_config(cfg),
-        authenticators=authenticators,
+        credentials=credentials,
         resolver=resolver,
+        limiter=Limiter.from_config(cfg),
         background=background,
         debug_headers=cfg.debug_headers,
         explain=explain,

@@ -175,6 +175,15 @@ class Config:
     apis: tuple[ApiConfig, ...] = ()
     ssl_profiles: tuple[SSLProfileConfig, ...] = ()
 
+    @property
+    def uses_mutual_ssl(self) -> bool:
+        """Whether any API or resource reads client certificates."""
+        return any(
+            sec.mutual_ssl != "disabled"
+            for api in self.apis
+            for sec in (api.security, *(r.security for r in api.resources if r.security))
+        )
+
     def api(self, name: str) -> ApiConfig:
         for api in self.apis:
             if api.name == name:

@@ -27,6 +27,7 @@ credential, a certificate body or a secret.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import ClassVar
@@ -97,6 +98,14 @@ class RequestError(APIMError):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+
+    def again(self) -> RequestError:
+        """A new error equal to this one, to raise. An error kept for later (a cached refusal)
+        is a value and never raised itself: every raise adds the raiser's frames to an
+        exception's traceback, and those frames hold the request that raised it."""
+        new = copy.copy(self)
+        new.headers = dict(self.headers)
+        return new
 
 
 class BadRequest(RequestError):

@@ -10,7 +10,7 @@ a `BaseUser` and ``scope["auth"]`` an `AuthCredentials` carrying the scopes, so
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -54,6 +54,13 @@ class Principal(BaseUser):
         credentials = AuthCredentials()
         credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]
         return credentials
+
+    def derive(self, **changes: Any) -> Principal:
+        """A new `Principal` like this one but for ``changes`` (field names): the one way to
+        make a changed copy, so that a field added to `Principal` is carried by every copy."""
+        values = {f.name: getattr(self, f.name) for f in fields(Principal)}
+        values.update(changes)
+        return Principal(**values)
 
     @property
     def display_name(self) -> str:

@@ -41,7 +41,7 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from asgi_apim import protect  # noqa: E402
-from asgi_apim.auth.base import build_authenticators  # noqa: E402
+from asgi_apim.auth.application import build_authenticators  # noqa: E402
 from asgi_apim.auth.jwt import JWTIssuer, OAuth2Authenticator  # noqa: E402
 from asgi_apim.auth.policy import APISecurityMiddleware  # noqa: E402
 from asgi_apim.config import ApiConfig, KeyManagerConfig, load_config  # noqa: E402

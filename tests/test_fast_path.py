@@ -1,18 +1,18 @@
-"""The security stage's fast path decides exactly as the general path does.
+"""A route's fast path decides exactly as the general path does.
 
-`APISecurityMiddleware._certificate_step` (with `ThrottlingMiddleware.ticket`)
-settles the usual request on a route that mutual SSL alone decides (a
-certificate header seen before, a trusted proxy, one limit counted per caller
-in memory) in one step, and hands every other request to the general path. Hypothesis drives two stacks built from the
-same configuration, one with the fast path and one without, through the same
-sequences of requests, clock steps and truststore reloads (a CRL that revokes
-a client, then lifts it), and every answer must be the same: status, headers
-(the RateLimit values included), body and the caller the app saw. The
-sequences reach every way out of the fast path: first sightings, second
-headers, untrusted peers (also an untrusted socket peer behind a trusted
-``client``), refused certificates, new truststore generations, exhausted
-limits and their reset, plans of several limits, an unlimited tier, and every
-header style.
+On a route that mutual SSL alone decides, a request is decided by the callable
+its owner built for the route (`CertificateResolver.lookup_for`) and charged by
+`Limiter.charge`; `APISecurityMiddleware.decide` (WSO2's table) is met only when
+that callable answers None. A stack built with ``explain=True`` decides every
+request through `decide`. Hypothesis drives two stacks built from the same
+configuration, one of each, through the same sequences of requests, clock steps
+and truststore reloads (a CRL that revokes a client, then lifts it), and every
+answer must be the same: status, headers (the RateLimit values included), body
+and the caller the app saw. The sequences reach every way out of the fast path:
+first sightings, second headers, untrusted peers (also an untrusted socket peer
+behind a trusted ``client``), refused certificates, new truststore generations,
+exhausted limits and their reset, plans of several limits, an unlimited tier,
+and every header style.
 """
 
 from __future__ import annotations
@@ -101,11 +101,7 @@ class Pair:
 
 
 def _stack(config_file: Path, *, fast: bool) -> Any:
-    app = protect(echo_user, load_config(config_file))
-    if not fast:
-        app._inline = False  # before any request: no route gets the fast path
-    assert app._inline is fast
-    return app
+    return protect(echo_user, load_config(config_file), explain=not fast)
 
 
 @pytest.fixture(
@@ -234,29 +230,19 @@ def test_the_fast_path_answers_as_the_general_path_does(pair: Pair, steps: list[
 def test_the_fast_path_is_taken(pair: Pair) -> None:
     """The comparison above compares something: the fast path decides the usual request, and
     only on the stack that has it."""
-    calls = []
+    calls: list[Any] = []
     for app in (pair.fast, pair.general):
-        original = app._certificate_step
 
-        def spying(route: Any, original: Any = original, app: Any = app) -> Any:
-            step = original(route)
+        async def spying(scope: Any, known: Any, *args: Any, app: Any = app, decide: Any = app.decide) -> Any:
+            calls.append(app)
+            return await decide(scope, known, *args)
 
-            def spy(scope: Any, send: Any) -> Any:
-                admitted = step(scope, send)
-                calls.append((app, admitted is not None))
-                return admitted
-
-            return spy
-
-        app._certificate_step = spying
-        app._routes.clear()  # the paths' steps are made anew, spied on
-        app._steps.clear()
+        app.decide = spying
     values = {
         name: quote(issue_client(pair.ca, f"{name} client").cert_pem().decode(), safe="") for name in ("new", "newer")
     }
     try:
-        # the path's first request makes its step; a certificate's first sighting is validated by
-        # the general path, the second is fast
+        # a certificate's first sighting is validated by the resolver in the route's own call too
         for client in ("new", "new", "newer", "newer"):
             for app in (pair.fast, pair.general):
                 result = pair.loop.run_until_complete(
@@ -265,10 +251,8 @@ def test_the_fast_path_is_taken(pair: Pair) -> None:
                 assert result.status == 200 and result.json()["alias"] == "partners"
     finally:
         for app in (pair.fast, pair.general):
-            del app._certificate_step
-            app._routes.clear()
-            app._steps.clear()
-    assert calls == [(pair.fast, True), (pair.fast, False), (pair.fast, True)]
+            del app.decide
+    assert calls == [pair.general] * 4, "the fast stack decides every accepted request by the route's own call"
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
@@ -287,7 +271,7 @@ def test_a_failing_storage_is_left_to_the_general_path_once_it_failed(tmp_path: 
         '[[apis.certificates]]\nalias = "partners"\ncertificate = "ca.pem"\ntier = "Gold"\n'
     )
     app = protect(echo_user, load_config(tmp_path / "deployment.toml"))
-    storage = app.throttle.engine.storage = ExplodingStorage()
+    storage = app.limiter.engine.storage = ExplodingStorage()
     ExplodingStorage.broken, ExplodingStorage.calls = False, 0
     values = {"client": quote(issue_client(ca, "client").cert_pem().decode(), safe="")}
     loop = asyncio.new_event_loop()
@@ -302,19 +286,19 @@ def test_a_failing_storage_is_left_to_the_general_path_once_it_failed(tmp_path: 
         assert first.status == 200 and "ratelimit" in first.headers and ExplodingStorage.calls == 1
         storage.broken = True
         failed = get()  # the fast path's charge fails
-        assert ExplodingStorage.calls == 2 and app.throttle.guard.down
+        assert ExplodingStorage.calls == 2 and app.limiter.guard.down
         assert (failed.status, "ratelimit" in failed.headers) == ((200, False) if fail_open else (503, False))
         if not fail_open:
             assert failed.json()["code"] == 900899
         away = get()  # not charged while the guard waits to retry
         assert away.status == failed.status and ExplodingStorage.calls == 2
         storage.broken = False
-        app.throttle.guard.down_until = 0.0  # the retry interval is over
+        app.limiter.guard.down_until = 0.0  # the retry interval is over
         back = get()
         assert (
             back.status == 200
             and "ratelimit" in back.headers
-            and not app.throttle.guard.down
+            and not app.limiter.guard.down
             and ExplodingStorage.calls == 3
         )
         again = get()  # the fast path charges again

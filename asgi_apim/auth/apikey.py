@@ -28,6 +28,7 @@ from asgi_apim.auth.base import (
     DEFAULT_REALM,
     MAX_TOKEN_BYTES,
     ExpiringCache,
+    RecallSupport,
     Verified,
     header_value,
     invalid,
@@ -119,7 +120,7 @@ def issue_api_key(
     return jwt.encode(claims, key, algorithm=algorithm_for(key), headers={"typ": "JWT"})
 
 
-class ApiKeyAuthenticator:
+class ApiKeyAuthenticator(RecallSupport):
     """API keys from a header or query parameter, verified with the signing key's public half."""
 
     scheme = "api_key"
@@ -139,7 +140,7 @@ class ApiKeyAuthenticator:
             public_key = public_key.public_key()
         self.algorithm = algorithm_for(public_key)
         self.key = public_key
-        self.header = header.lower().encode("latin-1")
+        self.header: bytes | None = header.lower().encode("latin-1")
         self.query_param = query_param or None
         self._needle = f"{query_param}=".encode() if query_param else b""
         self.revoked = frozenset(revoked)

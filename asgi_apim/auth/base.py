@@ -10,14 +10,14 @@ per scheme that some API lists, from the configuration, once.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from starlette.types import Scope
 
 from asgi_apim.config import ApiConfig, Config
-from asgi_apim.errors import ConfigError, InvalidCredentials
+from asgi_apim.errors import InvalidCredentials
 from asgi_apim.identity import Principal
 
 MAX_TOKEN_BYTES = 16 * 1024
@@ -33,6 +33,7 @@ V = TypeVar("V")
 class Authenticator(Protocol):
     scheme: str
     challenge: str
+    header: bytes | None  # the header its credential is read from (lower-case), if any: sent once at most
 
     def credential(self, scope: Scope) -> str | None: ...
 
@@ -41,6 +42,30 @@ class Authenticator(Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class RecallSupport(ABC):
+    """Capability of an authenticator that keeps the credentials it validated: a request
+    bearing one again is answered without awaiting (`ApplicationSecurity.recall`)."""
+
+    header: bytes | None
+    scheme: str
+
+    @abstractmethod
+    def credential(self, scope: Scope) -> str | None:
+        """The request's credential for this scheme, or None."""
+
+    @abstractmethod
+    def recall(self, credential: str, api: ApiConfig) -> Principal | None:
+        """The caller of ``credential`` if it was validated before and still holds for ``api``."""
+
+    @abstractmethod
+    def recall_raw(self, raw: bytes, api: ApiConfig) -> Principal | None:
+        """`recall` by the raw header value `remember`-ed for a credential, without parsing it."""
+
+    @abstractmethod
+    def remember(self, raw: bytes, credential: str) -> None:
+        """Let `recall_raw` find ``credential`` by the raw header value it was read from."""
 
 
 class ExpiringCache(Generic[K, V]):
@@ -198,29 +223,3 @@ def schemes_in_use(config: Config) -> list[str]:
 
 def known_tiers(config: Config) -> frozenset[str]:
     return frozenset(config.throttling.tiers)
-
-
-def build_authenticators(config: Config, schemes: Iterable[str] | None = None) -> dict[str, Authenticator]:
-    """One authenticator per scheme some API lists (or per ``schemes`` given).
-
-    A listed scheme without its configuration raises `ConfigError` naming the
-    missing key.
-    """
-    wanted: Collection[str] = list(schemes) if schemes is not None else schemes_in_use(config)
-    built: dict[str, Authenticator] = {}
-    for scheme in wanted:
-        if scheme == "oauth2":
-            from asgi_apim.auth.jwt import OAuth2Authenticator
-
-            built[scheme] = OAuth2Authenticator.from_config(config)
-        elif scheme == "api_key":
-            from asgi_apim.auth.apikey import ApiKeyAuthenticator
-
-            built[scheme] = ApiKeyAuthenticator.from_config(config)
-        elif scheme == "basic":
-            from asgi_apim.auth.basic import BasicAuthenticator
-
-            built[scheme] = BasicAuthenticator.from_config(config)
-        else:
-            raise ConfigError("apis.security.application", f"unknown scheme {scheme!r}")
-    return built

@@ -77,6 +77,7 @@ class BasicAuthenticator:
     """``Authorization: Basic`` against an htpasswd file."""
 
     scheme = "basic"
+    header: bytes | None = b"authorization"
 
     def __init__(
         self,

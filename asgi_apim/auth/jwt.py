@@ -29,6 +29,7 @@ from asgi_apim.auth.base import (
     MAX_TOKEN_BYTES,
     TAIL,
     ExpiringCache,
+    RecallSupport,
     Verified,
     audiences,
     authorization,
@@ -219,7 +220,7 @@ class JWTIssuer:
         )
 
 
-class OAuth2Authenticator:
+class OAuth2Authenticator(RecallSupport):
     """``Authorization: Bearer`` tokens: JWTs by issuer, opaque ones by introspection."""
 
     scheme = "oauth2"
@@ -239,9 +240,10 @@ class OAuth2Authenticator:
         self.challenge = f'Bearer realm="{realm}"'
         self.invalid_challenge = f'Bearer realm="{realm}", error="invalid_token"'
         self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
-        self._entries = self._cache._data  # read by `recall` and `recall_raw` (these dicts are never replaced)
+        # read by `recall` and `recall_raw` on every cached token (this package's cache: its dicts are never replaced)
+        self._entries = self._cache._data
         self._aliases = self._cache._aliases
-        self.header = b"authorization"
+        self.header: bytes | None = b"authorization"
 
     @classmethod
     def from_config(cls, config: Config) -> OAuth2Authenticator:

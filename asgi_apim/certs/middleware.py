@@ -24,49 +24,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._keys import CERTIFICATE
 from asgi_apim._lifecycle import BackgroundTasks
 from asgi_apim.certs.formats import FORMATS
-from asgi_apim.certs.resolver import CertificateOutcome, CertificateResolver
+from asgi_apim.certs.resolver import CertificateResolver, certificate_error, certificate_principal
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
-from asgi_apim.errors import CertificateRejected, MissingCredentials, RequestError, reject
-from asgi_apim.identity import CertificatePrincipal, Principal, set_identity
+from asgi_apim.errors import reject
+from asgi_apim.identity import set_identity
 
 STANDALONE_API = "default"
-_CHALLENGE = {"www-authenticate": 'Mutual realm="asgi-apim"'}
-
-
-_NO_CLAIMS = MappingProxyType({})  # shared by every request of a cached verdict: read-only
-
-
-def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | None:
-    """The caller as mutual SSL knows it, if the certificate is accepted for ``api``."""
-    verdict = outcome.verdict
-    if verdict is None:
-        return None
-    principal = verdict.principals.get(api)
-    if principal is None:
-        accepted = verdict.acceptances.get(api)
-        if accepted is None:
-            return None
-        principal = verdict.principals[api] = CertificatePrincipal(
-            verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS
-        )
-    return principal
-
-
-def certificate_error(outcome: CertificateOutcome, api: str) -> RequestError:
-    """Why a request's certificate does not let it into ``api``."""
-    if outcome.error is not None:
-        return outcome.error
-    if outcome.verdict is None:
-        return MissingCredentials("a client certificate is required", headers=_CHALLENGE)
-    return CertificateRejected(outcome.verdict.reason_for(api), headers=_CHALLENGE)
 
 
 class MutualTLSMiddleware:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -23,7 +23,8 @@ from asgi_apim.certs.trust import TrustedProxies, peer_host
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
 from asgi_apim.config import MutualSSLConfig
-from asgi_apim.errors import CertificateHeaderError, CertificateRejected, RequestError
+from asgi_apim.errors import CertificateHeaderError, CertificateRejected, MissingCredentials, RequestError
+from asgi_apim.identity import CertificatePrincipal, Principal
 
 logger = logging.getLogger("asgi_apim.certs")
 
@@ -53,8 +54,39 @@ class CertificateOutcome(NamedTuple):
 
 
 ABSENT = CertificateOutcome()
-_NO_PRINCIPALS: Mapping[str, Any] = MappingProxyType({})  # a hint's principals when its outcome has no verdict
 _outcome = tuple.__new__  # a CertificateOutcome from its three fields, without NamedTuple's __new__ (a Python call)
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})  # shared by every request of a cached verdict: read-only
+_CHALLENGE = 'Mutual realm="asgi-apim"'
+
+# What `CertificateResolver.lookup_for` builds: the caller of a request as mutual SSL alone
+# admits it to one API, or None (no certificate, or one refused: `certificate_error` says why).
+Lookup = Callable[[Any], "Principal | None"]
+
+
+def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | None:
+    """The caller as mutual SSL knows it, if the certificate is accepted for ``api``."""
+    verdict = outcome.verdict
+    if verdict is None:
+        return None
+    principal = verdict.principals.get(api)
+    if principal is None:
+        accepted = verdict.acceptances.get(api)
+        if accepted is None:
+            return None
+        principal = verdict.principals[api] = CertificatePrincipal(
+            verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS
+        )
+    return principal
+
+
+def certificate_error(outcome: CertificateOutcome, api: str) -> RequestError:
+    """Why a request's certificate does not let it into ``api``: a new error, to raise (a cached
+    outcome's own error is a value, never raised: `RequestError.again`)."""
+    if outcome.error is not None:
+        return outcome.error.again()
+    if outcome.verdict is None:
+        return MissingCredentials("a client certificate is required", headers={"www-authenticate": _CHALLENGE})
+    return CertificateRejected(outcome.verdict.reason_for(api), headers={"www-authenticate": _CHALLENGE})
 
 
 def _expires(verdict: CertificateVerdict, now: float) -> float:
@@ -71,14 +103,14 @@ class CertificateResolver:
         self.header = mutual_ssl.certificate_header.lower().encode("latin-1")
         self.header_format = mutual_ssl.header_format
         self.trusted = TrustedProxies(mutual_ssl.trusted_proxies)
-        self._trusted_hosts = self.trusted._seen
+        self._trusted_hosts = self.trusted.known
         self.client_validation = mutual_ssl.enable_client_validation
         self.chain_validation = mutual_ssl.enable_certificate_chain_validation
         self._generation = -1
         self._validator: CertificateValidator | None = None
         self._cache: dict[Any, tuple[CertificateOutcome, float]] = {}
-        # raw[_HINT] -> (raw, outcome, expires, the verdict's principals: what `APISecurityMiddleware`'s step reads)
-        self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float, Mapping[str, Any]]] = {}
+        # raw[_HINT] -> (raw, outcome, expires): the header values seen before, found by a short slice
+        self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float]] = {}
         self._last_warning = 0.0
 
     @property
@@ -91,7 +123,18 @@ class CertificateResolver:
             self._hints = {}
         return self._validator
 
+    def lookup_for(self, api: str) -> Lookup:
+        """The certificate decision for requests on ``api``, as one call: `resolve` (looked up on
+        every request, so a subclass's or a wrapper's rule holds) and the caller it accepts."""
+
+        def lookup(scope: Any) -> Principal | None:
+            return certificate_principal(self.resolve(scope), api)
+
+        return lookup
+
     def resolve(self, scope: dict) -> CertificateOutcome:
+        """The client certificate of a request and its verdict: the one entry of the certificate
+        decision, for every request that needs a certificate (cached or not, HTTP or WebSocket)."""
         raw: bytes | None = None
         header = self.header
         for name, value in scope["headers"]:
@@ -122,11 +165,11 @@ class CertificateResolver:
                     hint is not None
                     and hint[0] == raw
                     and hint[2] > time.time()
-                    and self.trust._current.generation == self._generation
+                    and self.trust.current.generation == self._generation
                 ):
                     return hint[1]
                 hit = self._cache.get(raw)
-                if hit is not None and hit[1] > time.time() and self.trust._current.generation == self._generation:
+                if hit is not None and hit[1] > time.time() and self.trust.current.generation == self._generation:
                     self._hint(raw, hit[0], hit[1])  # another value with the same slice had the hint
                     return hit[0]
                 return self._lookup_header(raw)
@@ -183,7 +226,7 @@ class CertificateResolver:
         """A header value found in neither cache of the current generation (`resolve` has just
         looked, `_lookup` too): parsed, validated, kept in both (the uncached request's path)."""
         validator = self._validator
-        if validator is None or self.trust._current.generation != self._generation:
+        if validator is None or self.trust.current.generation != self._generation:
             validator = self.validator  # a new generation: its caches start empty
         now = time.time()
         try:
@@ -215,12 +258,7 @@ class CertificateResolver:
         hints = self._hints
         if len(hints) >= _CACHE_SIZE:
             hints.clear()
-        hints[raw[_HINT]] = (
-            raw,
-            outcome,
-            expires,
-            outcome.verdict.principals if outcome.verdict is not None else _NO_PRINCIPALS,
-        )
+        hints[raw[_HINT]] = (raw, outcome, expires)
 
     def _untrusted(self, scope: dict) -> None:
         now = time.monotonic()

@@ -21,22 +21,27 @@ _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class TrustedProxies:
-    """Built once from CIDRs; ``host in trusted`` is the per-request check."""
+    """Built once from CIDRs; ``host in trusted`` is the per-request check.
+
+    ``known`` is its memo (host -> verdict), public and read-only for callers on a hot
+    path: ``known.get(host)`` answers without a call for a host seen before (None: ask
+    ``host in trusted``). It is cleared, never rebound, so a reference to it stays good.
+    """
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
         self.always_trust = any(n.prefixlen == 0 for n in self.networks)
-        self._seen: dict[str, bool] = {}  # read directly on hot paths (CertificateResolver): cleared, never rebound
+        self.known: dict[str, bool] = {}
 
     def __contains__(self, host: object) -> bool:
         if not isinstance(host, str):
             return False
-        known = self._seen.get(host)
+        known = self.known.get(host)
         if known is None:
             known = self._check(host)
-            if len(self._seen) > 1024:
-                self._seen.clear()
-            self._seen[host] = known
+            if len(self.known) > 1024:
+                self.known.clear()
+            self.known[host] = known
         return known
 
     def _check(self, host: str) -> bool:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from starlette.types import ASGIApp
 
+from asgi_apim._stack import protect
 from asgi_apim.config import Config, load_config
 from asgi_apim.errors import APIMError
+from asgi_apim.server.tls import live_trust
 
 APP_ENV = "ASGI_APIM_APP"
 CONFIG_ENV = "ASGI_APIM_CONFIG"
@@ -53,6 +55,4 @@ def create_app() -> ASGIApp:
     app_dir = os.environ.get(APP_DIR_ENV)
     if app_dir is not None and app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    from asgi_apim import protect
-
-    return protect(import_app(target), config=config_for(config_path))
+    return protect(import_app(target), config=config_for(config_path), trust_listeners=[live_trust.update])

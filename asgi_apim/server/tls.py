@@ -44,11 +44,7 @@ logger = logging.getLogger("asgi_apim.server")
 
 
 def uses_mutual_ssl(config: Config) -> bool:
-    return any(
-        sec.mutual_ssl != "disabled"
-        for api in config.apis
-        for sec in (api.security, *(r.security for r in api.resources if r.security))
-    )
+    return config.uses_mutual_ssl
 
 
 def default_cert_reqs(config: Config, tls: bool) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from math import ceil
 from typing import NamedTuple, Protocol
@@ -153,7 +154,20 @@ class OneLimit:
         return self.charge(self.keys.get(caller) or self.key(caller), self.amount, self.expiry, time.time())
 
 
-class MemoryEngine:
+class SynchronousSupport(ABC):
+    """Capability of an engine whose counts live in this process: a plan is charged without
+    awaiting (as `limits` declares ``MovingWindowSupport`` on the storages that have it)."""
+
+    @abstractmethod
+    def one(self, limits: Sequence[Limit], prefix: str) -> OneLimit | None:
+        """The `OneLimit` of a plan of ``limits`` when it is one, counted per caller; else None."""
+
+    @abstractmethod
+    def bind(self, limits: Sequence[Limit], prefix: str) -> Callable[[str], list[float]]:
+        """The synchronous charge of a plan of ``limits``: ``take(caller)``."""
+
+
+class MemoryEngine(SynchronousSupport):
     """`LazyMemoryStorage`, every limit of a request in one synchronous call."""
 
     remote = False

@@ -10,12 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from asgi_apim.auth.apikey import ApiKeyAuthenticator
+from asgi_apim.auth.application import build_authenticators
 from asgi_apim.auth.base import (
     ALIAS_TAIL,
     Authenticator,
     ExpiringCache,
     authorization,
-    build_authenticators,
     schemes_in_use,
 )
 from asgi_apim.auth.basic import BasicAuthenticator

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from asgi_apim._keys import CERTIFICATE, ROUTE
+from asgi_apim.auth.base import RecallSupport
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateOutcome
 from asgi_apim.config import parse_config
@@ -59,7 +60,7 @@ class FakeAuth:
         return None
 
 
-class RecallingAuth(FakeAuth):
+class RecallingAuth(FakeAuth, RecallSupport):
     """Remembers what it validated, as the real authenticators' caches do, and counts full checks."""
 
     def __init__(self, scheme: str, header: str) -> None:
@@ -126,9 +127,8 @@ def stack(
         },
         base=Path("/"),
     )
-    return APISecurityMiddleware(
-        echo_user, router=Router.from_config(cfg), authenticators=authenticators or AUTHS, **extra
-    )
+    app = extra.pop("app", echo_user)
+    return APISecurityMiddleware(app, router=Router.from_config(cfg), authenticators=authenticators or AUTHS, **extra)
 
 
 CERTS = {"valid": VALID, "invalid": INVALID, "missing": MISSING}
@@ -268,11 +268,10 @@ async def test_public_paths_and_unknown_paths() -> None:
     assert r.status == 404 and r.json()["code"] == 900906
 
 
-async def test_a_public_path_is_admitted_in_one_step_once_its_route_is_known() -> None:
-    """From its second request on, a public path outside every API is admitted by its step: the
-    same anonymous caller, for HTTP; a WebSocket on it, and a public resource of an API (whose
-    route depends on the method, and which a throttling stage further in must be told), still go
-    the general way."""
+async def test_a_public_path_is_admitted_anonymously() -> None:
+    """A public path outside every API admits the anonymous caller, for HTTP and WebSocket;
+    a public resource of an API (whose route depends on the method) is handed, with its route,
+    to a throttling stage further in."""
     seen: list[dict[str, Any]] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -282,18 +281,17 @@ async def test_a_public_path_is_admitted_in_one_step_once_its_route_is_known() -
             return
         await echo_user(scope, receive, send)
 
-    security = stack("mandatory", False)
-    security.app = security._next = app
+    security = stack("mandatory", False, app=app)
     answers = [await call(security, "GET", "/health") for _ in range(3)]
     assert [(r.status, r.json()) for r in answers] == [(200, {"authenticated": False})] * 3
-    assert list(security._steps) == ["/health"]
     assert all(not s["user"].is_authenticated and s["auth"].scopes == [] for s in seen)
+    assert all(ROUTE not in s for s in seen)  # outside every API there is no route to hand over
     seen.clear()
     await security(make_scope("GET", "/health", type="websocket"), _receive, _ignore)
     assert seen[0]["type"] == "websocket" and not seen[0]["user"].is_authenticated
     for _ in range(2):
         assert (await call(security, "GET", "/pets/free")).status == 200
-    assert "/pets/free" not in security._steps and seen[-1][ROUTE].resource.public
+    assert seen[-1][ROUTE].resource.public
 
 
 async def _receive() -> dict[str, Any]:
@@ -385,7 +383,7 @@ async def test_the_debug_header_carries_no_line_break_of_a_subject() -> None:
 async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly() -> None:
     """Fused (throttling right inside the security stage) the route is handed over in the call;
     with a layer between them it goes through the scope, and API tiers apply either way."""
-    from asgi_apim.throttling import ThrottlingMiddleware
+    from asgi_apim.throttling import Limiter, ThrottlingMiddleware
 
     seen: list[dict[str, Any]] = []
 
@@ -416,24 +414,26 @@ async def test_the_route_reaches_a_throttling_stage_that_is_not_called_directly(
     )
     tiers = {"Pair": "2/minute", "Silver": "100/minute", "Unauthenticated": "100/minute"}
     for fused in (True, False):
-        throttle = ThrottlingMiddleware(app, tiers=tiers)
-        inner = throttle if fused else await layer(throttle)
-        security = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
-        assert (security.throttle is throttle) is fused
+        if fused:  # the limiter handed to the security stage: no second layer
+            security = APISecurityMiddleware(
+                app, router=Router.from_config(cfg), authenticators=AUTHS, limiter=Limiter(tiers=tiers)
+            )
+        else:
+            inner = await layer(ThrottlingMiddleware(app, tiers=tiers))
+            security = APISecurityMiddleware(inner, router=Router.from_config(cfg), authenticators=AUTHS)
         seen.clear()
         statuses = [(await call(security, "GET", "/pets/whoami", [("x-token", "good")])).status for _ in range(3)]
         assert statuses == [200, 200, 429]  # the API's tier, found either way
         assert (ROUTE in seen[0]) is not fused
         if not fused:
             assert seen[0][ROUTE].api.name == "pets"
-        for remaining in (99, 98):  # the second request takes the public path's step where there is one (not fused)
+        for remaining in (99, 98):
             r = await call(security, "GET", "/health")
             assert r.status == 200 and ROUTE not in seen[-1]  # outside every API there is no route to hand over
             assert (
                 r.headers["ratelimit-policy"] == '"Unauthenticated";q=100;w=60'
             )  # a public path: per client, default tier
             assert r.headers["ratelimit"].startswith(f'"Unauthenticated";r={remaining};')
-        assert ("/health" in security._steps) is not fused  # fused, the public path is throttled in the general path
 
 
 def test_listed_scheme_without_authenticator_is_refused() -> None:

@@ -287,7 +287,7 @@ async def test_storage_away_fail_closed_answers_503(clock: Clock) -> None:
 async def test_storage_recovers_by_itself(caplog: pytest.LogCaptureFixture) -> None:
     storage = ExplodingStorage()
     mw = middleware(storage=storage, fail_open=False)
-    mw.guard.retry_interval = 0.0
+    mw.limiter.guard.retry_interval = 0.0
     assert (await get(mw, cert_caller("alice"), pets())).status == 503
     storage.broken = False
     with caplog.at_level(logging.WARNING, "asgi_apim.throttling"):

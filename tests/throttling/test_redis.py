@@ -204,5 +204,5 @@ async def test_a_strategy_changed_on_a_live_redis_starts_the_callers_counts_agai
     new = ThrottlingMiddleware(ok, tiers=TIERS, storage=redis_server.url, strategy=after, fail_open=False)
     assert [(await get(new, alice)).status for _ in range(6)] == [200] * 5 + [429]  # its count under the new layout
     assert (await get(new, bob)).status == 200  # and nobody else is refused meanwhile
-    assert not new.guard.down
+    assert not new.limiter.guard.down
     await new.aclose()

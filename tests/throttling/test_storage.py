@@ -239,7 +239,7 @@ async def test_a_limit_of_zero_refuses_every_request(clock: Clock) -> None:
 def test_a_one_limit_charge_never_answers_a_negative_remaining_or_reset(
     strategy: str, steps: list[tuple[float, int]], shape: tuple[int, int]
 ) -> None:
-    """The security stage's step renders a charge's answer without clamping it (`ThrottlingMiddleware.ticket`):
+    """The security stage's step renders a charge's answer without clamping it (`Limiter.charge`):
     every admission's remaining and reset are >= 0, whatever the clock does (it may step back: time.time
     is not monotonic). A refusal's wait is >= 0 (0 in a sliding window after the clock stepped back); the
     ticket makes Retry-After at least 1 s."""
