@@ -84,7 +84,7 @@ class RouteDecision:
     request without awaiting (``recall``; None where only `APISecurityMiddleware.decide` can),
     and the route's throttling plans."""
 
-    __slots__ = ("route", "security", "choice", "recall", "plans")
+    __slots__ = ("route", "public", "security", "choice", "recall", "plans")
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class RouteDecision:
         plans: Plans | None,
     ) -> None:
         self.route = route
+        self.public = route.public
         self.security = security
         self.choice = choice
         self.recall = recall
@@ -150,10 +151,8 @@ class APISecurityMiddleware:
                 await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
                 return
             known = self._route(scope.get("method", "GET"), path, known)  # a WebSocket scope has no method
-        answer = send
-        trace = None
         try:
-            if known.route.public:
+            if known.public:
                 principal = None
                 scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
             else:
@@ -164,7 +163,7 @@ class APISecurityMiddleware:
                         trace = _Trace()
                         scope[DECISION] = trace.steps
                         if self.debug_headers:
-                            send = answer = self._with_decision(send, trace)
+                            send = self._with_decision(send, trace)
                         principal = await self.decide(scope, known, trace)
                     else:
                         principal = await self.decide(scope, known)
@@ -180,10 +179,11 @@ class APISecurityMiddleware:
                 if admitted is None:
                     admitted = await limiter.charge_later(plan, scope, send, principal)
                 send = admitted
-        except RequestError as exc:
-            if trace is not None:
-                trace(f"rejected: {exc.status} {exc.code} {exc.detail}")
-            await reject(scope, answer, exc)
+        except RequestError as exc:  # ``send`` is still the one to answer on (the decision header's, explained)
+            steps = scope.get(DECISION)
+            if steps is not None:
+                steps.append(f"rejected: {exc.status} {exc.code} {exc.detail}")
+            await reject(scope, send, exc)
             return
         await self.app(scope, receive, send)
 

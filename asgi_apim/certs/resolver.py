@@ -95,6 +95,12 @@ def _expires(verdict: CertificateVerdict, now: float) -> float:
     return verdict.valid_until if verdict.valid_until < expires else expires
 
 
+def _chain(scope: dict) -> Any:
+    """The client's PEM chain from the ASGI TLS extension, if the server filled it in."""
+    tls = (scope.get("extensions") or {}).get("tls")
+    return tls.get("client_cert_chain") if tls else None
+
+
 class CertificateResolver:
     """Built once per stack; `resolve(scope)` is the per-request call (sync, no I/O)."""
 
@@ -128,7 +134,11 @@ class CertificateResolver:
         every request, so a subclass's or a wrapper's rule holds) and the caller it accepts."""
 
         def lookup(scope: Any) -> Principal | None:
-            return certificate_principal(self.resolve(scope), api)
+            outcome = self.resolve(scope)
+            verdict = outcome.verdict
+            if verdict is None:
+                return None
+            return verdict.principals.get(api) or certificate_principal(outcome, api)
 
         return lookup
 
@@ -146,8 +156,6 @@ class CertificateResolver:
                         "header", error=CertificateHeaderError("the client certificate header appears more than once")
                     )
                 raw = value
-        tls = (scope["extensions"] or {}).get("tls") if "extensions" in scope else None
-        chain = tls.get("client_cert_chain") if tls else None
         if raw is not None:
             peer = scope.get(PEER) or scope.get("client")
             host = peer[0] if peer else None
@@ -156,7 +164,7 @@ class CertificateResolver:
                 trusted = host in self.trusted
             if trusted:
                 if self.client_validation:
-                    refused = self._check_relay(chain)
+                    refused = self._check_relay(_chain(scope))
                     if refused is not None:
                         return refused
                 # the common request: a header seen before, same truststore
@@ -174,6 +182,7 @@ class CertificateResolver:
                     return hit[0]
                 return self._lookup_header(raw)
             self._untrusted(scope)
+        chain = _chain(scope)
         if chain:
             if self.client_validation and raw is None and self._from_trusted_proxy(scope):
                 return (
