@@ -102,6 +102,16 @@ async def test_a_half_read_connection_is_never_reused(hostile: Hostile, client: 
     assert (await fetch(client, "GET", hostile.url, deadline=2, max_bytes=MiB)).status == 200
 
 
+async def test_a_client_cut_off_at_its_deadline_serves_the_next_call(
+    hostile: Hostile, client: httpx.AsyncClient
+) -> None:
+    hostile.mode, hostile.drip_interval = "drip", 0.05
+    with pytest.raises(FetchTimeout):
+        await fetch(client, "GET", hostile.url, deadline=0.3, max_bytes=MiB)
+    hostile.mode = "ok"
+    assert (await fetch(client, "GET", hostile.url, deadline=2, max_bytes=MiB)).status == 200
+
+
 async def test_a_compressed_answer_is_refused(hostile: Hostile, client: httpx.AsyncClient) -> None:
     hostile.mode = "gzip"
     with pytest.raises(FetchFailed, match="compressed answer"):

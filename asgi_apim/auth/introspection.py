@@ -97,6 +97,7 @@ class Introspector:
         self._cache: ExpiringCache[bytes, Verified] = ExpiringCache(cache_size)
         self._refused: ExpiringCache[bytes, bool] = ExpiringCache(cache_size)
         self._pending: dict[bytes, asyncio.Task[Verified | None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._failed_log = _RateLimitedLog()
         self._busy_log = _RateLimitedLog()
 
@@ -113,6 +114,10 @@ class Introspector:
             return hit
         if self._refused.get(digest, t):
             return None
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._pending.clear()  # calls of an event loop that has ended (a test client's, say)
+            self._loop = loop
         task = self._pending.get(digest)
         if task is None:
             if len(self._pending) >= self.max_concurrency:
@@ -122,7 +127,7 @@ class Introspector:
                     self.max_concurrency,
                 )
                 raise IntrospectionError("introspection endpoint busy")
-            task = asyncio.get_running_loop().create_task(self._lookup(token, digest, t))
+            task = loop.create_task(self._lookup(token, digest, t))
             self._pending[digest] = task
             task.add_done_callback(lambda done: self._settled(digest, done))
         return await asyncio.shield(task)  # a caller that goes away leaves the call to the others

@@ -164,16 +164,22 @@ class JWKSource:
         found = self.get(kid, alg)
         if found or self.url is None or self.knows(kid):
             return found
-        task = self._refetch
+        task = self._current_refetch()
         if task is None and time.monotonic() - self._last_fetch >= self.min_refetch_interval:
             task = self._start_refetch()
         if task is not None and self.wait > 0:
             await asyncio.wait((task,), timeout=self.wait)  # never cancels the refetch it waits for
         return self.get(kid, alg)
 
+    def _current_refetch(self) -> asyncio.Task[bool] | None:
+        task = self._refetch
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            self._refetch = task = None  # left by an event loop that has ended (a test client's, say)
+        return task
+
     def _start_refetch(self) -> asyncio.Task[bool]:
         """The one refetch in flight, shared by every caller that waits for it."""
-        if self._refetch is None:
+        if self._current_refetch() is None:
             self._refetch = asyncio.get_running_loop().create_task(
                 self.refresh(), name=f"asgi-apim JWKS refetch {self.name}"
             )

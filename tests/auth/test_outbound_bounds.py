@@ -5,9 +5,11 @@ every outbound call has a total deadline and a size limit, a request for a new k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import tracemalloc
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -227,3 +229,55 @@ async def test_refusals_are_remembered_by_a_hash_for_the_negative_ttl(hostile: H
         assert hostile.calls == 2
     finally:
         await auth.aclose()
+
+
+def run_and_drop(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` on a loop that is then closed with its tasks still pending (never cancelled)."""
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(work)
+    loop.close()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_calls_left_in_flight_by_an_ended_event_loop_do_not_count(hostile: Hostile) -> None:
+    auth, introspector = introspection(hostile, introspection_max_concurrency=1)
+    hostile.mode = "hang"
+
+    async def abandon() -> None:  # a loop that ends with a call in flight, as a test client's does
+        asyncio.ensure_future(timed(auth, "left-behind"))
+        await asyncio.sleep(0.1)
+
+    run_and_drop(abandon())
+    hostile.mode = "introspect"
+
+    async def again() -> str:
+        try:
+            return (await timed(auth, "left-behind"))[1]
+        finally:
+            with contextlib.suppress(RuntimeError):  # httpx cannot close the ended loop's connection from this one
+                await auth.aclose()
+
+    assert asyncio.run(again()) == "401 token is not active"
+    assert introspector.in_flight == 0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_refetch_left_in_flight_by_an_ended_event_loop_is_started_again(hostile: Hostile) -> None:
+    auth = jwt_auth(hostile)
+    hostile.mode = "hang"
+
+    async def abandon() -> None:
+        asyncio.ensure_future(timed(auth, K1.sign(claims())))
+        await asyncio.sleep(0.1)
+
+    run_and_drop(abandon())
+    hostile.mode = "ok"
+
+    async def again() -> str:
+        try:
+            return (await timed(auth, K1.sign(claims(sub="later"))))[1]
+        finally:
+            with contextlib.suppress(RuntimeError):  # httpx cannot close the ended loop's connection from this one
+                await auth.aclose()
+
+    assert asyncio.run(again()) == "later"
