@@ -54,7 +54,7 @@ async def test_a_dripping_server_is_cut_off_at_the_deadline(hostile: Hostile, cl
     began = time.monotonic()
     with pytest.raises(FetchTimeout, match="within 0.6 s"):
         await fetch(client, "GET", hostile.url, deadline=0.6, max_bytes=MiB)
-    assert 0.55 < time.monotonic() - began < 1.0
+    assert 0.55 < time.monotonic() - began < 1.5
 
 
 async def test_a_server_that_never_answers_is_cut_off_at_the_deadline(
@@ -64,7 +64,7 @@ async def test_a_server_that_never_answers_is_cut_off_at_the_deadline(
     began = time.monotonic()
     with pytest.raises(FetchTimeout):
         await fetch(client, "POST", hostile.url, deadline=0.4, max_bytes=MiB, data={"token": "t"})
-    assert time.monotonic() - began < 0.9
+    assert time.monotonic() - began < 1.4
 
 
 async def test_a_content_length_over_the_limit_is_refused_unread(hostile: Hostile, client: httpx.AsyncClient) -> None:

@@ -64,7 +64,7 @@ def _serves(jwk: Mapping[str, Any], alg: str) -> bool:
 
 def _key_object(jwk: Mapping[str, Any]) -> Any:
     kty = jwk.get("kty")
-    loader = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
+    loader: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
     if loader is None:
         raise InvalidKeyError(f"unsupported kty {kty!r}")
     key = loader.from_jwk(dict(jwk))
@@ -179,12 +179,12 @@ class JWKSource:
 
     def _start_refetch(self) -> asyncio.Task[bool]:
         """The one refetch in flight, shared by every caller that waits for it."""
-        if self._current_refetch() is None:
-            self._refetch = asyncio.get_running_loop().create_task(
-                self.refresh(), name=f"asgi-apim JWKS refetch {self.name}"
-            )
-            self._refetch.add_done_callback(self._refetched)
-        return self._refetch
+        task = self._current_refetch()
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.refresh(), name=f"asgi-apim JWKS refetch {self.name}")
+            task.add_done_callback(self._refetched)
+            self._refetch = task
+        return task
 
     def _refetched(self, task: asyncio.Task[bool]) -> None:
         if self._refetch is task:

@@ -180,7 +180,7 @@ async def test_a_lookup_beyond_the_cap_is_refused_at_once(hostile: Hostile) -> N
         await asyncio.sleep(0.2)
         assert introspector.in_flight == 2
         took, outcome = await timed(auth, "one-too-many")
-        assert outcome == "401 token could not be checked: the introspection endpoint failed" and took < 0.05
+        assert outcome == "401 token could not be checked: the introspection endpoint failed" and took < 0.2
         took, outcome = await timed(auth, "slow-0")  # the same token as one in flight: it shares the call
         assert outcome.startswith("401") and 0.5 < took < 1.0 + 0.3
         for took, outcome in await asyncio.gather(*slow):
@@ -197,7 +197,7 @@ async def test_a_hanging_endpoint_is_cut_off_at_fetch_timeout(hostile: Hostile) 
     try:
         took, outcome = await timed(auth, "opaque-token")
         assert outcome == "401 token could not be checked: the introspection endpoint failed"
-        assert 0.45 < took < 0.9
+        assert 0.45 < took < 1.3
     finally:
         await auth.aclose()
 
