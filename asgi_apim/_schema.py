@@ -165,6 +165,16 @@ class Table:
             raise ConfigError(self._k(name), f"must be a number <= {maximum:g} (got {value})")
         return float(value)
 
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self._k(name), f"must be a whole number >= {minimum}")
+        if value < minimum:
+            raise ConfigError(self._k(name), f"must be a whole number >= {minimum} (got {value})")
+        if maximum is not None and value > maximum:
+            raise ConfigError(self._k(name), f"must be a whole number <= {maximum} (got {value})")
+        return value
+
     def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self._get(name, default)
         if isinstance(value, str):

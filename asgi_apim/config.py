@@ -81,6 +81,11 @@ class KeyManagerConfig:
     subscriber_claim: tuple[str, ...] = ("azp", "sub")
     jwks_refresh_interval: float = 300.0
     jwks_min_refetch_interval: float = 30.0
+    # outbound calls (JWKS, introspection): see asgi_apim._fetch
+    fetch_timeout: float = 5.0  # total deadline of one call: connect, headers and body
+    jwks_wait: float = 5.0  # how long a token with an unknown kid waits for the refetch
+    introspection_negative_ttl: float = 5.0  # an inactive token is remembered this long
+    introspection_max_concurrency: int = 32  # calls in flight to the endpoint; more are refused
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,10 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
         subscriber_claim=t.strs("subscriber_claim", subscriber_claim),
         jwks_refresh_interval=t.number("jwks_refresh_interval", 300, minimum=1),
         jwks_min_refetch_interval=t.number("jwks_min_refetch_interval", 30, minimum=0),
+        fetch_timeout=t.number("fetch_timeout", 5, minimum=0.1, maximum=300),
+        jwks_wait=t.number("jwks_wait", 5, maximum=300),
+        introspection_negative_ttl=t.number("introspection_negative_ttl", 5, maximum=3600),
+        introspection_max_concurrency=t.integer("introspection_max_concurrency", 32, minimum=1, maximum=10_000),
     )
     t.done()
     if not (km.jwks_url or km.jwks_file or km.shared_secret or km.introspection_url):

@@ -5,21 +5,29 @@ manager's ``client_id``/``client_secret`` as HTTP basic credentials. Only
 ``"active": true`` passes; ``exp`` (with the leeway), ``iss`` (when present it
 must be the key manager's issuer) and ``aud`` (when an audience is configured)
 are honoured; ``scope``, ``client_id`` and ``sub`` become the principal's.
-Answers are cached, bounded: active ones until their ``exp`` (or
-``default_ttl`` when the endpoint gives none), inactive ones for
-``negative_ttl``. An endpoint that fails (unreachable, non-200, not JSON) is
-logged and the token refused; failures are not cached.
+Answers are cached, bounded and keyed by a SHA-256 of the token (never the
+token): active ones until their ``exp`` (or ``default_ttl`` when the endpoint
+gives none), inactive ones for ``introspection_negative_ttl``. Identical
+lookups in flight share one call; at most ``introspection_max_concurrency``
+calls are in flight, and a lookup beyond that is refused at once. Each call
+has the total deadline ``fetch_timeout`` (`asgi_apim._fetch`). An endpoint
+that fails (unreachable, slow, non-200, not JSON) or is busy is logged (at
+most once a second) and the token refused; failures are not cached.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
 import httpx
 
+from asgi_apim._fetch import FetchError, fetch
 from asgi_apim._redact import redact
 from asgi_apim.auth.base import ExpiringCache, Verified, audiences
 from asgi_apim.config import KeyManagerConfig
@@ -27,14 +35,42 @@ from asgi_apim.errors import concealed
 
 logger = logging.getLogger("asgi_apim.auth.introspection")
 
-_INACTIVE = Verified(method="oauth2", subject="", tier="", throttle_key="")
+MAX_ANSWER_BYTES = 256 * 1024
 
 
 class IntrospectionError(Exception):
-    """The endpoint could not give an answer."""
+    """The endpoint could not give an answer (or was not asked: too many calls in flight)."""
+
+
+class _RateLimitedLog:
+    """A warning logged at most once per ``interval`` seconds, with how many were left out."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        t = time.monotonic()
+        if t < self._next:
+            self._left_out += 1
+            return
+        self._next = t + self.interval
+        left_out, self._left_out = self._left_out, 0
+        if left_out:
+            logger.warning(message + " (and %d more like it in the last %gs)", *args, left_out, self.interval)
+        else:
+            logger.warning(message, *args)
 
 
 class Introspector:
+    """One introspection endpoint. Build once; `introspect` is the per-request call.
+
+    Bounded three ways: answers are cached by a SHA-256 of the token (active ones in one
+    cache, inactive ones in another, so a flood of bogus tokens cannot push out good ones);
+    identical lookups in flight share one call; and at most ``max_concurrency`` calls are in
+    flight: a lookup beyond that is refused at once (`IntrospectionError`), never queued."""
+
     def __init__(
         self,
         km: KeyManagerConfig,
@@ -42,8 +78,9 @@ class Introspector:
         tiers: Collection[str] | None = None,
         cache_size: int = 10_000,
         default_ttl: float = 60.0,
-        negative_ttl: float = 10.0,
-        timeout: float = 5.0,
+        negative_ttl: float | None = None,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         if not km.introspection_url:
             raise ValueError("key manager has no introspection_url")
@@ -52,23 +89,61 @@ class Introspector:
         self._shown = concealed(redact(self.url)) if self.url else ""  # the URL as logs name it: no credentials
         self.tiers = tiers
         self.default_ttl = default_ttl
-        self.negative_ttl = negative_ttl
-        self.timeout = timeout
+        self.negative_ttl = km.introspection_negative_ttl if negative_ttl is None else negative_ttl
+        self.timeout = km.fetch_timeout if timeout is None else timeout
+        self.max_concurrency = km.introspection_max_concurrency if max_concurrency is None else max_concurrency
         self._auth = httpx.BasicAuth(km.client_id, km.client_secret or "") if km.client_id else None
         self._client: httpx.AsyncClient | None = self._new_client()
-        self._cache: ExpiringCache[str, Verified] = ExpiringCache(cache_size)
+        self._cache: ExpiringCache[bytes, Verified] = ExpiringCache(cache_size)
+        self._refused: ExpiringCache[bytes, bool] = ExpiringCache(cache_size)
+        self._pending: dict[bytes, asyncio.Task[Verified | None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed_log = _RateLimitedLog()
+        self._busy_log = _RateLimitedLog()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls to the endpoint not yet answered."""
+        return len(self._pending)
 
     async def introspect(self, token: str, t: float) -> Verified | None:
         """The verified token, or None when it is not active. Raises `IntrospectionError`."""
-        hit = self._cache.get(token, t)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._cache.get(digest, t)
         if hit is not None:
-            return None if hit is _INACTIVE else hit
-        answer = await self._ask(token)
-        verified = self._judge(answer, t)
+            return hit
+        if self._refused.get(digest, t):
+            return None
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._pending.clear()  # calls of an event loop that has ended (a test client's, say)
+            self._loop = loop
+        task = self._pending.get(digest)
+        if task is None:
+            if len(self._pending) >= self.max_concurrency:
+                self._busy_log.warning(
+                    "introspection at %s: %d calls in flight, token refused without asking",
+                    self._shown,
+                    self.max_concurrency,
+                )
+                raise IntrospectionError("introspection endpoint busy")
+            task = loop.create_task(self._lookup(token, digest, t))
+            self._pending[digest] = task
+            task.add_done_callback(lambda done: self._settled(digest, done))
+        return await asyncio.shield(task)  # a caller that goes away leaves the call to the others
+
+    def _settled(self, digest: bytes, task: asyncio.Task[Verified | None]) -> None:
+        if self._pending.get(digest) is task:
+            del self._pending[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have gone
+
+    async def _lookup(self, token: str, digest: bytes, t: float) -> Verified | None:
+        verified = self._judge(await self._ask(token), t)
         if verified is None:
-            self._cache.put(token, _INACTIVE, t + self.negative_ttl, t)
+            self._refused.put(digest, True, t + self.negative_ttl, t)
         else:
-            self._cache.put(token, verified, verified.expires, t)
+            self._cache.put(digest, verified, verified.expires, t)
         return verified
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -78,24 +153,28 @@ class Introspector:
         if self._client is None:
             self._client = self._new_client()
         try:
-            response = await self._client.post(
+            response = await fetch(
+                self._client,
+                "POST",
                 self.url,
+                deadline=self.timeout,
+                max_bytes=MAX_ANSWER_BYTES,
                 data={"token": token, "token_type_hint": "access_token"},
-                auth=self._auth,  # type: ignore[arg-type]
+                auth=self._auth,
                 headers={"accept": "application/json"},
             )
-        except Exception as exc:  # noqa: BLE001 - httpx's errors, and a URL it cannot use: the endpoint is unreachable
-            logger.warning("introspection at %s failed: %s", self._shown, type(exc).__name__)
+        except FetchError as exc:
+            self._failed_log.warning("introspection at %s failed: %s", self._shown, type(exc).__name__)
             raise IntrospectionError("introspection endpoint unreachable") from None
-        if response.status_code != 200:
-            logger.warning("introspection at %s answered HTTP %d", self._shown, response.status_code)
-            raise IntrospectionError(f"introspection endpoint answered {response.status_code}")
+        if response.status != 200:
+            self._failed_log.warning("introspection at %s answered HTTP %d", self._shown, response.status)
+            raise IntrospectionError(f"introspection endpoint answered {response.status}")
         try:
-            answer = json.loads(response.content)
-        except ValueError:
+            answer = json.loads(response.body)
+        except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict):
-            logger.warning("introspection at %s answered something that is not a JSON object", self._shown)
+            self._failed_log.warning("introspection at %s answered something that is not a JSON object", self._shown)
             raise IntrospectionError("introspection endpoint answered garbage")
         return answer
 

@@ -9,7 +9,11 @@ key confusion (an RSA public key as an HMAC secret) has nowhere to happen.
 
 A URL source is fetched asynchronously, refreshed in the background, refetched
 at most once per ``min_refetch_interval`` when a token names an unknown
-``kid``, and keeps its last good keys while the issuer is unreachable.
+``kid``, and keeps its last good keys while the issuer is unreachable. Every
+fetch has a total deadline (``timeout``) and a 1 MiB limit (`asgi_apim._fetch`);
+one refetch runs at a time, shared by the requests that wait for it, each
+waiting at most ``wait`` seconds before it is answered with the keys known by
+then, while the refetch goes on.
 `generation` changes when a key that was known disappears or changes, so
 caches of tokens verified with it can tell they are stale.
 """
@@ -28,6 +32,7 @@ import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
+from asgi_apim._fetch import fetch
 from asgi_apim._redact import redact
 from asgi_apim.errors import ConfigError, concealed
 
@@ -59,7 +64,7 @@ def _serves(jwk: Mapping[str, Any], alg: str) -> bool:
 
 def _key_object(jwk: Mapping[str, Any]) -> Any:
     kty = jwk.get("kty")
-    loader = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
+    loader: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
     if loader is None:
         raise InvalidKeyError(f"unsupported kty {kty!r}")
     key = loader.from_jwk(dict(jwk))
@@ -108,6 +113,7 @@ class JWKSource:
         refresh_interval: float = 300.0,
         min_refetch_interval: float = 30.0,
         timeout: float = 5.0,
+        wait: float = 5.0,
         name: str = "",
     ) -> None:
         if (url is None) == (file is None):
@@ -118,12 +124,13 @@ class JWKSource:
         self.name = name
         self.refresh_interval = refresh_interval
         self.min_refetch_interval = min_refetch_interval
-        self.timeout = timeout
+        self.timeout = timeout  # the total deadline of one fetch
+        self.wait = wait  # how long a request for an unknown kid waits for the refetch
         self.generation = 0
         self._keys: dict[str | None, dict[str, Any]] = {}
         self._prints: dict[str | None, str] = {}
         self._last_fetch = float("-inf")
-        self._lock: asyncio.Lock | None = None
+        self._refetch: asyncio.Task[bool] | None = None
         self._client: httpx.AsyncClient | None = self._new_client() if url else None
         self._task: asyncio.Task[None] | None = None
         if file is not None:
@@ -149,33 +156,63 @@ class JWKSource:
         return kid in self._keys
 
     async def lookup(self, kid: str | None, alg: str) -> list[Any]:
-        """Like `get`, refetching (rate-limited) when ``kid`` is unknown to a URL source."""
+        """Like `get`, refetching (rate-limited) when ``kid`` is unknown to a URL source.
+
+        The caller waits for the refetch at most `wait` seconds, then has its answer from the
+        keys known by then; the refetch goes on in the background. Callers of known keys never
+        wait: no lock is held while the issuer is asked."""
         found = self.get(kid, alg)
         if found or self.url is None or self.knows(kid):
             return found
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if not self.knows(kid) and time.monotonic() - self._last_fetch >= self.min_refetch_interval:
-                await self.refresh()
+        task = self._current_refetch()
+        if task is None and time.monotonic() - self._last_fetch >= self.min_refetch_interval:
+            task = self._start_refetch()
+        if task is not None and self.wait > 0:
+            await asyncio.wait((task,), timeout=self.wait)  # never cancels the refetch it waits for
         return self.get(kid, alg)
 
+    def _current_refetch(self) -> asyncio.Task[bool] | None:
+        task = self._refetch
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            self._refetch = task = None  # left by an event loop that has ended (a test client's, say)
+        return task
+
+    def _start_refetch(self) -> asyncio.Task[bool]:
+        """The one refetch in flight, shared by every caller that waits for it."""
+        task = self._current_refetch()
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.refresh(), name=f"asgi-apim JWKS refetch {self.name}")
+            task.add_done_callback(self._refetched)
+            self._refetch = task
+        return task
+
+    def _refetched(self, task: asyncio.Task[bool]) -> None:
+        if self._refetch is task:
+            self._refetch = None
+        if not task.cancelled() and task.exception() is not None:  # refresh catches what it can; log the rest
+            logger.error("JWKS refetch for key manager %r failed", self.name, exc_info=task.exception())
+
     async def refresh(self) -> bool:
-        """Fetch the URL once; on any failure keep the last good keys. True when keys were installed."""
+        """Fetch the URL once, within `timeout` seconds and `MAX_JWKS_BYTES`; on any failure keep
+        the last good keys. True when keys were installed."""
         if self.url is None:
             return False
         self._last_fetch = time.monotonic()
         if self._client is None:
             self._client = self._new_client()
         try:
-            response = await self._client.get(
-                self.url, headers={"accept": "application/jwk-set+json, application/json"}
+            answer = await fetch(
+                self._client,
+                "GET",
+                self.url,
+                deadline=self.timeout,
+                max_bytes=MAX_JWKS_BYTES,
+                headers={"accept": "application/jwk-set+json, application/json"},
             )
-            response.raise_for_status()
-            if len(response.content) > MAX_JWKS_BYTES:
-                raise JWKSError("JWKS larger than 1 MiB")
-            keys, prints = parse_jwks(json.loads(response.content), self.algorithms)
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the last good keys (httpx's, a bad answer, a URL it cannot use)
+            if answer.status != 200:
+                raise JWKSError(f"HTTP {answer.status}")
+            keys, prints = parse_jwks(json.loads(answer.body), self.algorithms)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the last good keys (FetchError, a bad answer, JSON nested too deep)
             logger.warning(
                 "JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
                 self.name,
@@ -199,7 +236,7 @@ class JWKSource:
     async def start(self) -> None:
         if self.url is None or self._task is not None:
             return
-        await self.refresh()
+        await asyncio.shield(self._start_refetch())
         self._task = asyncio.get_running_loop().create_task(self._refresher(), name=f"asgi-apim JWKS {self.name}")
 
     async def _refresher(self) -> None:
@@ -209,18 +246,19 @@ class JWKSource:
             )
             await asyncio.sleep(delay)
             try:
-                await self.refresh()
+                await asyncio.shield(self._start_refetch())  # shared with requests waiting for new keys
             except Exception:  # noqa: BLE001 - the refresher must outlive any one bad answer
                 logger.exception("JWKS refresh for key manager %r failed", self.name)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._refetch, self._task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._refetch = self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -178,6 +178,8 @@ class JWTIssuer:
                 file=None if km.jwks_url else km.jwks_file,
                 refresh_interval=km.jwks_refresh_interval,
                 min_refetch_interval=km.jwks_min_refetch_interval,
+                timeout=km.fetch_timeout,
+                wait=km.jwks_wait,
                 name=km.name,
             )
         return cls(km, keys, tiers=tiers)
