@@ -102,7 +102,7 @@ def _list(ns: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("certs", help="manage the certificate registry ([registry] url)")
     sub = p.add_subparsers(dest="certs_command", required=True, parser_class=type(p))
 
