@@ -24,6 +24,7 @@ from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.config import Config, load_config
+from asgi_apim.registry import admin, feed_for
 from asgi_apim.routing import Router
 from asgi_apim.server.tls import live_trust, uses_mutual_ssl
 from asgi_apim.throttling import ThrottlingMiddleware
@@ -73,7 +74,7 @@ def protect(
     background = BackgroundTasks()
     resolver = None
     if uses_mutual_ssl(cfg) or cfg.mutual_ssl.truststore:
-        trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
+        trust = TrustReloader(cfg.mutual_ssl, cfg.apis, registry=feed_for(cfg))
         background.add(trust.run)
         trust.subscribe(live_trust.update)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
@@ -81,7 +82,7 @@ def protect(
     for auth in authenticators.values():
         background.add(auth.start)
     stack = ThrottlingMiddleware.from_config(app, cfg)
-    return APISecurityMiddleware(
+    secured = APISecurityMiddleware(
         stack,
         router=Router.from_config(cfg),
         authenticators=authenticators,
@@ -90,3 +91,4 @@ def protect(
         debug_headers=cfg.debug_headers,
         explain=explain,
     )
+    return admin.mount(secured, cfg)
