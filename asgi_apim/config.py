@@ -383,7 +383,7 @@ DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "pos
 DEFAULT_REGISTRY_FILE = "registry.db"  # [registry] without url: sqlite:///registry.db beside the file
 
 
-def _fingerprint(key: str, value: str) -> str:
+def parse_fingerprint(key: str, value: str) -> str:
     """A SHA-256 fingerprint as 64 lowercase hex characters; colons and spaces between bytes are allowed."""
     digits = value.replace(":", "").replace(" ", "").lower()
     if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
@@ -393,6 +393,7 @@ def _fingerprint(key: str, value: str) -> str:
 
 def _registry_admin(t: Table) -> RegistryAdminConfig:
     path = t.path_prefix("path") if t.has("path") else "/admin"
+    pins = t.strs("client_certificates")
     admin = RegistryAdminConfig(
         enabled=t.bool("enabled", False),
         path=path,
@@ -400,7 +401,7 @@ def _registry_admin(t: Table) -> RegistryAdminConfig:
         username=t.str("username"),
         password=t.str("password"),
         client_certificates=tuple(
-            _fingerprint(f"{t.key}.client_certificates[{i}]", v) for i, v in enumerate(t.strs("client_certificates"))
+            parse_fingerprint(f"{t.key}.client_certificates[{i}]", v) for i, v in enumerate(pins)
         ),
     )
     t.done()

@@ -10,10 +10,12 @@ import bcrypt
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgi_apim import protect
 from asgi_apim.certs.pki import Issued, issue_client, make_ca
-from asgi_apim.config import load_config
+from asgi_apim.config import load_config, parse_fingerprint
 from asgi_apim.errors import ConfigError
 from asgi_apim.secrets.keys import load_keyring
 from asgi_apim.secrets.rotate import rotate_key
@@ -158,7 +160,7 @@ async def test_a_users_file_of_bcrypt_entries(tmp_path: Path) -> None:
         assert (await c.get("/admin/certificates", auth=("bob", "s3cret"))).status_code == 401
 
 
-async def test_a_client_certificate_by_fingerprint(tmp_path: Path, ca: Issued) -> None:
+async def test_a_client_certificate_byparse_fingerprint(tmp_path: Path, ca: Issued) -> None:
     admin, stranger = issue_client(ca, "admin"), issue_client(ca, "stranger")
     fingerprint = ":".join(f"{b:02X}" for b in admin.cert.fingerprint(hashes.SHA256()))
     config = write(tmp_path, f'enabled = true\npath = "/ops/registry"\nclient_certificates = ["{fingerprint}"]')
@@ -219,3 +221,20 @@ def test_rotate_key_re_encrypts_the_admin_password(tmp_path: Path) -> None:
     text = config.read_text()
     assert ciphertext not in text and "12" * 32 in text
     assert load_config(config).registry.admin.password == "correct horse"
+
+
+@settings(max_examples=100, deadline=None)
+@given(digest=st.binary(min_size=32, max_size=32), sep=st.sampled_from(["", ":", " "]), upper=st.booleans())
+def test_fingerprints_are_read_in_any_usual_spelling(digest: bytes, sep: str, upper: bool) -> None:
+    text = sep.join(f"{b:02x}" for b in digest)
+    assert parse_fingerprint("k", text.upper() if upper else text) == digest.hex()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=100))
+def test_anything_else_is_not_aparse_fingerprint(text: str) -> None:
+    digits = text.replace(":", "").replace(" ", "").lower()
+    if len(digits) == 64 and all(c in "0123456789abcdef" for c in digits):
+        return
+    with pytest.raises(ConfigError, match="is not a SHA-256 fingerprint"):
+        parse_fingerprint("k", text)
