@@ -23,6 +23,7 @@ from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.config import Config, load_config
+from asgi_apim.registry import admin, feed_for
 from asgi_apim.routing import Router
 from asgi_apim.throttling.limiter import Limiter
 
@@ -66,14 +67,14 @@ def protect(
     background = BackgroundTasks()
     resolver = None
     if cfg.uses_mutual_ssl or cfg.mutual_ssl.truststore:
-        trust = TrustReloader(cfg.mutual_ssl, cfg.apis)
+        trust = TrustReloader(cfg.mutual_ssl, cfg.apis, registry=feed_for(cfg))
         background.add(trust.run)
         for listener in trust_listeners:
             trust.subscribe(listener)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
     credentials = ApplicationSecurity.from_config(cfg)
     background.add(credentials.start)
-    return APISecurityMiddleware(
+    secured = APISecurityMiddleware(
         app,
         router=Router.from_config(cfg),
         credentials=credentials,
@@ -83,3 +84,4 @@ def protect(
         debug_headers=cfg.debug_headers,
         explain=explain,
     )
+    return admin.mount(secured, cfg)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from asgi_apim.errors import APIMError, concealed
+from asgi_apim.errors import APIMError, RegistryUsageError, concealed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -163,6 +163,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
         ("asgi_apim.secrets.commands", "register"),
         ("asgi_apim.auth.commands", "register"),
         ("asgi_apim.throttling.commands", "register"),
+        ("asgi_apim.registry.commands", "register"),
     ):
         try:
             mod = __import__(module, fromlist=[attr])
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(ns.handler(ns) or 0)
-    except UsageError as exc:
+    except (UsageError, RegistryUsageError) as exc:  # an unknown API or tier given to `certs`: bad usage
         print(f"asgi-apim: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -104,8 +104,24 @@ class BasicAuthConfig:
 
 
 @dataclass(frozen=True)
+class RegistryAdminConfig:
+    """``[registry.admin]``: the admin API's mount and its own credentials (never the API callers')."""
+
+    enabled: bool = False
+    path: str = "/admin"
+    users_file: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_certificates: tuple[str, ...] = ()  # SHA-256 fingerprints, 64 lowercase hex characters
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
+    """``[registry]``: None ``url`` (no ``[registry]`` table) means no database registrations."""
+
     url: str | None = field(default=None, repr=False)
+    expiry_warning_days: int = 30
+    admin: RegistryAdminConfig = field(default_factory=RegistryAdminConfig)
 
 
 @dataclass(frozen=True)
@@ -381,6 +397,72 @@ def _ssl_profile(t: Table) -> SSLProfileConfig:
     return p
 
 
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgres://")
+DEFAULT_REGISTRY_FILE = "registry.db"  # [registry] without url: sqlite:///registry.db beside the file
+
+
+def parse_fingerprint(key: str, value: str) -> str:
+    """A SHA-256 fingerprint as 64 lowercase hex characters; colons and spaces between bytes are allowed."""
+    digits = value.replace(":", "").replace(" ", "").lower()
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise ConfigError(key, f"{value!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return digits
+
+
+def _registry_admin(t: Table) -> RegistryAdminConfig:
+    path = t.path_prefix("path") if t.has("path") else "/admin"
+    pins = t.strs("client_certificates")
+    admin = RegistryAdminConfig(
+        enabled=t.bool("enabled", False),
+        path=path,
+        users_file=t.path("users_file"),
+        username=t.str("username"),
+        password=t.str("password"),
+        client_certificates=tuple(
+            parse_fingerprint(f"{t.key}.client_certificates[{i}]", v) for i, v in enumerate(pins)
+        ),
+    )
+    t.done()
+    if path == "/":
+        raise ConfigError(f"{t.key}.path", "must not be / (the admin API would take every path)")
+    if (admin.username is None) != (admin.password is None):
+        raise ConfigError(f"{t.key}.password" if admin.password is None else f"{t.key}.username", "is needed too")
+    if admin.enabled and not (admin.users_file or admin.username or admin.client_certificates):
+        raise ConfigError(
+            t.key, "is enabled without credentials: set users_file, username and password, or client_certificates"
+        )
+    return admin
+
+
+def _registry(root: Table) -> RegistryConfig:
+    """``[registry]``; present (even empty), the registry is on, at ``sqlite:///registry.db`` by default."""
+    if not root.has("registry"):
+        return RegistryConfig()
+    t = root.table("registry")
+    url = t.database_url("url") if t.has("url") else f"sqlite:///{t.base / DEFAULT_REGISTRY_FILE}"
+    if not url or not url.startswith(DATABASE_SCHEMES) or url in DATABASE_SCHEMES:
+        raise ConfigError(f"{t.key}.url", "must be sqlite:///FILE or postgresql://user:password@host/database")
+    cfg = RegistryConfig(
+        url=url,
+        expiry_warning_days=int(t.number("expiry_warning_days", 30, maximum=3650)),
+        admin=_registry_admin(t.table("admin")),
+    )
+    t.done()
+    return cfg
+
+
+def _check_admin_path(cfg: Config) -> None:
+    admin = cfg.registry.admin
+    if not admin.enabled:
+        return
+    prefix = admin.path
+    taken = [(f"apis[{a.name}].context", a.context) for a in cfg.apis] + [("public_paths", p) for p in cfg.public_paths]
+    for key, other in taken:
+        other = other.rstrip("/") or "/"
+        if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):
+            raise ConfigError("registry.admin.path", f"{prefix!r} overlaps {key} {other!r}: give the admin API its own")
+
+
 def _check_tiers(cfg: Config) -> None:
     known = cfg.throttling.tiers
     for api in cfg.apis:
@@ -481,9 +563,7 @@ def parse_config(
         tier=basic_t.str("tier", "Unlimited", required=True),
     )
     basic_t.done()
-    reg_t = root.table("registry")
-    registry = RegistryConfig(url=reg_t.database_url("url"))
-    reg_t.done()
+    registry = _registry(root)
     cfg = Config(
         path=path,
         public_paths=public_paths,
@@ -501,6 +581,7 @@ def parse_config(
     )
     root.done()
     _check_tiers(cfg)
+    _check_admin_path(cfg)
     return cfg
 
 

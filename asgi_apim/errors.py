@@ -6,6 +6,11 @@ Every error a caller can catch has a place in this tree::
     ├── ConfigError ........................ start-up only: a bad key or value
     ├── CryptoError ........................ a value that does not decrypt, a bad key
     ├── TruststoreError .................... a truststore, CRL or registered certificate file that cannot be used
+    ├── RegistryError ...................... the certificate registry refused a change (admin API: 409)
+    │   ├── RegistryUsageError ............. an unknown API or tier (CLI: exit 2; admin API: 400)
+    │   ├── RegistryNotFound ............... no such registration (admin API: 404)
+    │   ├── CertificateFileError ........... not one certificate, or holds a private key (admin API: 400)
+    │   └── RegistryUnavailable ............ the database cannot be reached or read (admin API: 503)
     └── RequestError ....................... answered as application/problem+json
         ├── BadRequest ..................... 400  900900
         │   └── CertificateHeaderError ..... 400  900900  malformed certificate header
@@ -87,6 +92,26 @@ class TruststoreError(APIMError):
     """A truststore, CRL or registered certificate file cannot be loaded. The
     message names the file, never a password. Fatal at start-up; on a reload the
     last good truststore keeps serving."""
+
+
+class RegistryError(APIMError):
+    """A registry change refused: a duplicate alias or certificate (and the base of the registry's errors)."""
+
+
+class RegistryUsageError(RegistryError):
+    """An API or tier the configuration does not know."""
+
+
+class RegistryNotFound(RegistryError):
+    """No registration of that alias for that API."""
+
+
+class CertificateFileError(RegistryError):
+    """What was given to register is not one certificate, or holds a private key."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's database cannot be reached, or answered with an error. The text never holds its URL."""
 
 
 class RequestError(APIMError):

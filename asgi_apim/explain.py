@@ -26,6 +26,7 @@ from asgi_apim.certs.validation import CertificateValidator
 from asgi_apim.cli import UsageError
 from asgi_apim.config import Config, load_config
 from asgi_apim.errors import CertificateHeaderError
+from asgi_apim.registry import feed_for
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP header name
@@ -47,7 +48,8 @@ def _read_chain(path: str) -> tuple[bytes, ...]:
 
 def check_certificate(config: Config, cert_path: str) -> tuple[bool, list[str]]:
     """The lines ``check`` prints for a certificate, and whether any API accepts it."""
-    material = TrustReloader(config.mutual_ssl, config.apis).current
+    material = TrustReloader(config.mutual_ssl, config.apis, registry=feed_for(config)).current
+    sources = {(r.api, r.alias): r.source for r in material.registrations}
     validator = CertificateValidator(material, chain_validation=config.mutual_ssl.enable_certificate_chain_validation)
     verdict = validator.validate(_read_chain(cert_path))
     lines = [f"certificate: {verdict.subject or '(unparseable)'} sha256={verdict.sha256}"]
@@ -64,9 +66,10 @@ def check_certificate(config: Config, cert_path: str) -> tuple[bool, list[str]]:
         a = verdict.acceptances.get(api.name)
         if a is not None:
             accepted = True
+            source = sources.get((api.name, a.alias), "truststore") if a.alias else "truststore"
             lines.append(
                 f"{api.name}: accepted, alias {a.alias or '-'}, tier {a.tier} "
-                f"({hows.get(a.how, a.how)}; mutual_ssl {mode})"
+                f"({hows.get(a.how, a.how)}; source {source}; mutual_ssl {mode})"
             )
         else:
             lines.append(f"{api.name}: refused: {verdict.reason_for(api.name)} (mutual_ssl {mode})")

@@ -3,10 +3,13 @@
 Everything mutual SSL trusts comes from files: ``[mutual_ssl] truststore``
 (PEM or DER files, directories of them, PKCS#12 ``.p12``/``.pfx`` and Java
 ``.jks`` keystores opened with ``truststore_password``), ``[mutual_ssl] crl``
-(PEM or DER) and each ``[[apis.certificates]]`` registration. `load_trust`
-reads them into one immutable `TrustMaterial`. `TrustReloader` checks the files
-every ``reload_interval`` seconds by the hash of their contents, rebuilds off
-the event loop when they change and swaps the new material in with one
+(PEM or DER) and each ``[[apis.certificates]]`` registration; registrations
+from the certificate registry (a `RegistrySource`) join those of the file,
+which wins on a conflict (same API and alias, or same API and certificate:
+logged). `load_trust` reads them into one immutable `TrustMaterial`.
+`TrustReloader` checks the files every ``reload_interval`` seconds by the hash
+of their contents, and the registry by its change marker, rebuilds off the
+event loop when either changed and swaps the new material in with one
 attribute assignment. A file that is missing or corrupt at start-up is fatal;
 on a reload the last good material keeps serving and the reason is logged once.
 """
@@ -18,9 +21,10 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -48,6 +52,29 @@ class RegisteredCertificate:
     cert: x509.Certificate
     sha256: bytes
     is_ca: bool
+    source: str = "config"  # "config" ([[apis.certificates]]) | "registry" (the database)
+
+
+def registered(api: str, alias: str, tier: str, cert: x509.Certificate, *, source: str) -> RegisteredCertificate:
+    """A registration of ``cert`` for ``api``, its fingerprint and CA flag computed."""
+    return RegisteredCertificate(
+        api=api,
+        alias=alias,
+        tier=tier,
+        cert=cert,
+        sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
+        is_ca=_is_ca(cert),
+        source=source,
+    )
+
+
+class RegistrySource(Protocol):
+    """Registrations kept outside the configuration file (`asgi_apim.registry.RegistryFeed`)."""
+
+    def registrations(self) -> tuple[Hashable, Sequence[RegisteredCertificate]]:
+        """The current view and a marker that changes with it; the last good view if the
+        source cannot be read now (blocking: called off the event loop)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -197,15 +224,29 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def _registration(source: _Source) -> RegisteredCertificate:
     reg = source.registration
     assert reg is not None
-    cert = _pem_or_der(source.path, source.data)[0]
-    return RegisteredCertificate(
-        api=reg.api,
-        alias=reg.alias,
-        tier=reg.tier,
-        cert=cert,
-        sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
-        is_ca=_is_ca(cert),
-    )
+    return registered(reg.api, reg.alias, reg.tier, _pem_or_der(source.path, source.data)[0], source="config")
+
+
+def _join(
+    configured: list[RegisteredCertificate], stored: Sequence[RegisteredCertificate]
+) -> list[RegisteredCertificate]:
+    """The configuration's registrations, then the registry's that do not clash with one (logged)."""
+    aliases = {(r.api, r.alias): r for r in configured}
+    prints = {(r.api, r.sha256): r for r in configured}
+    joined = list(configured)
+    for r in stored:
+        clash = aliases.get((r.api, r.alias)) or prints.get((r.api, r.sha256))
+        if clash is not None:
+            logger.warning(
+                "registry certificate %r of API %r ignored: the configuration registers %s (alias %r), and wins",
+                r.alias,
+                r.api,
+                "that alias" if clash.alias == r.alias else "that certificate",
+                clash.alias,
+            )
+            continue
+        joined.append(r)
+    return joined
 
 
 def _unique(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
@@ -213,7 +254,12 @@ def _unique(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
 
 
 def _build(
-    sources: list[_Source], digest: bytes, password: str | None, apis: Sequence[ApiConfig], generation: int
+    sources: list[_Source],
+    digest: bytes,
+    password: str | None,
+    apis: Sequence[ApiConfig],
+    generation: int,
+    stored: Sequence[RegisteredCertificate] = (),
 ) -> TrustMaterial:
     anchors: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
@@ -226,21 +272,38 @@ def _build(
                 crls.extend(_crls(source.path, source.data))
             else:
                 registrations.append(_registration(source))
+    if stored:
+        registrations = _join(registrations, stored)
     names = tuple(api.name for api in apis)
     tiers = {api.name: api.truststore_tier for api in apis if api.truststore_tier is not None}
     return TrustMaterial(_unique(anchors), tuple(crls), tuple(registrations), generation, digest, names, tiers)
 
 
-def load_trust(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig], *, generation: int = 1) -> TrustMaterial:
-    """Read every source file and build the material (blocking: run it off the event loop)."""
+def _with_marker(digest: bytes, marker: Hashable) -> bytes:
+    return hashlib.sha256(digest + repr(marker).encode()).digest()
+
+
+def load_trust(
+    mutual_ssl: MutualSSLConfig,
+    apis: Sequence[ApiConfig],
+    *,
+    generation: int = 1,
+    registry: RegistrySource | None = None,
+) -> TrustMaterial:
+    """Read every source file (and the registry) and build the material (blocking: run it off the event loop)."""
     sources, digest = _read_sources(mutual_ssl, apis)
-    return _build(sources, digest, mutual_ssl.truststore_password, apis, generation)
+    stored: Sequence[RegisteredCertificate] = ()
+    if registry is not None:
+        marker, stored = registry.registrations()
+        digest = _with_marker(digest, marker)
+    return _build(sources, digest, mutual_ssl.truststore_password, apis, generation, stored)
 
 
-def warn_closed_apis(apis: Iterable[ApiConfig]) -> None:
+def warn_closed_apis(apis: Iterable[ApiConfig], registrations: Iterable[RegisteredCertificate] = ()) -> None:
     """Log each API that asks for mutual SSL but can accept no certificate."""
+    served = {r.api for r in registrations}
     for api in apis:
-        if api.security.mutual_ssl != "disabled" and not api.certificates and api.truststore_tier is None:
+        if api.security.mutual_ssl != "disabled" and api.name not in served and api.truststore_tier is None:
             logger.warning(
                 "API %r accepts no client certificate: register certificates or set truststore_tier", api.name
             )
@@ -254,12 +317,15 @@ class TrustReloader:
     seconds and then tells the subscribers, on the event loop, about the swap.
     """
 
-    def __init__(self, mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> None:
+    def __init__(
+        self, mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig], *, registry: RegistrySource | None = None
+    ) -> None:
         self.mutual_ssl = mutual_ssl
         self.apis = tuple(apis)
+        self.registry = registry
         self.interval = mutual_ssl.reload_interval
-        self._current = load_trust(mutual_ssl, self.apis)
-        warn_closed_apis(self.apis)
+        self._current = load_trust(mutual_ssl, self.apis, registry=registry)
+        warn_closed_apis(self.apis, self._current.registrations)
         self._lock = threading.Lock()
         self._failure: str | None = None
         self._failed_digest: bytes | None = None
@@ -279,6 +345,10 @@ class TrustReloader:
             current = self._current
             try:
                 sources, digest = _read_sources(self.mutual_ssl, self.apis)
+                stored: Sequence[RegisteredCertificate] = ()
+                if self.registry is not None:
+                    marker, stored = self.registry.registrations()  # the last good view if the database is away
+                    digest = _with_marker(digest, marker)
                 if digest == current.digest:
                     self._recovered()
                     return False
@@ -286,7 +356,12 @@ class TrustReloader:
                     return False
                 try:
                     material = _build(
-                        sources, digest, self.mutual_ssl.truststore_password, self.apis, current.generation + 1
+                        sources,
+                        digest,
+                        self.mutual_ssl.truststore_password,
+                        self.apis,
+                        current.generation + 1,
+                        stored,
                     )
                 except TruststoreError:
                     self._failed_digest = digest
