@@ -486,13 +486,19 @@ def parse_config(
     return cfg
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key."""
+def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Config:
+    """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key.
+
+    Without ``[encryption] key``, a key is generated, written into the file and an ALERT
+    logged (WSO2's start-up behaviour). ``read_only=True`` is for diagnostics (``check``,
+    ``apikey issue``): the file is never written, the key stays absent, and an encrypted
+    value then stops loading, naming its key.
+    """
     from asgi_apim.secrets.keys import ensure_key, generate_key, key_absent
 
     path = Path(path).resolve()
     raw = read_toml(path)
-    if key_absent(raw):
+    if key_absent(raw) and not read_only:
         probe = {**raw, "encryption": {**raw.get("encryption", {}), "key": generate_key()}}
         parse_config(probe, base=path.parent, path=path)  # a broken file is reported, never rewritten
         raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT

@@ -19,7 +19,7 @@ def _issue(ns: argparse.Namespace) -> int:
     from asgi_apim.auth.apikey import DEFAULT_EXPIRES, issue_api_key
     from asgi_apim.config import load_config
 
-    config = load_config(ns.config)
+    config = load_config(ns.config, read_only=True)  # the file is only read
     expires = DEFAULT_EXPIRES if ns.expires is None else ns.expires
     print(issue_api_key(config, ns.api, ns.tier, subject=ns.subject, expires=expires, scopes=ns.scope))
     return 0
