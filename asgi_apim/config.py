@@ -206,6 +206,21 @@ def _security(t: Table) -> SecurityConfig:
     return sec
 
 
+SCOPED_SCHEMES = ("oauth2", "api_key")  # basic credentials carry no scopes
+
+
+def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: SecurityConfig) -> None:
+    """A scoped resource that only basic credentials could open would refuse every request (403)."""
+    security = resource.security or api_security
+    certificate_alone = security.mutual_ssl != "disabled" and not security.application_mandatory
+    if resource.scopes and not certificate_alone and not set(security.application) & set(SCOPED_SCHEMES):
+        raise ConfigError(
+            f"{r.key}.scopes",
+            "no scheme of this resource carries scopes (basic credentials have none), so every request"
+            " would be refused: add oauth2 or api_key to its application, or remove the scopes",
+        )
+
+
 def _api(t: Table) -> ApiConfig:
     name = t.str("name", required=True)
     context = t.path_prefix("context")
@@ -247,6 +262,7 @@ def _api(t: Table) -> ApiConfig:
             raise ConfigError(
                 f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other"
             )
+        _check_scopes_reachable(r, resources[-1], security)
         r.done()
     backend_security = None
     if t.has("backend_security"):
