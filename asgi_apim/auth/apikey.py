@@ -119,9 +119,6 @@ def issue_api_key(
     names = [a.name for a in config.apis]
     if api not in names:
         raise ValueError(f"unknown API {api!r} (configured: {', '.join(names) or 'none'})")
-    refusal = api_key_refusal(config.api(api))
-    if refusal:
-        raise ValueError(refusal)
     if tier not in config.throttling.tiers:
         raise ValueError(f"unknown tier {tier!r} (configured: {', '.join(sorted(config.throttling.tiers))})")
     if expires <= 0:
