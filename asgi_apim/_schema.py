@@ -16,6 +16,8 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,6 +114,22 @@ def looks_encrypted(value: str) -> bool:
     return is_ciphertext(value)
 
 
+_READ_KEYS: ContextVar[set[str] | None] = ContextVar("asgi_apim_read_keys", default=None)
+
+
+@contextmanager
+def recording_keys() -> Iterator[set[str]]:
+    """Every dotted key a `Table` asks for while the block runs, present or not
+    (``apis[0].security.mutual_ssl``): what the parser accepts, for the configuration
+    reference's test."""
+    keys: set[str] = set()
+    token = _READ_KEYS.set(keys)
+    try:
+        yield keys
+    finally:
+        _READ_KEYS.reset(token)
+
+
 class Table:
     """One TOML table being read: typed getters that name the key on error."""
 
@@ -128,6 +146,9 @@ class Table:
 
     def _get(self, name: str, default: Any) -> Any:
         self.seen.add(name)
+        recording = _READ_KEYS.get()
+        if recording is not None:
+            recording.add(self._k(name))
         return self.raw.get(name, default)
 
     def has(self, name: str) -> bool:

@@ -9,6 +9,7 @@ only parses arguments and maps errors to exit codes.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -68,15 +69,22 @@ def _positive_days(value: str) -> int:
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="deployment.toml")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--config", required=True, help="the configuration file (deployment.toml)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     p.add_argument("--uds", default=None, help="bind to a UNIX domain socket")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--ssl-keyfile", default=None)
-    p.add_argument("--ssl-certfile", default=None)
-    p.add_argument("--ssl-keyfile-password", default=None)
-    p.add_argument("--ssl-ca-certs", default=None)
+    p.add_argument("--workers", type=int, default=None, help="number of worker processes (default: 1)")
+    p.add_argument(
+        "--ssl-keyfile", default=None, help="the server's private key (PEM); turns TLS on with --ssl-certfile"
+    )
+    p.add_argument("--ssl-certfile", default=None, help="the server's certificate chain (PEM)")
+    p.add_argument("--ssl-keyfile-password", default=None, help="password of an encrypted --ssl-keyfile")
+    p.add_argument(
+        "--ssl-ca-certs",
+        default=None,
+        help="CA file the TLS handshake verifies client certificates with"
+        " (default: what the configuration trusts, kept current on reload)",
+    )
     p.add_argument(
         "--ssl-cert-reqs",
         type=int,
@@ -84,16 +92,32 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="0 none, 1 optional, 2 required (default: 1 when an API uses mutual SSL, else 0)",
     )
-    p.add_argument("--ssl-ciphers", default=None)
+    p.add_argument("--ssl-ciphers", default=None, help="OpenSSL cipher list for TLS (default: uvicorn's)")
     p.add_argument("--http", default="auto", help="uvicorn HTTP implementation: auto, h11, httptools")
     p.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation: auto, websockets, wsproto, none")
-    p.add_argument("--proxy-headers", dest="proxy_headers", action="store_true", default=True)
-    p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false")
-    p.add_argument("--forwarded-allow-ips", default=None)
-    p.add_argument("--root-path", default="")
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=True)
-    p.add_argument("--lifespan", default="auto", choices=("auto", "on", "off"))
+    p.add_argument(
+        "--proxy-headers",
+        dest="proxy_headers",
+        action="store_true",
+        default=True,
+        help="read X-Forwarded-For/-Proto from --forwarded-allow-ips into scope['client'] (default: on)",
+    )
+    p.add_argument(
+        "--no-proxy-headers", dest="proxy_headers", action="store_false", help="ignore X-Forwarded-For/-Proto"
+    )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="comma-separated addresses whose X-Forwarded-* headers uvicorn believes (uvicorn's default: 127.0.0.1)",
+    )
+    p.add_argument("--root-path", default="", help="ASGI root_path, for an app mounted below a URL prefix")
+    p.add_argument("--log-level", default="info", help="critical, error, warning, info, debug or trace (default: info)")
+    p.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", default=True, help="turn uvicorn's access log off"
+    )
+    p.add_argument(
+        "--lifespan", default="auto", choices=("auto", "on", "off"), help="ASGI lifespan events (default: auto)"
+    )
 
 
 def _serve(ns: argparse.Namespace) -> int:
@@ -121,9 +145,20 @@ def _check(ns: argparse.Namespace) -> int:
     return check_command(ns)
 
 
+def version() -> str:
+    """The installed distribution's version (its metadata), as ``pip show asgi-apim`` reports it."""
+    try:
+        return importlib.metadata.version("asgi-apim")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="asgi-apim", description="WSO2 API Manager gateway security as ASGI middleware")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--version", action="version", version=f"asgi-apim {version()}", help="print the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("serve", help="run MODULE:APP behind the configured stack on uvicorn")
@@ -135,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pki", help="development PKI")
     pki_sub = p.add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
     q = pki_sub.add_parser("init", help="write ca, server and client certificates and keys to DIR")
-    q.add_argument("dir")
+    q.add_argument("dir", help="directory to write the PKI to (created if missing)")
     q.add_argument("--days", type=_positive_days, default=365, help="validity of every certificate (default: 365)")
     q.add_argument(
         "--force", action="store_true", help="replace a PKI already in DIR (by default a complete one is kept)"
@@ -143,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_pki_init)
 
     p = sub.add_parser("check", help="would this certificate (or request) be accepted, and why")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="the configuration file (deployment.toml); never written")
     p.add_argument("cert", nargs="?", help="CERT.pem: the client certificate (chain) to check")
     p.add_argument("--cert", dest="cert_opt", default=None, help="client certificate for --request")
     p.add_argument("--request", default=None, help="'METHOD /path' to explain end to end")

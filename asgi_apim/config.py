@@ -236,6 +236,21 @@ def _security(t: Table) -> SecurityConfig:
     return sec
 
 
+SCOPED_SCHEMES = ("oauth2", "api_key")  # basic credentials carry no scopes
+
+
+def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: SecurityConfig) -> None:
+    """A scoped resource that only basic credentials could open would refuse every request (403)."""
+    security = resource.security or api_security
+    certificate_alone = security.mutual_ssl != "disabled" and not security.application_mandatory
+    if resource.scopes and not certificate_alone and not set(security.application) & set(SCOPED_SCHEMES):
+        raise ConfigError(
+            f"{r.key}.scopes",
+            "no scheme of this resource carries scopes (basic credentials have none), so every request"
+            " would be refused: add oauth2 or api_key to its application, or remove the scopes",
+        )
+
+
 def _api(t: Table) -> ApiConfig:
     name = t.str("name", required=True)
     context = t.path_prefix("context")
@@ -277,6 +292,7 @@ def _api(t: Table) -> ApiConfig:
             raise ConfigError(
                 f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other"
             )
+        _check_scopes_reachable(r, resources[-1], security)
         r.done()
     backend_security = None
     if t.has("backend_security"):
@@ -585,13 +601,19 @@ def parse_config(
     return cfg
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key."""
+def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Config:
+    """Read and validate a ``deployment.toml``. Raises `ConfigError` naming the bad key.
+
+    Without ``[encryption] key``, a key is generated, written into the file and an ALERT
+    logged (WSO2's start-up behaviour). ``read_only=True`` is for diagnostics (``check``,
+    ``apikey issue``): the file is never written, the key stays absent, and an encrypted
+    value then stops loading, naming its key.
+    """
     from asgi_apim.secrets.keys import ensure_key, generate_key, key_absent
 
     path = Path(path).resolve()
     raw = read_toml(path)
-    if key_absent(raw):
+    if key_absent(raw) and not read_only:
         probe = {**raw, "encryption": {**raw.get("encryption", {}), "key": generate_key()}}
         parse_config(probe, base=path.parent, path=path)  # a broken file is reported, never rewritten
         raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT

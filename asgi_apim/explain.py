@@ -163,7 +163,7 @@ def check_command(ns: argparse.Namespace) -> int:
         raise UsageError("check needs CERT.pem or --request")
     elif ns.header:
         raise UsageError("--header only applies to --request")
-    config = load_config(ns.config)
+    config = load_config(ns.config, read_only=True)  # a diagnostic: the file is never written
     if ns.request is not None:
         status, lines = asyncio.run(explain_request(config, ns.request, ns.header, ns.cert_opt or ns.cert, ns.peer))
         print("\n".join(lines))

@@ -12,6 +12,7 @@ or, failing that, the ``query_param``.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Collection, Sequence
@@ -81,6 +82,28 @@ def load_signing_key(path: Path) -> Any:
     except (ValueError, TypeError) as exc:
         raise ConfigError(_KEY_SETTING, f"{path} is not a usable private key: {exc}") from None
     return key
+
+
+def api_key_refusal(api: ApiConfig) -> str | None:
+    """Why no API key could ever open ``api``, or None when one can.
+
+    A key opens an API when ``api_key`` is among the ``application`` schemes of its
+    security or one of its resources' and is asked for: ``mutual_ssl = "mandatory"``
+    with ``application_mandatory = false`` is decided by the certificate alone.
+    """
+    securities = [api.security, *(r.security for r in api.resources if r.security is not None)]
+    listed = [s for s in securities if "api_key" in s.application]
+    if not listed:
+        return (
+            f'API {api.name!r} does not accept API keys: add "api_key" to its [apis.security] application'
+            f" (for example application = {json.dumps([*api.security.application, 'api_key'])}) and restart"
+        )
+    if all(s.mutual_ssl == "mandatory" and not s.application_mandatory for s in listed):
+        return (
+            f'API {api.name!r} lists api_key but is decided by mutual_ssl = "mandatory" alone, so a key is'
+            " never read: set application_mandatory = true in its [apis.security] to require both"
+        )
+    return None
 
 
 def issue_api_key(

@@ -16,10 +16,14 @@ def _positive_int(value: str) -> int:
 
 
 def _issue(ns: argparse.Namespace) -> int:
-    from asgi_apim.auth.apikey import DEFAULT_EXPIRES, issue_api_key
+    from asgi_apim.auth.apikey import DEFAULT_EXPIRES, api_key_refusal, issue_api_key
     from asgi_apim.config import load_config
 
-    config = load_config(ns.config)
+    config = load_config(ns.config, read_only=True)  # the file is only read
+    if any(api.name == ns.api for api in config.apis):  # an unknown API is named by issue_api_key
+        refusal = api_key_refusal(config.api(ns.api))
+        if refusal:
+            raise ValueError(refusal)  # a key no request could use
     expires = DEFAULT_EXPIRES if ns.expires is None else ns.expires
     print(issue_api_key(config, ns.api, ns.tier, subject=ns.subject, expires=expires, scopes=ns.scope))
     return 0

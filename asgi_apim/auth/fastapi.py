@@ -22,12 +22,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
 from asgi_apim.auth.base import DEFAULT_REALM, schemes_in_use
-from asgi_apim.config import Config, SecurityConfig, load_config
+from asgi_apim.config import SCOPED_SCHEMES, Config, SecurityConfig, load_config
 from asgi_apim.errors import MissingCredentials, RequestError, ScopeMismatch, problem_body
 from asgi_apim.identity import Principal
 from asgi_apim.routing import Router
 
 _APP_SCHEMES = {"oauth2": ("bearerAuth",), "basic": ("basicAuth",), "api_key": ("apiKey", "apiKeyQuery")}
+_SCOPED = frozenset(SCOPED_SCHEMES)
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -131,12 +132,21 @@ def security_schemes(config: Config | str | os.PathLike[str]) -> dict[str, dict[
 def security_requirements(
     security: SecurityConfig, scopes: tuple[str, ...] = (), available: frozenset[str] | None = None
 ) -> list[dict[str, list[str]]]:
-    """OpenAPI security requirements (alternatives) for one ``[apis.security]``."""
+    """OpenAPI security requirements (alternatives) for one ``[apis.security]``.
+
+    On a resource with ``scopes``, only the schemes whose credential can carry them are
+    listed, with the scopes: an OAuth2 token, and an API key issued with ``--scope``
+    (OpenAPI 3.1 lets a non-OAuth2 requirement name the roles it needs). Basic credentials
+    carry none and could never pass, so they are left out. Where the certificate decides
+    alone (``mutual_ssl`` without ``application_mandatory``), scopes do not apply to it, as
+    in WSO2, and ``mutualTLS`` stays a requirement of its own.
+    """
     app: list[dict[str, list[str]]] = []
-    for scheme in security.application:
+    listed = [s for s in security.application if s in _SCOPED] if scopes else security.application
+    for scheme in listed or security.application:  # none can: refused by load_config, never documented as open
         for name in _APP_SCHEMES[scheme]:
             if available is None or name in available:
-                app.append({name: list(scopes) if scheme == "oauth2" else []})
+                app.append({name: list(scopes)})
     if security.mutual_ssl == "mandatory":
         return [{"mutualTLS": [], **r} for r in app] if security.application_mandatory else [{"mutualTLS": []}]
     if security.mutual_ssl == "optional" and not security.application_mandatory:

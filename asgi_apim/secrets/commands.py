@@ -39,7 +39,7 @@ def _encrypt(ns: argparse.Namespace) -> int:
 
 
 def _decrypt(ns: argparse.Namespace) -> int:
-    keyring = load_keyring(ns.config)
+    keyring = load_keyring(ns.config, read_only=True)  # no key, nothing to decrypt: the file is left alone
     plaintext = keyring.decrypt(_stdin_text().strip())
     _write(plaintext)
     return 0

@@ -148,10 +148,16 @@ def _without_key(raw: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def load_keyring(path: str | os.PathLike[str]) -> Keyring:
-    """The keyring of a configuration file, reading only its ``[encryption]`` table."""
+def load_keyring(path: str | os.PathLike[str], *, read_only: bool = False) -> Keyring:
+    """The keyring of a configuration file, reading only its ``[encryption]`` table.
+
+    A file without a key gets one generated into it, unless ``read_only`` (``decrypt``):
+    then nothing is written and the absent key is a `ConfigError`.
+    """
     path = Path(path).resolve()
     raw = read_toml(path)
+    if key_absent(raw) and read_only:
+        raise ConfigError("encryption.key", f"is not set in {path}: nothing can have been encrypted under it")
     if key_absent(raw):
         raw = ensure_key(path)
     return Keyring.from_config(encryption_config(raw))

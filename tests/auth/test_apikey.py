@@ -206,3 +206,64 @@ async def test_recall_only_for_keys_validated_before_and_for_their_apis(
     monkeypatch.setattr("asgi_apim.auth.apikey.now", lambda: time.time() + 120)
     assert auth.recall(token, PETS) is None
     assert auth.recall_raw(f" {token} ".encode(), PETS) is None
+
+
+def _config_with(tmp_path: Path, security: str, resource: str = "") -> Path:
+    write_key(tmp_path / "signing.pem", KEYS["Ed25519"][0]())
+    text = (
+        f'[encryption]\nkey = "{"ab" * 32}"\n[api_keys]\nsigning_key = "signing.pem"\n'
+        f'[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\n{security}\n{resource}'
+    )
+    path = tmp_path / "deployment.toml"
+    path.write_text(text)
+    return path
+
+
+def test_issue_for_an_api_that_accepts_no_api_keys_exits_1_naming_the_api_and_the_fix(tmp_path: Path) -> None:
+    config = _config_with(tmp_path, 'application = ["oauth2", "basic"]')
+    done = issue(config, "--api", "pets", "--tier", "Gold")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "API 'pets' does not accept API keys" in done.stderr
+    assert 'add "api_key" to its [apis.security] application' in done.stderr
+    assert 'application = ["oauth2", "basic", "api_key"]' in done.stderr
+
+
+def test_issue_when_mutual_ssl_alone_decides_exits_1(tmp_path: Path) -> None:
+    config = _config_with(
+        tmp_path, 'mutual_ssl = "mandatory"\napplication = ["api_key"]\napplication_mandatory = false'
+    )
+    done = issue(config, "--api", "pets", "--tier", "Gold")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "decided by mutual_ssl" in done.stderr and "application_mandatory = true" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("security", "resource"),
+    [
+        ('mutual_ssl = "mandatory"\napplication = ["api_key"]\napplication_mandatory = true', ""),
+        ('mutual_ssl = "optional"\napplication = ["oauth2", "api_key"]', ""),
+        (
+            'application = ["oauth2"]',
+            '[[apis.resources]]\npath = "/pets/{id}"\nsecurity = { application = ["api_key"] }\n',
+        ),
+    ],
+)
+def test_issue_for_an_api_or_a_resource_that_reads_keys(tmp_path: Path, security: str, resource: str) -> None:
+    done = issue(_config_with(tmp_path, security, resource), "--api", "pets", "--tier", "Gold")
+    assert done.returncode == 0, done.stderr
+    assert jwt.decode(done.stdout.strip(), options={"verify_signature": False})["apis"] == ["pets"]
+
+
+def test_issue_never_writes_the_configuration(tmp_path: Path) -> None:
+    write_key(tmp_path / "signing.pem", KEYS["Ed25519"][0]())
+    path = tmp_path / "deployment.toml"
+    path.write_text(
+        '# no [encryption] key: issuing a key must not add one\n[api_keys]\nsigning_key = "signing.pem"\n'
+        '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\napplication = ["api_key"]\n'
+    )
+    before = path.read_bytes(), path.stat().st_mtime_ns
+    done = issue(path, "--api", "pets", "--tier", "Gold")
+    assert done.returncode == 0, done.stderr
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert "ALERT" not in done.stderr

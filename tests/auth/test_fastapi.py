@@ -15,6 +15,7 @@ from asgi_apim.auth.fastapi import (
     security_schemes,
 )
 from asgi_apim.config import Config, parse_config
+from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal, set_identity
 from tests.asgi import Result, call
 
@@ -178,3 +179,103 @@ async def test_install_openapi_documents_each_api() -> None:
     assert paths["/cats"]["get"]["security"] == [{"mutualTLS": [], "basicAuth": []}]
     assert app.openapi() is app.openapi()
     assert b"swagger" in (await call(app, "GET", "/docs")).body.lower()
+
+
+def scoped_deployment(security: dict[str, Any]) -> Config:
+    return parse_config(
+        {
+            "key_managers": [{"name": "idp", "issuer": "https://idp.example", "jwks_url": "https://idp.example/jwks"}],
+            "apis": [
+                {
+                    "name": "pets",
+                    "context": "/pets",
+                    "security": security,
+                    "resources": [{"path": "/pets/{id}", "methods": ["DELETE"], "scopes": ["pets:write"]}],
+                }
+            ],
+        },
+        base=Path("/"),
+    )
+
+
+def documented(config: Config) -> dict[str, Any]:
+    app = FastAPI()
+
+    @app.get("/pets")
+    def pets() -> list[str]:
+        return []
+
+    @app.delete("/pets/{pet_id}")
+    def delete(pet_id: int) -> None:
+        return None
+
+    install_openapi(app, config)
+    return app.openapi()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("security", "scoped", "unscoped"),
+    [
+        (  # basic carries no scopes: not listed where scopes are needed
+            {"application": ["oauth2", "basic"]},
+            [{"bearerAuth": ["pets:write"]}],
+            [{"bearerAuth": []}, {"basicAuth": []}],
+        ),
+        (  # an API key issued with --scope carries them
+            {"application": ["basic", "api_key"]},
+            [{"apiKey": ["pets:write"]}, {"apiKeyQuery": ["pets:write"]}],
+            [{"basicAuth": []}, {"apiKey": []}, {"apiKeyQuery": []}],
+        ),
+        (  # both required: the certificate and a credential carrying the scope
+            {"mutual_ssl": "mandatory", "application": ["basic", "oauth2"], "application_mandatory": True},
+            [{"mutualTLS": [], "bearerAuth": ["pets:write"]}],
+            [{"mutualTLS": [], "basicAuth": []}, {"mutualTLS": [], "bearerAuth": []}],
+        ),
+        (  # the certificate alone passes, scopes or not (WSO2); else a token with the scope
+            {"mutual_ssl": "optional", "application": ["basic", "oauth2"], "application_mandatory": False},
+            [{"mutualTLS": []}, {"bearerAuth": ["pets:write"]}],
+            [{"mutualTLS": []}, {"basicAuth": []}, {"bearerAuth": []}],
+        ),
+        (  # decided by the certificate alone: basic listed nowhere needed
+            {"mutual_ssl": "mandatory", "application": ["basic"], "application_mandatory": False},
+            [{"mutualTLS": []}],
+            [{"mutualTLS": []}],
+        ),
+    ],
+)
+def test_scoped_resources_list_only_schemes_that_carry_scopes(
+    security: dict[str, Any], scoped: list[dict[str, list[str]]], unscoped: list[dict[str, list[str]]]
+) -> None:
+    paths = documented(scoped_deployment(security))
+    assert paths["/pets/{pet_id}"]["delete"]["security"] == scoped
+    assert paths["/pets"]["get"]["security"] == unscoped
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        {"application": ["basic"]},
+        {"mutual_ssl": "optional", "application": ["basic"], "application_mandatory": True},
+        {"mutual_ssl": "mandatory", "application": ["basic"], "application_mandatory": True},
+    ],
+)
+def test_a_scoped_resource_only_basic_could_open_is_refused_at_load(security: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"apis\[0\]\.resources\[0\]\.scopes: no scheme of this resource carries"):
+        scoped_deployment(security)
+
+
+def test_a_resource_security_of_its_own_decides_what_carries_its_scopes() -> None:
+    with pytest.raises(ConfigError, match="carries scopes"):
+        parse_config(
+            {
+                "apis": [
+                    {
+                        "name": "pets",
+                        "context": "/pets",
+                        "security": {"application": ["oauth2"]},
+                        "resources": [{"path": "/pets/{id}", "scopes": ["w"], "security": {"application": ["basic"]}}],
+                    }
+                ]
+            },
+            base=Path("/"),
+        )
