@@ -309,9 +309,10 @@ def test_a_registered_intermediate_revoked_by_its_root_s_crl_admits_no_leaf(
 
 
 def test_a_refusal_for_a_ca_not_yet_valid_is_not_kept_past_the_moment_it_becomes_valid() -> None:
-    soon = NOW + dt.timedelta(seconds=30)
+    now = dt.datetime.now(dt.UTC)  # not the module's NOW: a long run would have made the CA valid already
+    soon = now + dt.timedelta(seconds=30)
     ca = custom(None, "future CA", not_before=soon, ca=True)
-    early_leaf = custom(ca, "leaf", not_before=NOW - dt.timedelta(days=1))
+    early_leaf = custom(ca, "leaf", not_before=now - dt.timedelta(days=1))
     verdict = CertificateValidator(material([ca])).validate(ders(early_leaf))
     assert verdict.acceptances == {} and verdict.reason
     assert verdict.valid_until <= soon.timestamp() + 1  # decided again once the CA is valid, not a minute later
