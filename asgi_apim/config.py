@@ -170,6 +170,8 @@ class ApiConfig:
     # None: only registered certificates (exact, or issued by a registered CA) pass, as in WSO2;
     # a tier name: any certificate the truststore validates also passes, at that tier
     truststore_tier: str | None = None
+    # True: the credential that authenticated a request also reaches the app or backend
+    forward_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Config:
     path: Path | None = None
     public_paths: tuple[str, ...] = ()
     debug_headers: bool = False
+    forward_credentials: bool = False
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     secrets: Secrets = field(default_factory=Secrets)
     mutual_ssl: MutualSSLConfig = field(default_factory=MutualSSLConfig)
@@ -251,7 +254,7 @@ def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: Se
         )
 
 
-def _api(t: Table) -> ApiConfig:
+def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
     name = t.str("name", required=True)
     context = t.path_prefix("context")
     backend = t.http_url("backend")
@@ -304,6 +307,7 @@ def _api(t: Table) -> ApiConfig:
             token=b.str("token"),
         )
         b.done()
+    forward_credentials = t.bool("forward_credentials", forward_credentials)
     t.done()
     return ApiConfig(
         name=name,
@@ -315,6 +319,7 @@ def _api(t: Table) -> ApiConfig:
         resources=tuple(resources),
         backend_security=backend_security,
         truststore_tier=truststore_tier,
+        forward_credentials=forward_credentials,
     )
 
 
@@ -529,7 +534,8 @@ def parse_config(
                 f"{p!r} must be an absolute path such as /health (no query, template,"
                 " space or dot-segment: it could never be matched)",
             )
-    apis = tuple(_api(t) for t in root.tables("apis"))
+    forward_credentials = root.bool("forward_credentials", False)
+    apis = tuple(_api(t, forward_credentials) for t in root.tables("apis"))
     names = [a.name for a in apis]
     if len(set(names)) != len(names):
         raise ConfigError("apis", "API names must be unique")
@@ -584,6 +590,7 @@ def parse_config(
         path=path,
         public_paths=public_paths,
         debug_headers=root.bool("debug_headers", False),
+        forward_credentials=forward_credentials,
         encryption=encryption,
         secrets=secrets,
         mutual_ssl=_mutual_ssl(root.table("mutual_ssl")),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -35,6 +35,7 @@ from asgi_apim.auth.base import (
     invalid,
     known_tiers,
     now,
+    without_header,
 )
 from asgi_apim.auth.jwt import check_times, parse_compact, verify_signature
 from asgi_apim.config import ApiConfig, Config
@@ -212,6 +213,16 @@ class ApiKeyAuthenticator(RecallSupport):
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached key by the raw header value it was read from."""
         self._cache.alias(raw, credential)  # type: ignore[arg-type]
+
+    def strip(self, scope: Scope) -> None:
+        """Remove the key's header and its query parameter (the rest of the query string byte for byte)."""
+        if self.header is not None:
+            without_header(scope, self.header)
+        qs = scope.get("query_string", b"")
+        if self._needle and self._needle in qs:
+            name = self.query_param
+            kept = [part for part in qs.split(b"&") if unquote_plus(part.partition(b"=")[0].decode("latin-1")) != name]
+            scope["query_string"] = b"&".join(kept)
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         t = now()

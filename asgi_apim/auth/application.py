@@ -232,6 +232,12 @@ class ApplicationSecurity:
             )
         raise MissingCredentials("no credentials were presented", headers=headers)
 
+    def strip(self, scope: Scope, principal: Principal) -> None:
+        """Remove the application credential that authenticated ``principal`` from the request."""
+        auth = self.authenticators.get(principal.method)
+        if auth is not None:
+            auth.strip(scope)
+
     def challenge(self, failure: RequestError, choice: Choice) -> RequestError:
         """A certificate failure on an API that also demands an application credential
         challenges for that too (one challenge per scheme the API needs)."""

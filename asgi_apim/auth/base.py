@@ -39,6 +39,10 @@ class Authenticator(Protocol):
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal: ...
 
+    def strip(self, scope: Scope) -> None:
+        """Remove this scheme's credential from the request, before the app sees it."""
+        ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -169,6 +173,11 @@ class Verified:
             )
             self._principals[api] = p
         return p
+
+
+def without_header(scope: Scope, name: bytes) -> None:
+    """Remove every ``name`` header (lower-case bytes) from the request; the others unchanged."""
+    scope["headers"] = [h for h in scope["headers"] if h[0] != name]
 
 
 def header_value(scope: Scope, name: bytes) -> bytes | None:

@@ -28,7 +28,7 @@ import anyio.to_thread
 import bcrypt
 from starlette.types import Scope
 
-from asgi_apim.auth.base import ExpiringCache, authorization, invalid, now
+from asgi_apim.auth.base import ExpiringCache, authorization, invalid, now, without_header
 from asgi_apim.config import ApiConfig, Config
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
@@ -162,6 +162,9 @@ class BasicAuthenticator:
         if not sep or not user:
             raise invalid("basic credentials are not base64 user:password", self.challenge)
         return user, password.encode("utf-8")
+
+    def strip(self, scope: Scope) -> None:
+        without_header(scope, b"authorization")
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         t = now()

@@ -36,6 +36,7 @@ from asgi_apim.auth.base import (
     invalid,
     known_tiers,
     now,
+    without_header,
 )
 from asgi_apim.auth.introspection import IntrospectionError, Introspector
 from asgi_apim.auth.jwks import ALGORITHMS, JWKSource
@@ -291,6 +292,9 @@ class OAuth2Authenticator(RecallSupport):
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached token by the raw header value it was read from, without parsing it again."""
         self._cache.alias(raw, credential)  # type: ignore[arg-type]
+
+    def strip(self, scope: Scope) -> None:
+        without_header(scope, b"authorization")
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         if len(credential) > MAX_TOKEN_BYTES:

@@ -55,7 +55,7 @@ from asgi_apim.auth.application import ApplicationSecurity, Choice, Trace, no_tr
 from asgi_apim.auth.base import Authenticator
 from asgi_apim.certs.resolver import ABSENT, CertificateOutcome, CertificateResolver, certificate_error
 from asgi_apim.certs.resolver import certificate_principal as _principal_of
-from asgi_apim.config import SecurityConfig
+from asgi_apim.config import ApiConfig, SecurityConfig
 from asgi_apim.errors import BadRequest, NotFound, RequestError, reject
 from asgi_apim.identity import ANONYMOUS, NO_CREDENTIALS, Principal
 from asgi_apim.routing import Route, Router
@@ -84,7 +84,7 @@ class RouteDecision:
     request without awaiting (``recall``; None where only `APISecurityMiddleware.decide` can),
     and the route's throttling plans."""
 
-    __slots__ = ("route", "public", "security", "choice", "recall", "plans")
+    __slots__ = ("route", "public", "security", "choice", "recall", "plans", "strip")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class RouteDecision:
         choice: Choice | None,
         recall: Callable[[Scope], Principal | None] | None,
         plans: Plans | None,
+        strip: Callable[[Scope, Principal], None] | None = None,
     ) -> None:
         self.route = route
         self.public = route.public
@@ -100,6 +101,7 @@ class RouteDecision:
         self.choice = choice
         self.recall = recall
         self.plans = plans
+        self.strip = strip  # removes the credentials that authenticated (None: they reach the app)
 
 
 class APISecurityMiddleware:
@@ -169,6 +171,9 @@ class APISecurityMiddleware:
                         principal = await self.decide(scope, known)
                 scope["user"] = principal
                 scope["auth"] = principal.credentials
+                strip = known.strip
+                if strip is not None:
+                    strip(scope, principal)
             limiter = self.limiter
             if limiter is None:
                 if known.route.api is not None:
@@ -230,7 +235,35 @@ class APISecurityMiddleware:
             recall = self.resolver.lookup_for(api.name) if self.resolver is not None else None
         elif security.mutual_ssl == "disabled" and choice is not None and choice.schemes:
             recall = self.credentials.recall_for(choice)
-        return RouteDecision(route, security, choice, recall, plans)
+        return RouteDecision(route, security, choice, recall, plans, self._stripper(api, security, choice))
+
+    def _stripper(
+        self, api: ApiConfig, security: SecurityConfig, choice: Choice | None
+    ) -> Callable[[Scope, Principal], None] | None:
+        """What removes the credentials of a request on this route once it is authenticated: the
+        certificate header (where certificates are read) and the application credential that
+        decided; None with ``forward_credentials``."""
+        if api.forward_credentials:
+            return None
+        resolver = self.resolver if security.mutual_ssl != "disabled" else None
+        credentials = self.credentials if choice is not None and choice.schemes else None
+        if resolver is not None and credentials is not None:
+
+            def both(scope: Scope, principal: Principal) -> None:
+                resolver.strip(scope)
+                if principal.method != "mutual_ssl":
+                    credentials.strip(scope, principal)
+
+            return both
+        if resolver is not None:
+
+            def certificate(scope: Scope, principal: Principal) -> None:
+                resolver.strip(scope)
+
+            return certificate
+        if credentials is not None:
+            return credentials.strip
+        return None
 
     def _with_decision(self, send: Send, trace: _Trace) -> Send:
         async def wrapped(message: Message) -> None:

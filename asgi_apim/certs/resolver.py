@@ -142,6 +142,12 @@ class CertificateResolver:
 
         return lookup
 
+    def strip(self, scope: dict) -> None:
+        """Remove the certificate header from the request before the app sees it (the other
+        headers, their order and their bytes unchanged)."""
+        header = self.header
+        scope["headers"] = [h for h in scope["headers"] if h[0] != header]
+
     def resolve(self, scope: dict) -> CertificateOutcome:
         """The client certificate of a request and its verdict: the one entry of the certificate
         decision, for every request that needs a certificate (cached or not, HTTP or WebSocket)."""

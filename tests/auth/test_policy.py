@@ -53,6 +53,9 @@ class FakeAuth:
             method=self.scheme, subject="alice", api=api.name, tier="Silver", scopes=scopes, throttle_key="u:alice"
         )
 
+    def strip(self, scope: dict) -> None:
+        scope["headers"] = [h for h in scope["headers"] if h[0] != self.header]
+
     async def start(self) -> None:
         return None
 
