@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgi_apim.config import Config, load_config
+from asgi_apim.config import Config, load_config, load_secrets
 from asgi_apim.errors import APIMError, ConfigError, CryptoError, RequestError
 from asgi_apim.identity import Principal
 
@@ -21,10 +21,19 @@ _LAZY = {
     "APISecurityMiddleware": "asgi_apim.auth.policy",
     "ThrottlingMiddleware": "asgi_apim.throttling",
     "Router": "asgi_apim.routing",
-    "load_secrets": "asgi_apim.secrets",
 }
 
-__all__ = ["APIMError", "Config", "ConfigError", "CryptoError", "Principal", "RequestError", "load_config", *_LAZY]
+__all__ = [
+    "APIMError",
+    "Config",
+    "ConfigError",
+    "CryptoError",
+    "Principal",
+    "RequestError",
+    "load_config",
+    "load_secrets",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ _HTTP_URL = re.compile(r"^https?://[^/]+")
 _PATH_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::(?:str|path|int|float|uuid))?\}")  # Starlette's templates
 
 Decrypt = Callable[[str, str], str]  # (ciphertext, key path) -> plaintext
+CIPHERTEXT_PREFIX = "aesgcm:v1:"  # a value claiming to be an `asgi_apim.secrets` envelope: it decrypts, or is refused
 
 
 class Secrets(Mapping[str, str]):
@@ -87,7 +88,7 @@ class Resolver:
                 raise ConfigError(key, f"refers to $secret{{{name}}}, which [secrets] does not define")
             return self.secrets[name]
         value = expand_env(value, key)
-        if looks_encrypted(value):
+        if value.startswith(CIPHERTEXT_PREFIX):
             if self.decrypt is None:
                 raise ConfigError(key, "is encrypted but no [encryption] key is configured")
             return decrypted(self.decrypt(value, key))
@@ -104,12 +105,6 @@ def resolve_document(raw: Mapping[str, Any], decrypt: Decrypt | None) -> tuple[d
     table.done()
     resolve = Resolver(plain, decrypt)
     return {k: (v if k in ("encryption", "secrets") else resolve(v, k)) for k, v in raw.items()}, Secrets(plain)
-
-
-def looks_encrypted(value: str) -> bool:
-    from asgi_apim.secrets import is_ciphertext
-
-    return is_ciphertext(value)
 
 
 class Table:

@@ -15,13 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from asgi_apim.errors import APIMError, concealed
+from asgi_apim.errors import APIMError, UsageError, concealed
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """Bad usage discovered after parsing: exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,7 +206,4 @@ def _one_line(message: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m asgi_apim.cli`: run the imported module, so that its UsageError is the one other modules raise
-    from asgi_apim.cli import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())

@@ -20,6 +20,8 @@ Every error a caller can catch has a place in this tree::
         ├── StorageUnavailable ............. 503  900899  throttling storage away (fail closed; no WSO2 code)
         └── BackendError ................... 502  101503  gateway mode: backend unreachable
 
+    UsageError ............................. the ``asgi-apim`` command used wrongly: exit code 2 (not an APIMError)
+
 `problem_response` renders any `RequestError` as an RFC 9457 problem document with
 WSO2's numeric ``code``. Details say why a request failed; they never carry a
 credential, a certificate body or a secret.
@@ -61,6 +63,10 @@ def forget_decrypted() -> None:
 def concealed(text: str) -> str:
     """``text`` with every decrypted configuration value in it replaced by `CONCEALED`, in one pass."""
     return text if _pattern is None else _pattern.sub(CONCEALED, text)
+
+
+class UsageError(Exception):
+    """Bad usage of the ``asgi-apim`` command discovered after parsing: exit code 2."""
 
 
 class APIMError(Exception):

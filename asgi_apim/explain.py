@@ -23,9 +23,8 @@ from asgi_apim._keys import DECISION
 from asgi_apim.certs.formats import parse_certificate_header
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator
-from asgi_apim.cli import UsageError
 from asgi_apim.config import Config, load_config
-from asgi_apim.errors import CertificateHeaderError
+from asgi_apim.errors import CertificateHeaderError, UsageError
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP header name

@@ -13,12 +13,13 @@ import re
 import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
-from asgi_apim.config import Config, EncryptionConfig, encryption_config, load_config, read_toml
+from asgi_apim._schema import Table, expand_env, read_toml
 from asgi_apim.errors import ConfigError, CryptoError
 from asgi_apim.secrets._files import atomic_write, locked
 from asgi_apim.secrets.envelope import DataKey, Envelope
@@ -26,6 +27,26 @@ from asgi_apim.secrets.envelope import DataKey, Envelope
 logger = logging.getLogger("asgi_apim.secrets")
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    """``[encryption]``: the key that seals, and earlier keys that may still open."""
+
+    key: str | None = field(default=None, repr=False)
+    old_keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+def encryption_config(raw: Mapping[str, Any]) -> EncryptionConfig:
+    """``[encryption]`` of a parsed document, ``$env{}`` expanded; the keys themselves are checked by `Keyring`."""
+    enc = Table(raw.get("encryption", {}), "encryption", Path())
+    key = enc.str("key")
+    old_keys = enc.strs("old_keys")
+    enc.done()
+    return EncryptionConfig(
+        key=None if key is None else expand_env(key, "encryption.key"),
+        old_keys=tuple(expand_env(k, f"encryption.old_keys[{i}]") for i, k in enumerate(old_keys)),
+    )
 
 
 def generate_key() -> str:
@@ -155,10 +176,3 @@ def load_keyring(path: str | os.PathLike[str]) -> Keyring:
     if key_absent(raw):
         raw = ensure_key(path)
     return Keyring.from_config(encryption_config(raw))
-
-
-def load_secrets(config: str | os.PathLike[str] | Config) -> Mapping[str, str]:
-    """The decrypted ``[secrets]`` table, for the application. Its repr shows names only."""
-    if isinstance(config, Config):
-        return config.secrets
-    return load_config(config).secrets

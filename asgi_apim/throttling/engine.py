@@ -16,6 +16,8 @@ exhausted none is charged, and the answer carries what the headers need
   storage (``async+memory://``, memcached, MongoDB): test every limit, then hit.
 
 All three keep `limits`' key layout, so `limits`' own strategies read the same counts.
+`Limit`, `Verdict` and the `Engine` protocol they share live in
+`asgi_apim.throttling.base`, and are importable from here too.
 
 `open_storage` turns a storage URI into a storage: ``memory://`` is our
 `LazyMemoryStorage`, ``async+memory://`` `limits`' own; Redis storages get
@@ -29,94 +31,36 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from math import ceil
-from typing import NamedTuple, Protocol
 
-from limits import RateLimitItem
 from limits.aio.storage import Storage
 from limits.aio.strategies import STRATEGIES, RateLimiter
 from limits.errors import ConfigurationError, StorageError
 
 from asgi_apim._redact import redact
 from asgi_apim.errors import ConfigError
+from asgi_apim.throttling.base import TAKEN, Engine, Limit, Verdict, refused
+from asgi_apim.throttling.redis_script import RedisScriptEngine
 from asgi_apim.throttling.storage import LazyMemoryStorage
+
+__all__ = [
+    "STORAGE_ERRORS",
+    "TAKEN",
+    "Engine",
+    "Limit",
+    "MemoryEngine",
+    "OneLimit",
+    "StorageGuard",
+    "StrategyEngine",
+    "Verdict",
+    "build_engine",
+    "open_storage",
+    "refused",
+]
 
 logger = logging.getLogger("asgi_apim.throttling")
 
 REDIS_SOCKET_TIMEOUT = 0.5
 STORAGE_TIMEOUT = 1.0
-
-
-class Limit:
-    """One limit of one level, resolved at start-up."""
-
-    __slots__ = (
-        "level",
-        "tier",
-        "item",
-        "code",
-        "policy",
-        "shared",
-        "report",
-        "amount",
-        "expiry",
-        "_prefix",
-        "_suffix",
-    )
-
-    def __init__(
-        self,
-        *,
-        level: str,
-        tier: str,
-        item: RateLimitItem,
-        code: int,
-        policy: str,
-        shared: str | None = None,
-        report: bool = False,
-    ) -> None:
-        self.level = level  # "api" | "resource" | "subscription"
-        self.tier = tier
-        self.item = item
-        self.code = code
-        self.policy = policy  # its name in the RateLimit headers
-        self.shared = shared  # the identifier of a shared (API or resource) count; None: per caller
-        self.report = report  # advertised on successful responses
-        self.amount = item.amount
-        self.expiry = item.get_expiry()
-        self._prefix, _, self._suffix = item.key_for("\x00").partition("\x00")
-
-    def key(self, ident: str) -> str:
-        """``item.key_for(ident)`` without its per-call work: the storage key `limits` uses."""
-        return self._prefix + ident + self._suffix
-
-    def around(self, prefix: str) -> tuple[str, str]:
-        """``(head, tail)``: the key of ``prefix + caller`` is ``head + caller + tail``."""
-        return self._prefix + prefix, self._suffix
-
-    def __repr__(self) -> str:
-        return f"Limit({self.level}, {self.tier}, {self.item})"
-
-
-class Verdict(NamedTuple):
-    failed: Limit | None  # the exhausted limit; None: every limit was charged
-    retry_after: int  # seconds, when refused
-    windows: Sequence[float]  # remaining, seconds to reset: for each reported limit, in order
-
-
-TAKEN = Verdict(None, 0, ())
-
-
-class Engine(Protocol):
-    remote: bool
-
-    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict: ...
-
-    async def aclose(self) -> None: ...
-
-
-def refused(limit: Limit, retry_after: float) -> Verdict:
-    return Verdict(limit, max(1, ceil(retry_after)), ())
 
 
 _KEY_MEMO = 65_536  # callers whose storage key a single-limit plan remembers
@@ -303,8 +247,6 @@ def build_engine(storage: str | Storage, strategy: str) -> Engine:
     if strategy not in STRATEGIES:
         raise ConfigError("throttling.strategy", f"must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     backend = open_storage(storage) if isinstance(storage, str) else storage
-    from asgi_apim.throttling.redis_script import RedisScriptEngine
-
     if isinstance(backend, LazyMemoryStorage):
         return MemoryEngine(backend, strategy)
     if RedisScriptEngine.supports(backend):

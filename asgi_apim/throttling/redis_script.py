@@ -23,7 +23,7 @@ from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
 
-from asgi_apim.throttling.engine import TAKEN, Limit, Verdict, refused
+from asgi_apim.throttling.base import TAKEN, Limit, Verdict, refused
 
 SCRIPT = """
 local clock = redis.call('TIME')
