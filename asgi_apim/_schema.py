@@ -10,6 +10,7 @@ value (numbers, networks, header names, URL paths) and refuse keys nobody read.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
 import os
@@ -17,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from asgi_apim.errors import ConfigError, decrypted, forget_decrypted
@@ -128,7 +129,41 @@ class Table:
     def has(self, name: str) -> bool:
         return name in self.raw
 
-    def str(self, name: str, default: Any = None, *, choices: tuple[str, ...] = (), required: bool = False) -> Any:
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: builtins.str,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str: ...
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: Literal[True],
+    ) -> builtins.str: ...
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str | None: ...
+    def str(
+        self,
+        name: builtins.str,
+        default: builtins.str | None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str | None:
         value = self._get(name, default)
         if value is None:
             if required:
@@ -142,13 +177,13 @@ class Table:
             raise ConfigError(self._k(name), f"must be one of {', '.join(choices)} (got {value!r})")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self._get(name, default)
         if not isinstance(value, bool):
             raise ConfigError(self._k(name), "must be true or false")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0, maximum: float = math.inf) -> float:
+    def number(self, name: builtins.str, default: float, *, minimum: float = 0, maximum: float = math.inf) -> float:
         value = self._get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(self._k(name), f"must be a number >= {minimum}")
@@ -160,7 +195,9 @@ class Table:
             raise ConfigError(self._k(name), f"must be a number <= {maximum:g} (got {value})")
         return float(value)
 
-    def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def strs(
+        self, name: builtins.str, default: tuple[builtins.str, ...] = (), *, choices: tuple[builtins.str, ...] = ()
+    ) -> tuple[builtins.str, ...]:
         value = self._get(name, default)
         if isinstance(value, str):
             value = [value]
@@ -171,7 +208,7 @@ class Table:
                 raise ConfigError(self._k(name), f"{v!r} is not one of {', '.join(choices)}")
         return tuple(value)
 
-    def networks(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def networks(self, name: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         values = self.strs(name, default)
         for v in values:
             try:
@@ -180,13 +217,13 @@ class Table:
                 raise ConfigError(self._k(name), f"{v!r} is not an IP address or CIDR network") from None
         return values
 
-    def header_name(self, name: str, default: str) -> str:
+    def header_name(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value: str = self.str(name, default, required=True)
         if not _TOKEN.fullmatch(value):
             raise ConfigError(self._k(name), "is not a valid HTTP header name")
         return value
 
-    def http_url(self, name: str) -> str | None:
+    def http_url(self, name: builtins.str) -> builtins.str | None:
         value: str | None = self.str(name)
         if value is not None and not _HTTP_URL.match(value):
             raise ConfigError(self._k(name), "must be an http:// or https:// URL")
@@ -197,7 +234,7 @@ class Table:
                 raise ConfigError(self._k(name), "has a port that is not a number from 0 to 65535") from None
         return value
 
-    def path_prefix(self, name: str) -> str:
+    def path_prefix(self, name: builtins.str) -> builtins.str:
         """A required absolute URL path such as ``/pets``, without its trailing slash."""
         value: str = self.str(name, required=True)
         if not plain_path(value):
@@ -208,7 +245,7 @@ class Table:
             )
         return value.rstrip("/") or "/"
 
-    def path_template(self, name: str) -> str:
+    def path_template(self, name: builtins.str) -> builtins.str:
         """A required Starlette path template such as ``/pets/{id:int}``."""
         value: str = self.str(name, required=True)
         if not value.startswith("/"):
@@ -222,21 +259,25 @@ class Table:
             raise ConfigError(self._k(name), f"{value!r} names a path parameter twice")
         return value
 
-    def database_url(self, name: str) -> str | None:
+    def database_url(self, name: builtins.str) -> builtins.str | None:
         """A database URL; a relative ``sqlite:///FILE`` is made absolute against the file's directory."""
         value: str | None = self.str(name)
         if value and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
             value = "sqlite:///" + str(resolve_path(self.base, value[len("sqlite:///") :]))
         return value
 
-    def path(self, name: str, *, required: bool = False) -> Path | None:
+    @overload
+    def path(self, name: builtins.str, *, required: Literal[True]) -> Path: ...
+    @overload
+    def path(self, name: builtins.str, *, required: builtins.bool = False) -> Path | None: ...
+    def path(self, name: builtins.str, *, required: builtins.bool = False) -> Path | None:
         value = self.str(name, required=required)
         return None if value is None else self._file_path(self._k(name), value)
 
-    def paths(self, name: str) -> tuple[Path, ...]:
+    def paths(self, name: builtins.str) -> tuple[Path, ...]:
         return tuple(self._file_path(f"{self._k(name)}[{i}]", v) for i, v in enumerate(self.strs(name)))
 
-    def _file_path(self, key: str, value: str) -> Path:
+    def _file_path(self, key: builtins.str, value: builtins.str) -> Path:
         """A file path: never empty (it would name the configuration's own directory), no NUL."""
         if not value.strip():
             raise ConfigError(key, "is empty: give a file or directory path")
@@ -244,10 +285,10 @@ class Table:
             raise ConfigError(key, "contains a NUL character")
         return resolve_path(self.base, value)
 
-    def table(self, name: str) -> Table:
+    def table(self, name: builtins.str) -> Table:
         return Table(self._get(name, {}), self._k(name), self.base)
 
-    def tables(self, name: str) -> list[Table]:
+    def tables(self, name: builtins.str) -> list[Table]:
         value = self._get(name, [])
         if not isinstance(value, list):
             raise ConfigError(self._k(name), "must be an array of tables ([[...]])")

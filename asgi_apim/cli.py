@@ -13,11 +13,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from asgi_apim.errors import APIMError, UsageError, concealed
 
 Handler = Callable[[argparse.Namespace], int]
+
+if TYPE_CHECKING:  # generic in typeshed only
+    _SubParsersAction = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsersAction = argparse._SubParsersAction
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
 
 
-class _SubCommands(argparse._SubParsersAction):
+class _SubCommands(_SubParsersAction):
     """Every sub-command accepts ``--debug`` too, and reports its own unrecognized arguments."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -148,11 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_check)
 
     for register in _extensions():
-        register(sub)
+        register(cast(_SubParsersAction, sub))  # its parsers are _Parser, which extensions use as ArgumentParser
     return parser
 
 
-def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+def _extensions() -> list[Callable[[_SubParsersAction], None]]:
     """Sub-commands owned by other packages (secrets, auth, registry, gateway)."""
     found = []
     for module, attr in (

@@ -178,11 +178,12 @@ class Config:
         raise KeyError(name)
 
 
-def _not_empty(t: Table, name: str) -> None:
+def _optional_name(t: Table, name: str) -> str | None:
     """None for a key left out; `ConfigError` for one given as an empty string (it would read as left out)."""
-    if isinstance(t.raw.get(name), str):
+    value = t.str(name)
+    if value == "":
         raise ConfigError(t._k(name), "is empty: name one, or leave the key out")
-    return None
+    return value
 
 
 def _security(t: Table) -> SecurityConfig:
@@ -207,14 +208,14 @@ def _api(t: Table) -> ApiConfig:
     context = t.path_prefix("context")
     backend = t.http_url("backend")
     tier = t.str("tier", "Unlimited", required=True)
-    truststore_tier = t.str("truststore_tier") or _not_empty(t, "truststore_tier")
+    truststore_tier = _optional_name(t, "truststore_tier")
     security = _security(t.table("security"))
     certificates = []
     for c in t.tables("certificates"):
         certificates.append(
             CertificateRegistration(
                 alias=c.str("alias", required=True),
-                certificate=c.path("certificate", required=True),  # type: ignore[arg-type]
+                certificate=c.path("certificate", required=True),
                 tier=c.str("tier", "Unlimited", required=True),
                 api=name,
             )
@@ -231,7 +232,7 @@ def _api(t: Table) -> ApiConfig:
                 path=path,
                 methods=tuple(m.upper() for m in r.strs("methods")),
                 scopes=r.strs("scopes"),
-                tier=r.str("tier") or _not_empty(r, "tier"),
+                tier=_optional_name(r, "tier"),
                 security=_security(r.table("security")) if r.has("security") else None,
                 public=r.bool("public", False),
             )

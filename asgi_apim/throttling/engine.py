@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from limits.aio.storage import Storage
 from limits.aio.strategies import STRATEGIES, RateLimiter
@@ -132,14 +133,15 @@ class MemoryEngine:
         if one is not None:
             return one.take
         storage, strategy = self.storage, self.strategy
-        if len(limits) == 1:  # one shared count
+        shared = limits[0].shared if len(limits) == 1 else None
+        if shared is not None:  # one shared count
             limit = limits[0]
             charge, shared_key, amount, expiry = (
                 storage.charger(strategy),
-                limit.key(limit.shared),
+                limit.key(shared),
                 limit.amount,
                 limit.expiry,
-            )  # type: ignore[arg-type]
+            )
             return lambda caller: charge(shared_key, amount, expiry, time.time())
         static = [
             (
@@ -168,7 +170,8 @@ class StrategyEngine:
 
     def __init__(self, storage: Storage, strategy: str, *, timeout: float | None = None) -> None:
         self.storage = storage
-        self.limiter: RateLimiter = STRATEGIES[strategy](storage)
+        # STRATEGIES holds the three concrete strategies, typed by their abstract base
+        self.limiter: RateLimiter = STRATEGIES[strategy](storage)  # type: ignore[abstract]
         self.remote = True
         self.timeout = timeout
 
@@ -220,7 +223,7 @@ def open_storage(uri: str) -> Storage:
     if scheme in ("memory", "lazymemory", "async+lazymemory"):
         return LazyMemoryStorage()
     name = scheme if scheme.startswith("async+") else f"async+{scheme}"
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}  # keyword arguments of the storage's client
     if "redis" in name or "valkey" in name:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -235,7 +238,7 @@ def open_storage(uri: str) -> Storage:
     from limits.storage import storage_from_string
 
     try:
-        storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)  # type: ignore[arg-type]
+        storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)
     except (ConfigurationError, ImportError, ValueError, TypeError) as exc:
         raise ConfigError("throttling.storage", redact(uri, f"{uri}: {exc}")) from None
     if not isinstance(storage, Storage):
@@ -250,7 +253,7 @@ def build_engine(storage: str | Storage, strategy: str) -> Engine:
     if isinstance(backend, LazyMemoryStorage):
         return MemoryEngine(backend, strategy)
     if RedisScriptEngine.supports(backend):
-        return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)  # type: ignore[arg-type]
+        return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)
     return StrategyEngine(backend, strategy, timeout=STORAGE_TIMEOUT)
 
 

@@ -86,7 +86,7 @@ class Advertiser:
                         message["headers"] = [*(message.get("headers") or ()), *extra]
                 return send(message)
 
-            return wrapped  # type: ignore[return-value]
+            return wrapped
 
         return wrap
 
