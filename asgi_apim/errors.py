@@ -156,7 +156,7 @@ class Throttled(RequestError):
 
     def __init__(self, detail: str, *, code: int = 900800, retry_after: int = 1) -> None:
         super().__init__(detail, headers={"retry-after": str(max(1, retry_after))})
-        self.code = code  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]  # this refusal's WSO2 code over the class's
         self.retry_after = retry_after
 
 
