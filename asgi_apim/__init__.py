@@ -9,11 +9,18 @@ or compose the middlewares yourself with ``app.add_middleware(...)``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asgi_apim.config import Config, load_config
+from asgi_apim.config import Config, load_config, load_secrets
 from asgi_apim.errors import APIMError, ConfigError, CryptoError, RequestError
 from asgi_apim.identity import Principal
+
+if TYPE_CHECKING:  # imported on first use, by __getattr__
+    from asgi_apim._stack import protect
+    from asgi_apim.auth.policy import APISecurityMiddleware
+    from asgi_apim.certs.middleware import MutualTLSMiddleware
+    from asgi_apim.routing import Router
+    from asgi_apim.throttling import ThrottlingMiddleware
 
 _LAZY = {
     "protect": "asgi_apim._stack",
@@ -21,10 +28,23 @@ _LAZY = {
     "APISecurityMiddleware": "asgi_apim.auth.policy",
     "ThrottlingMiddleware": "asgi_apim.throttling",
     "Router": "asgi_apim.routing",
-    "load_secrets": "asgi_apim.secrets",
 }
 
-__all__ = ["APIMError", "Config", "ConfigError", "CryptoError", "Principal", "RequestError", "load_config", *_LAZY]
+__all__ = [
+    "APIMError",
+    "APISecurityMiddleware",
+    "Config",
+    "ConfigError",
+    "CryptoError",
+    "MutualTLSMiddleware",
+    "Principal",
+    "RequestError",
+    "Router",
+    "ThrottlingMiddleware",
+    "load_config",
+    "load_secrets",
+    "protect",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ value (numbers, networks, header names, URL paths) and refuse keys nobody read.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from asgi_apim.errors import ConfigError, decrypted, forget_decrypted
@@ -31,6 +32,7 @@ _HTTP_URL = re.compile(r"^https?://[^/]+")
 _PATH_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::(?:str|path|int|float|uuid))?\}")  # Starlette's templates
 
 Decrypt = Callable[[str, str], str]  # (ciphertext, key path) -> plaintext
+CIPHERTEXT_PREFIX = "aesgcm:v1:"  # a value claiming to be an `asgi_apim.secrets` envelope: it decrypts, or is refused
 
 
 class Secrets(Mapping[str, str]):
@@ -89,7 +91,7 @@ class Resolver:
                 raise ConfigError(key, f"refers to $secret{{{name}}}, which [secrets] does not define")
             return self.secrets[name]
         value = expand_env(value, key)
-        if looks_encrypted(value):
+        if value.startswith(CIPHERTEXT_PREFIX):
             if self.decrypt is None:
                 raise ConfigError(key, "is encrypted but no [encryption] key is configured")
             return decrypted(self.decrypt(value, key))
@@ -106,12 +108,6 @@ def resolve_document(raw: Mapping[str, Any], decrypt: Decrypt | None) -> tuple[d
     table.done()
     resolve = Resolver(plain, decrypt)
     return {k: (v if k in ("encryption", "secrets") else resolve(v, k)) for k, v in raw.items()}, Secrets(plain)
-
-
-def looks_encrypted(value: str) -> bool:
-    from asgi_apim.secrets import is_ciphertext
-
-    return is_ciphertext(value)
 
 
 _READ_KEYS: ContextVar[set[str] | None] = ContextVar("asgi_apim_read_keys", default=None)
@@ -154,7 +150,41 @@ class Table:
     def has(self, name: str) -> bool:
         return name in self.raw
 
-    def str(self, name: str, default: Any = None, *, choices: tuple[str, ...] = (), required: bool = False) -> Any:
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: builtins.str,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str: ...
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: Literal[True],
+    ) -> builtins.str: ...
+    @overload
+    def str(
+        self,
+        name: builtins.str,
+        default: None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str | None: ...
+    def str(
+        self,
+        name: builtins.str,
+        default: builtins.str | None = None,
+        *,
+        choices: tuple[builtins.str, ...] = (),
+        required: builtins.bool = False,
+    ) -> builtins.str | None:
         value = self._get(name, default)
         if value is None:
             if required:
@@ -168,13 +198,13 @@ class Table:
             raise ConfigError(self._k(name), f"must be one of {', '.join(choices)} (got {value!r})")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self._get(name, default)
         if not isinstance(value, bool):
             raise ConfigError(self._k(name), "must be true or false")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0, maximum: float = math.inf) -> float:
+    def number(self, name: builtins.str, default: float, *, minimum: float = 0, maximum: float = math.inf) -> float:
         value = self._get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(self._k(name), f"must be a number >= {minimum}")
@@ -186,7 +216,7 @@ class Table:
             raise ConfigError(self._k(name), f"must be a number <= {maximum:g} (got {value})")
         return float(value)
 
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(self, name: builtins.str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         value = self._get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self._k(name), f"must be a whole number >= {minimum}")
@@ -196,7 +226,9 @@ class Table:
             raise ConfigError(self._k(name), f"must be a whole number <= {maximum} (got {value})")
         return value
 
-    def strs(self, name: str, default: tuple[str, ...] = (), *, choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def strs(
+        self, name: builtins.str, default: tuple[builtins.str, ...] = (), *, choices: tuple[builtins.str, ...] = ()
+    ) -> tuple[builtins.str, ...]:
         value = self._get(name, default)
         if isinstance(value, str):
             value = [value]
@@ -207,7 +239,7 @@ class Table:
                 raise ConfigError(self._k(name), f"{v!r} is not one of {', '.join(choices)}")
         return tuple(value)
 
-    def networks(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def networks(self, name: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         values = self.strs(name, default)
         for v in values:
             try:
@@ -216,13 +248,13 @@ class Table:
                 raise ConfigError(self._k(name), f"{v!r} is not an IP address or CIDR network") from None
         return values
 
-    def header_name(self, name: str, default: str) -> str:
+    def header_name(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value: str = self.str(name, default, required=True)
         if not _TOKEN.fullmatch(value):
             raise ConfigError(self._k(name), "is not a valid HTTP header name")
         return value
 
-    def http_url(self, name: str) -> str | None:
+    def http_url(self, name: builtins.str) -> builtins.str | None:
         value: str | None = self.str(name)
         if value is not None and not _HTTP_URL.match(value):
             raise ConfigError(self._k(name), "must be an http:// or https:// URL")
@@ -233,7 +265,7 @@ class Table:
                 raise ConfigError(self._k(name), "has a port that is not a number from 0 to 65535") from None
         return value
 
-    def path_prefix(self, name: str) -> str:
+    def path_prefix(self, name: builtins.str) -> builtins.str:
         """A required absolute URL path such as ``/pets``, without its trailing slash."""
         value: str = self.str(name, required=True)
         if not plain_path(value):
@@ -244,7 +276,7 @@ class Table:
             )
         return value.rstrip("/") or "/"
 
-    def path_template(self, name: str) -> str:
+    def path_template(self, name: builtins.str) -> builtins.str:
         """A required Starlette path template such as ``/pets/{id:int}``."""
         value: str = self.str(name, required=True)
         if not value.startswith("/"):
@@ -258,21 +290,25 @@ class Table:
             raise ConfigError(self._k(name), f"{value!r} names a path parameter twice")
         return value
 
-    def database_url(self, name: str) -> str | None:
+    def database_url(self, name: builtins.str) -> builtins.str | None:
         """A database URL; a relative ``sqlite:///FILE`` is made absolute against the file's directory."""
         value: str | None = self.str(name)
         if value and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
             value = "sqlite:///" + str(resolve_path(self.base, value[len("sqlite:///") :]))
         return value
 
-    def path(self, name: str, *, required: bool = False) -> Path | None:
+    @overload
+    def path(self, name: builtins.str, *, required: Literal[True]) -> Path: ...
+    @overload
+    def path(self, name: builtins.str, *, required: builtins.bool = False) -> Path | None: ...
+    def path(self, name: builtins.str, *, required: builtins.bool = False) -> Path | None:
         value = self.str(name, required=required)
         return None if value is None else self._file_path(self._k(name), value)
 
-    def paths(self, name: str) -> tuple[Path, ...]:
+    def paths(self, name: builtins.str) -> tuple[Path, ...]:
         return tuple(self._file_path(f"{self._k(name)}[{i}]", v) for i, v in enumerate(self.strs(name)))
 
-    def _file_path(self, key: str, value: str) -> Path:
+    def _file_path(self, key: builtins.str, value: builtins.str) -> Path:
         """A file path: never empty (it would name the configuration's own directory), no NUL."""
         if not value.strip():
             raise ConfigError(key, "is empty: give a file or directory path")
@@ -280,10 +316,10 @@ class Table:
             raise ConfigError(key, "contains a NUL character")
         return resolve_path(self.base, value)
 
-    def table(self, name: str) -> Table:
+    def table(self, name: builtins.str) -> Table:
         return Table(self._get(name, {}), self._k(name), self.base)
 
-    def tables(self, name: str) -> list[Table]:
+    def tables(self, name: builtins.str) -> list[Table]:
         value = self._get(name, [])
         if not isinstance(value, list):
             raise ConfigError(self._k(name), "must be an array of tables ([[...]])")

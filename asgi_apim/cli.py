@@ -14,15 +14,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from asgi_apim.errors import APIMError, RegistryUsageError, concealed
+from asgi_apim.errors import APIMError, RegistryUsageError, UsageError, concealed
 
 Handler = Callable[[argparse.Namespace], int]
 
-
-class UsageError(Exception):
-    """Bad usage discovered after parsing: exit code 2."""
+if TYPE_CHECKING:  # generic in typeshed only
+    _SubParsersAction = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsersAction = argparse._SubParsersAction
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
 
 
-class _SubCommands(argparse._SubParsersAction):
+class _SubCommands(_SubParsersAction):
     """Every sub-command accepts ``--debug`` too, and reports its own unrecognized arguments."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -187,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_check)
 
     for register in _extensions():
-        register(sub)
+        register(cast(_SubParsersAction, sub))  # its parsers are _Parser, which extensions use as ArgumentParser
     return parser
 
 
-def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+def _extensions() -> list[Callable[[_SubParsersAction], None]]:
     """Sub-commands owned by other packages (secrets, auth, registry, gateway)."""
     found = []
     for module, attr in (
@@ -246,7 +247,4 @@ def _one_line(message: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m asgi_apim.cli`: run the imported module, so that its UsageError is the one other modules raise
-    from asgi_apim.cli import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())

@@ -16,27 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asgi_apim._schema import Decrypt, Secrets, Table, expand_env, plain_path, read_toml, resolve_document
+from asgi_apim._schema import Decrypt, Secrets, Table, plain_path, read_toml, resolve_document
+from asgi_apim._tiers import DEFAULT_TIERS, parse_tiers
 from asgi_apim.errors import ConfigError
+from asgi_apim.secrets.keys import (
+    EncryptionConfig,
+    decryptor_for,
+    encryption_config,
+    ensure_key,
+    generate_key,
+    key_absent,
+)
 
-DEFAULT_TIERS: dict[str, str] = {
-    "Unlimited": "unlimited",
-    "Gold": "5000/minute",
-    "Silver": "2000/minute",
-    "Bronze": "1000/minute",
-    "Unauthenticated": "500/minute",
-}
 HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
 MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
 APPLICATION_SCHEMES = ("oauth2", "api_key", "basic")
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-@dataclass(frozen=True)
-class EncryptionConfig:
-    key: str | None = field(default=None, repr=False)
-    old_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -215,11 +211,12 @@ class Config:
         raise KeyError(name)
 
 
-def _not_empty(t: Table, name: str) -> None:
+def _optional_name(t: Table, name: str) -> str | None:
     """None for a key left out; `ConfigError` for one given as an empty string (it would read as left out)."""
-    if isinstance(t.raw.get(name), str):
+    value = t.str(name)
+    if value == "":
         raise ConfigError(t._k(name), "is empty: name one, or leave the key out")
-    return None
+    return value
 
 
 def _security(t: Table) -> SecurityConfig:
@@ -259,14 +256,14 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
     context = t.path_prefix("context")
     backend = t.http_url("backend")
     tier = t.str("tier", "Unlimited", required=True)
-    truststore_tier = t.str("truststore_tier") or _not_empty(t, "truststore_tier")
+    truststore_tier = _optional_name(t, "truststore_tier")
     security = _security(t.table("security"))
     certificates = []
     for c in t.tables("certificates"):
         certificates.append(
             CertificateRegistration(
                 alias=c.str("alias", required=True),
-                certificate=c.path("certificate", required=True),  # type: ignore[arg-type]
+                certificate=c.path("certificate", required=True),
                 tier=c.str("tier", "Unlimited", required=True),
                 api=name,
             )
@@ -283,7 +280,7 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
                 path=path,
                 methods=tuple(m.upper() for m in r.strs("methods")),
                 scopes=r.strs("scopes"),
-                tier=r.str("tier") or _not_empty(r, "tier"),
+                tier=_optional_name(r, "tier"),
                 security=_security(r.table("security")) if r.has("security") else None,
                 public=r.bool("public", False),
             )
@@ -340,8 +337,6 @@ def _mutual_ssl(t: Table) -> MutualSSLConfig:
 
 
 def _throttling(t: Table) -> ThrottlingConfig:
-    from asgi_apim.throttling.tiers import parse_tiers  # lazily: tiers imports DEFAULT_TIERS from here
-
     tiers_t = t.table("tiers")
     tiers = dict(DEFAULT_TIERS)
     for name in list(tiers_t.raw):
@@ -502,26 +497,12 @@ def _check_tiers(cfg: Config) -> None:
         raise ConfigError("basic_auth.tier", f"unknown tier {cfg.basic_auth.tier!r}")
 
 
-def encryption_config(raw: Mapping[str, Any]) -> EncryptionConfig:
-    """``[encryption]`` of a parsed document, ``$env{}`` expanded; the keys are checked by `asgi_apim.secrets`."""
-    enc = Table(raw.get("encryption", {}), "encryption", Path())
-    key = enc.str("key")
-    old_keys = enc.strs("old_keys")
-    enc.done()
-    return EncryptionConfig(
-        key=None if key is None else expand_env(key, "encryption.key"),
-        old_keys=tuple(expand_env(k, f"encryption.old_keys[{i}]") for i, k in enumerate(old_keys)),
-    )
-
-
 def parse_config(
     raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None
 ) -> Config:
     """Build a `Config` from an already-parsed TOML document."""
     encryption = encryption_config(raw)
     if decrypt is None and (encryption.key is not None or encryption.old_keys):
-        from asgi_apim.secrets import decryptor_for
-
         decrypt = decryptor_for(encryption)
     resolved, secrets = resolve_document(raw, decrypt)
     root = Table(resolved, "", base)
@@ -616,8 +597,6 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Con
     ``apikey issue``): the file is never written, the key stays absent, and an encrypted
     value then stops loading, naming its key.
     """
-    from asgi_apim.secrets.keys import ensure_key, generate_key, key_absent
-
     path = Path(path).resolve()
     raw = read_toml(path)
     if key_absent(raw) and not read_only:
@@ -625,3 +604,10 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Con
         parse_config(probe, base=path.parent, path=path)  # a broken file is reported, never rewritten
         raw = ensure_key(path)  # WSO2's behaviour: generate, write into the file, log an ALERT
     return parse_config(raw, base=path.parent, path=path)
+
+
+def load_secrets(config: str | os.PathLike[str] | Config) -> Mapping[str, str]:
+    """The decrypted ``[secrets]`` table, for the application. Its repr shows names only."""
+    if isinstance(config, Config):
+        return config.secrets
+    return load_config(config).secrets

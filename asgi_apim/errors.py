@@ -25,6 +25,8 @@ Every error a caller can catch has a place in this tree::
         ├── StorageUnavailable ............. 503  900899  throttling storage away (fail closed; no WSO2 code)
         └── BackendError ................... 502  101503  gateway mode: backend unreachable
 
+    UsageError ............................. the ``asgi-apim`` command used wrongly: exit code 2 (not an APIMError)
+
 `problem_response` renders any `RequestError` as an RFC 9457 problem document with
 WSO2's numeric ``code``. Details say why a request failed; they never carry a
 credential, a certificate body or a secret.
@@ -37,7 +39,7 @@ import json
 import re
 from typing import ClassVar
 
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 # Every value decrypted from the configuration last loaded (`asgi_apim._schema.resolve_document`
 # starts the set again for each), so that no error's text shows it: a bad value that came
@@ -67,6 +69,10 @@ def forget_decrypted() -> None:
 def concealed(text: str) -> str:
     """``text`` with every decrypted configuration value in it replaced by `CONCEALED`, in one pass."""
     return text if _pattern is None else _pattern.sub(CONCEALED, text)
+
+
+class UsageError(Exception):
+    """Bad usage of the ``asgi-apim`` command discovered after parsing: exit code 2."""
 
 
 class APIMError(Exception):
@@ -184,7 +190,7 @@ class Throttled(RequestError):
 
     def __init__(self, detail: str, *, code: int = 900800, retry_after: int = 1) -> None:
         super().__init__(detail, headers={"retry-after": str(max(1, retry_after))})
-        self.code = code  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]  # this refusal's WSO2 code over the class's
         self.retry_after = retry_after
 
 
@@ -225,7 +231,7 @@ async def send_problem(send: Send, exc: RequestError, instance: str = "") -> Non
     await send({"type": "http.response.body", "body": body})
 
 
-async def reject(scope: dict, send: Send, exc: RequestError) -> None:
+async def reject(scope: Scope, send: Send, exc: RequestError) -> None:
     """Reject an HTTP request or a WebSocket handshake with ``exc``."""
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):

@@ -19,13 +19,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 from asgi_apim._keys import DECISION
 from asgi_apim.certs.formats import parse_certificate_header
 from asgi_apim.certs.truststore import TrustReloader
 from asgi_apim.certs.validation import CertificateValidator
-from asgi_apim.cli import UsageError
 from asgi_apim.config import Config, load_config
-from asgi_apim.errors import CertificateHeaderError
+from asgi_apim.errors import CertificateHeaderError, UsageError
 from asgi_apim.registry import feed_for
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----")
@@ -106,12 +107,12 @@ async def explain_request(
     method, path, query, raw_headers = parse_request(request, headers)
     reached: dict[str, Any] = {}
 
-    async def app(scope: dict, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         reached["user"] = scope.get("user")
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    scope: dict[str, Any] = {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -130,12 +131,12 @@ async def explain_request(
         pem = Path(cert).read_text()
         scope["extensions"] = {"tls": {"client_cert_chain": _split_pem(pem), "server_cert": None}}
     stack = protect(app, config, explain=True)
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await stack(scope, receive, send)

@@ -23,7 +23,7 @@ _MEMO_SIZE = 4096
 
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:
-        return crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        return crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]  # X25519/X448: TypeError, below
     except (TypeError, ValueError, UnsupportedAlgorithm):
         return False
 

@@ -67,11 +67,14 @@ def _too_many() -> CertificateHeaderError:
 
 
 def _b64decode(text: str | bytes, *, urlsafe: bool, index: int) -> bytes:
-    if urlsafe:
-        text = text.translate(_URLSAFE)  # type: ignore[arg-type]
     pad = -len(text) % 4
-    if pad:
-        text += "=" * pad if isinstance(text, str) else b"=" * pad  # type: ignore[operator]
+    if isinstance(text, str):
+        if urlsafe:
+            text = text.translate(_URLSAFE)
+        if pad:
+            text += "=" * pad
+    elif pad:  # bytes: the PEM paths, never URL-safe
+        text += b"=" * pad
     try:
         return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):

@@ -179,14 +179,17 @@ class CertificateValidator:
         if (
             material.crls
         ):  # a CA that a loaded CRL revokes anchors nothing (a chain stops at an anchor: its CRL would go unread)
-            cas = {**anchors, **ca_certs}
-            listed = Revocations(material.crls, cas.values())
+            trusted = {**anchors, **ca_certs}
+            listed = Revocations(material.crls, trusted.values())
             gone = {
-                d for d, c in cas.items() if not self_signed(c) and listed.revoked_without_chain(c, tuple(cas.values()))
+                d
+                for d, c in trusted.items()
+                if not self_signed(c) and listed.revoked_without_chain(c, tuple(trusted.values()))
             }
             for d in gone:
                 logger.warning(
-                    "CA certificate %s is revoked by a loaded CRL: it is not trusted", cas[d].subject.rfc4514_string()
+                    "CA certificate %s is revoked by a loaded CRL: it is not trusted",
+                    trusted[d].subject.rfc4514_string(),
                 )
                 anchors.pop(d, None)
                 ca_certs.pop(d, None)
@@ -200,8 +203,12 @@ class CertificateValidator:
         self._scopes: dict[str, tuple[_Scope, ...]] = {}  # tried in order: registered CAs, then the truststore
         self._open: dict[str, Acceptance] = {}
         for api in material.apis:
-            cas = by_api.get(api)
-            scopes = [_Scope(cas, ChainVerifier(tuple(ca_certs[d] for d in cas)))] if cas else []
+            registered_cas = by_api.get(api)
+            scopes = (
+                [_Scope(registered_cas, ChainVerifier(tuple(ca_certs[d] for d in registered_cas)))]
+                if registered_cas
+                else []
+            )
             if api in tiers:
                 scopes.append(truststore)
                 self._open[api] = Acceptance(api, None, tiers[api], "truststore")
@@ -390,11 +397,12 @@ class CertificateValidator:
                     der = ders[position]
                 else:
                     der = next((d for c, d in zip(certs, ders) if c is cert), None) or cert.public_bytes(Encoding.DER)
-                expires = memo.get(der)
-                if expires is None:
+                cached = memo.get(der)
+                if cached is None:
                     if len(memo) >= _MEMO_SIZE:
                         memo.clear()
-                    expires = memo[der] = cert.not_valid_after_utc.timestamp()
+                    cached = memo[der] = cert.not_valid_after_utc.timestamp()
+                expires = cached
             chain_ders.append(der)
             if expires < until:
                 until = expires

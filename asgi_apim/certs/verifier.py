@@ -116,24 +116,27 @@ class ChainVerifier:
         self, leaf: x509.Certificate, intermediates: list[x509.Certificate], now: float
     ) -> tuple[list[x509.Certificate] | None, str | None]:
         """The validated chain (leaf first, the trusted certificate last), or why there is none."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return None, NOT_TRUSTED
-        if self._verifier is None or not 0.0 <= now - self._built < VERIFIER_MAX_AGE:
-            self._build(now)
+        verifier = self._verifier
+        if verifier is None or not 0.0 <= now - self._built < VERIFIER_MAX_AGE:
+            verifier = self._build(store, now)
         try:
-            return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]
+            return verifier.verify(leaf, intermediates).chain, None
         except VerificationError as exc:
             reason = describe(exc)
         if reason == CHAIN_TIME and int(now) > int(self._built):
             # valid since the verifier's time (a certificate issued within the minute): asked again
             # at the clock's time, once a whole second has begun since (validity is in whole seconds)
-            self._build(now)
+            verifier = self._build(store, now)
             try:
-                return self._verifier.verify(leaf, intermediates).chain, None  # type: ignore[union-attr]
+                return verifier.verify(leaf, intermediates).chain, None
             except VerificationError as exc:
                 reason = describe(exc)
         return None, reason
 
-    def _build(self, now: float) -> None:
-        self._verifier = build_client_verifier(self.store, dt.datetime.fromtimestamp(now, dt.UTC))  # type: ignore[arg-type]
+    def _build(self, store: Store, now: float) -> ClientVerifier:
+        verifier = self._verifier = build_client_verifier(store, dt.datetime.fromtimestamp(now, dt.UTC))
         self._built = now
+        return verifier

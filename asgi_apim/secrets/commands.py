@@ -65,7 +65,7 @@ def _rotate(ns: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("keygen", help="print a new random 256-bit key (64 hex digits)")
     p.set_defaults(handler=_keygen)
 

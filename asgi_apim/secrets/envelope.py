@@ -32,9 +32,10 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from asgi_apim._schema import CIPHERTEXT_PREFIX
 from asgi_apim.errors import CryptoError
 
-PREFIX = "aesgcm:v1:"
+PREFIX = CIPHERTEXT_PREFIX
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16

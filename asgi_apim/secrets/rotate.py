@@ -31,11 +31,11 @@ from typing import Any, Protocol
 import tomlkit
 from tomlkit.items import String, StringType
 
-from asgi_apim.config import encryption_config, read_toml
+from asgi_apim._schema import read_toml
 from asgi_apim.errors import ConfigError, CryptoError
 from asgi_apim.secrets._files import locked, replace, write_temp
 from asgi_apim.secrets.envelope import is_ciphertext
-from asgi_apim.secrets.keys import Keyring, parse_key
+from asgi_apim.secrets.keys import Keyring, encryption_config, parse_key
 
 Path_ = tuple[str | int, ...]
 _ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -41,9 +41,10 @@ def import_app(target: str) -> ASGIApp:
     from uvicorn.importer import ImportFromStringError, import_from_string
 
     try:
-        return import_from_string(target)
+        app: ASGIApp = import_from_string(target)
     except (ImportFromStringError, ImportError) as exc:
         raise APIMError(f"cannot import {target!r}: {exc}") from None
+    return app
 
 
 def create_app() -> ASGIApp:

@@ -138,7 +138,7 @@ class TLSExtensionMixin:
     client: tuple[str, int] | None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after the mixin has it
         ssl_object = transport.get_extra_info("ssl_object")
         info = tls_info(ssl_object) if ssl_object is not None else None
         self.app = ConnectionApp(self.app, self.client or UNIX_PEER, info)

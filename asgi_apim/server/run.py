@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 
 from asgi_apim._redact import query_credentials
-from asgi_apim.errors import APIMError
+from asgi_apim.errors import APIMError, UsageError
 from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for, create_app, import_app
 from asgi_apim.server.protocols import tls_protocols
 from asgi_apim.server.selftest import run_selftest
@@ -31,17 +31,11 @@ from asgi_apim.server.tls import TrustContextFactory, default_cert_reqs
 logger = logging.getLogger("asgi_apim.server")
 
 
-def _usage(message: str) -> Exception:
-    from asgi_apim.cli import UsageError
-
-    return UsageError(message)
-
-
 def _protocols(http: str, ws: str) -> tuple[type, type | None]:
     try:
         return tls_protocols(http, ws)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except ImportError as exc:
         raise APIMError(f"--http {http} / --ws {ws}: {exc}") from None
 
@@ -76,15 +70,15 @@ def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
 def serve(ns: argparse.Namespace) -> int:
     """Run ``ns.app`` behind the stack of ``ns.config`` on uvicorn; the exit code."""
     if ":" not in ns.app:
-        raise _usage(f"{ns.app!r}: expected MODULE:APP")
+        raise UsageError(f"{ns.app!r}: expected MODULE:APP")
     if ns.ssl_keyfile and not ns.ssl_certfile:
-        raise _usage("--ssl-keyfile needs --ssl-certfile")
+        raise UsageError("--ssl-keyfile needs --ssl-certfile")
     for flag in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):  # ssl's own error names no file
         value = getattr(ns, flag, None)
         if value and not Path(value).is_file():
-            raise _usage(f"--{flag.replace('_', '-')} {value}: no such file")
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: no such file")
     if ns.log_level.lower() not in uvicorn.config.LOG_LEVELS:
-        raise _usage(f"--log-level {ns.log_level!r}: one of {', '.join(uvicorn.config.LOG_LEVELS)}")
+        raise UsageError(f"--log-level {ns.log_level!r}: one of {', '.join(uvicorn.config.LOG_LEVELS)}")
     config_path = str(Path(ns.config).resolve())
     config = config_for(config_path)
     tls = bool(ns.ssl_certfile)

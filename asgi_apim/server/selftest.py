@@ -119,8 +119,8 @@ def _request(websocket: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> dict[str, Any]:
-    seen: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> Scope:
+    seen: asyncio.Future[Scope] = asyncio.get_running_loop().create_future()
 
     async def probe(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -163,7 +163,7 @@ async def _drive(http: type, ws: type | None, websocket: bool, der: bytes) -> di
         (transport.protocol or protocol).connection_lost(None)
 
 
-def _verify(scope: dict[str, Any], kind: str, cls: type, der: bytes, name: str) -> None:
+def _verify(scope: Scope, kind: str, cls: type, der: bytes, name: str) -> None:
     where = f"uvicorn {uvicorn.__version__} through {cls.__name__} ({kind})"
     tls = scope.get("extensions", {}).get("tls")
     if not isinstance(tls, dict):

@@ -16,6 +16,8 @@ exhausted none is charged, and the answer carries what the headers need
   storage (``async+memory://``, memcached, MongoDB): test every limit, then hit.
 
 All three keep `limits`' key layout, so `limits`' own strategies read the same counts.
+`Limit`, `Verdict` and the `Engine` protocol they share live in
+`asgi_apim.throttling.base`, and are importable from here too.
 
 `open_storage` turns a storage URI into a storage: ``memory://`` is our
 `LazyMemoryStorage`, ``async+memory://`` `limits`' own; Redis storages get
@@ -30,94 +32,37 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from math import ceil
-from typing import NamedTuple, Protocol
+from typing import Any
 
-from limits import RateLimitItem
 from limits.aio.storage import Storage
 from limits.aio.strategies import STRATEGIES, RateLimiter
 from limits.errors import ConfigurationError, StorageError
 
 from asgi_apim._redact import redact
 from asgi_apim.errors import ConfigError
+from asgi_apim.throttling.base import TAKEN, Engine, Limit, Verdict, refused
+from asgi_apim.throttling.redis_script import RedisScriptEngine
 from asgi_apim.throttling.storage import LazyMemoryStorage
+
+__all__ = [
+    "STORAGE_ERRORS",
+    "TAKEN",
+    "Engine",
+    "Limit",
+    "MemoryEngine",
+    "OneLimit",
+    "StorageGuard",
+    "StrategyEngine",
+    "Verdict",
+    "build_engine",
+    "open_storage",
+    "refused",
+]
 
 logger = logging.getLogger("asgi_apim.throttling")
 
 REDIS_SOCKET_TIMEOUT = 0.5
 STORAGE_TIMEOUT = 1.0
-
-
-class Limit:
-    """One limit of one level, resolved at start-up."""
-
-    __slots__ = (
-        "level",
-        "tier",
-        "item",
-        "code",
-        "policy",
-        "shared",
-        "report",
-        "amount",
-        "expiry",
-        "_prefix",
-        "_suffix",
-    )
-
-    def __init__(
-        self,
-        *,
-        level: str,
-        tier: str,
-        item: RateLimitItem,
-        code: int,
-        policy: str,
-        shared: str | None = None,
-        report: bool = False,
-    ) -> None:
-        self.level = level  # "api" | "resource" | "subscription"
-        self.tier = tier
-        self.item = item
-        self.code = code
-        self.policy = policy  # its name in the RateLimit headers
-        self.shared = shared  # the identifier of a shared (API or resource) count; None: per caller
-        self.report = report  # advertised on successful responses
-        self.amount = item.amount
-        self.expiry = item.get_expiry()
-        self._prefix, _, self._suffix = item.key_for("\x00").partition("\x00")
-
-    def key(self, ident: str) -> str:
-        """``item.key_for(ident)`` without its per-call work: the storage key `limits` uses."""
-        return self._prefix + ident + self._suffix
-
-    def around(self, prefix: str) -> tuple[str, str]:
-        """``(head, tail)``: the key of ``prefix + caller`` is ``head + caller + tail``."""
-        return self._prefix + prefix, self._suffix
-
-    def __repr__(self) -> str:
-        return f"Limit({self.level}, {self.tier}, {self.item})"
-
-
-class Verdict(NamedTuple):
-    failed: Limit | None  # the exhausted limit; None: every limit was charged
-    retry_after: int  # seconds, when refused
-    windows: Sequence[float]  # remaining, seconds to reset: for each reported limit, in order
-
-
-TAKEN = Verdict(None, 0, ())
-
-
-class Engine(Protocol):
-    remote: bool
-
-    async def acquire(self, limits: Sequence[Limit], ids: Sequence[str], report: bool) -> Verdict: ...
-
-    async def aclose(self) -> None: ...
-
-
-def refused(limit: Limit, retry_after: float) -> Verdict:
-    return Verdict(limit, max(1, ceil(retry_after)), ())
 
 
 _KEY_MEMO = 65_536  # callers whose storage key a single-limit plan remembers
@@ -202,14 +147,15 @@ class MemoryEngine(SynchronousSupport):
         if one is not None:
             return one.take
         storage, strategy = self.storage, self.strategy
-        if len(limits) == 1:  # one shared count
+        shared = limits[0].shared if len(limits) == 1 else None
+        if shared is not None:  # one shared count
             limit = limits[0]
             charge, shared_key, amount, expiry = (
                 storage.charger(strategy),
-                limit.key(limit.shared),
+                limit.key(shared),
                 limit.amount,
                 limit.expiry,
-            )  # type: ignore[arg-type]
+            )
             return lambda caller: charge(shared_key, amount, expiry, time.time())
         static = [
             (
@@ -238,7 +184,8 @@ class StrategyEngine:
 
     def __init__(self, storage: Storage, strategy: str, *, timeout: float | None = None) -> None:
         self.storage = storage
-        self.limiter: RateLimiter = STRATEGIES[strategy](storage)
+        # STRATEGIES holds the three concrete strategies, typed by their abstract base
+        self.limiter: RateLimiter = STRATEGIES[strategy](storage)  # type: ignore[abstract]
         self.remote = True
         self.timeout = timeout
 
@@ -290,7 +237,7 @@ def open_storage(uri: str) -> Storage:
     if scheme in ("memory", "lazymemory", "async+lazymemory"):
         return LazyMemoryStorage()
     name = scheme if scheme.startswith("async+") else f"async+{scheme}"
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}  # keyword arguments of the storage's client
     if "redis" in name or "valkey" in name:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -305,7 +252,7 @@ def open_storage(uri: str) -> Storage:
     from limits.storage import storage_from_string
 
     try:
-        storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)  # type: ignore[arg-type]
+        storage = storage_from_string(f"{name}://{rest}", wrap_exceptions=True, **options)
     except (ConfigurationError, ImportError, ValueError, TypeError) as exc:
         raise ConfigError("throttling.storage", redact(uri, f"{uri}: {exc}")) from None
     if not isinstance(storage, Storage):
@@ -317,12 +264,10 @@ def build_engine(storage: str | Storage, strategy: str) -> Engine:
     if strategy not in STRATEGIES:
         raise ConfigError("throttling.strategy", f"must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     backend = open_storage(storage) if isinstance(storage, str) else storage
-    from asgi_apim.throttling.redis_script import RedisScriptEngine
-
     if isinstance(backend, LazyMemoryStorage):
         return MemoryEngine(backend, strategy)
     if RedisScriptEngine.supports(backend):
-        return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)  # type: ignore[arg-type]
+        return RedisScriptEngine(backend, strategy, timeout=STORAGE_TIMEOUT)
     return StrategyEngine(backend, strategy, timeout=STORAGE_TIMEOUT)
 
 

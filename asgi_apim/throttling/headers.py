@@ -25,7 +25,7 @@ from math import ceil
 
 from starlette.types import Message, Send
 
-from asgi_apim.throttling.engine import Limit
+from asgi_apim.throttling.base import Limit
 
 STYLES = ("ratelimit", "x-ratelimit", "none")
 _UNSAFE = re.compile(r"[^A-Za-z0-9 !#-\[\]-~]")  # sf-string: printable ASCII but quote and backslash
@@ -86,7 +86,7 @@ class Advertiser:
                         message["headers"] = [*(message.get("headers") or ()), *extra]
                 return send(message)
 
-            return wrapped  # type: ignore[return-value]
+            return wrapped
 
         return wrap
 

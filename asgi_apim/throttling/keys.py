@@ -60,7 +60,8 @@ class CallerKeys:
 
     def anonymous(self, scope: Scope) -> str:
         """The key of a caller without a `Principal`: its client IP."""
-        return f"ip:{client_ip(scope, self.trusted) or 'unknown'}"
+        ip = client_ip(scope, self.trusted)  # type: ignore[arg-type]  # certs.trust types it dict, not Scope
+        return f"ip:{ip or 'unknown'}"
 
     def tier(self, tier: str | None) -> str:
         """``tier`` if it is configured, else the default tier (with a warning, once per name)."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
+from redis.asyncio import Redis, RedisCluster
 
-from asgi_apim.throttling.engine import TAKEN, Limit, Verdict, refused
+from asgi_apim.throttling.base import TAKEN, Limit, Verdict, refused
 
 SCRIPT = """
 local clock = redis.call('TIME')
@@ -160,7 +161,7 @@ class RedisScriptEngine:
     remote = True
 
     @staticmethod
-    def supports(storage: Storage) -> bool:
+    def supports(storage: Storage) -> TypeGuard[RedisStorage]:
         return isinstance(storage, RedisStorage) and isinstance(storage.bridge, RedispyBridge)
 
     def __init__(self, storage: RedisStorage, strategy: str, *, timeout: float = 1.0) -> None:
@@ -169,8 +170,12 @@ class RedisScriptEngine:
         self.timeout = timeout
         self.sliding = strategy == "sliding-window-counter"
         self.per_limit = isinstance(storage, RedisClusterStorage)
-        self.prefixed = storage.bridge.prefixed_key
-        self.script = storage.bridge.get_connection().register_script(SCRIPT)
+        bridge = storage.bridge
+        if not isinstance(bridge, RedispyBridge):
+            raise TypeError("RedisScriptEngine runs its script through redis-py: see RedisScriptEngine.supports")
+        self.bridge = bridge
+        self.prefixed = bridge.prefixed_key
+        self.script = self._client().register_script(SCRIPT)
 
     def keys(self, limit: Limit, ident: str) -> list[str]:
         """The Redis keys of one limit, exactly as `limits`' Redis storage names them."""
@@ -209,5 +214,9 @@ class RedisScriptEngine:
             return TAKEN
         return Verdict(None, 0, [int(v) / 1000 if i % 2 else int(v) for i, v in enumerate(result[1:])])
 
+    def _client(self) -> Redis | RedisCluster:
+        # limits types the connection by a protocol narrower than the redis-py client it is
+        return cast("Redis | RedisCluster", self.bridge.get_connection())
+
     async def aclose(self) -> None:
-        await self.storage.bridge.get_connection().aclose()
+        await self._client().aclose()

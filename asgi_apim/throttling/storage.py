@@ -158,7 +158,12 @@ class LazyMemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppor
     def charger(self, strategy: str) -> Callable[[str, int, int, float], list[float]]:
         """`acquire_one` of ``strategy`` as a function of ``(key, limit, expiry, now)``, looked up
         once: the caller reads the clock (the security stage's fast path has read it already)."""
-        return getattr(self, _ONE[strategy])  # type: ignore[no-any-return]
+        charges = {
+            "fixed-window": self._fixed_one,
+            "moving-window": self._moving_one,
+            "sliding-window-counter": self._sliding_one,
+        }
+        return charges[strategy]
 
     def acquire_all(self, strategy: str, requests: Sequence[tuple[str, int, int, bool]]) -> list[float]:
         """Take one hit on every ``(key, limit, expiry, report)``, or on none of them.
@@ -395,4 +400,3 @@ _OPERATIONS = {
     "moving-window": (LazyMemoryStorage._moving_check, LazyMemoryStorage._moving_take),
     "sliding-window-counter": (LazyMemoryStorage._sliding_check, LazyMemoryStorage._sliding_take),
 }
-_ONE = {"fixed-window": "_fixed_one", "moving-window": "_moving_one", "sliding-window-counter": "_sliding_one"}

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from asgi_apim.config import EncryptionConfig, load_config
+from asgi_apim import load_secrets
+from asgi_apim.config import load_config
 from asgi_apim.errors import ConfigError, CryptoError
-from asgi_apim.secrets import Keyring, decryptor_for, generate_key, load_keyring, load_secrets, parse_key
+from asgi_apim.secrets import EncryptionConfig, Keyring, decryptor_for, generate_key, load_keyring, parse_key
 from asgi_apim.secrets.keys import ensure_key
 
 KEY = generate_key()

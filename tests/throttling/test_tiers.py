@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
 
 from asgi_apim._redact import WITHHELD, redact
-from asgi_apim.config import DEFAULT_TIERS, load_config
+from asgi_apim.config import load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.throttling import ThrottlingMiddleware, parse_tier, parse_tiers
 from asgi_apim.throttling.engine import open_storage
+from asgi_apim.throttling.tiers import DEFAULT_TIERS
 
 
 async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
