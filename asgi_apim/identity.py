@@ -10,6 +10,7 @@ a `BaseUser` and ``scope["auth"]`` an `AuthCredentials` carrying the scopes, so
 from __future__ import annotations
 
 import hashlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
@@ -122,11 +123,11 @@ class CertificatePrincipal(Principal):
         attrs["credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
-    def subject(self) -> str:  # type: ignore[override]
+    def subject(self) -> str:
         return certificate_subject(self.certificate)
 
     @cached_property
-    def throttle_key(self) -> str:  # type: ignore[override]
+    def throttle_key(self) -> str:
         return f"cert:{public_key_sha256(self.certificate)}"
 
 
@@ -147,7 +148,7 @@ def anonymous_dict(api: str | None = None) -> dict[str, Any]:
     }
 
 
-def set_identity(scope: dict, principal: Principal | None) -> None:
+def set_identity(scope: MutableMapping[str, Any], principal: Principal | None) -> None:
     """Write ``scope["user"]`` and ``scope["auth"]`` as Starlette does."""
     if principal is None:
         scope["user"] = ANONYMOUS

@@ -186,14 +186,14 @@ class ApiKeyAuthenticator(RecallSupport):
         )
 
     def credential(self, scope: Scope) -> str | None:
-        raw = header_value(scope, self.header)
+        raw = header_value(scope, self.header) if self.header is not None else None
         if raw is not None:
             return raw.decode("latin-1").strip()
-        qs = scope.get("query_string", b"")
+        qs: bytes = scope.get("query_string", b"")
         if self._needle and self._needle in qs:
             for name, value in parse_qsl(qs.decode("latin-1"), keep_blank_values=True):
                 if name == self.query_param:
-                    return value
+                    return str(value)
         return None
 
     def recall(self, credential: str, api: ApiConfig) -> Principal | None:
@@ -212,7 +212,7 @@ class ApiKeyAuthenticator(RecallSupport):
 
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached key by the raw header value it was read from."""
-        self._cache.alias(raw, credential)  # type: ignore[arg-type]
+        self._cache.alias(raw, credential)
 
     def strip(self, scope: Scope) -> None:
         """Remove the key's header and its query parameter (the rest of the query string byte for byte)."""

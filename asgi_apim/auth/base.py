@@ -184,7 +184,7 @@ def header_value(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value
+            return bytes(value)
     return None
 
 

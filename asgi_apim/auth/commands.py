@@ -29,7 +29,7 @@ def _issue(ns: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("apikey", help="self-contained API keys")
     sub = p.add_subparsers(dest="apikey_command", required=True, parser_class=type(p))
     q = sub.add_parser("issue", help="print a signed API key (a JWT) for one API")

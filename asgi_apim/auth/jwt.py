@@ -291,7 +291,7 @@ class OAuth2Authenticator(RecallSupport):
 
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached token by the raw header value it was read from, without parsing it again."""
-        self._cache.alias(raw, credential)  # type: ignore[arg-type]
+        self._cache.alias(raw, credential)
 
     def strip(self, scope: Scope) -> None:
         without_header(scope, b"authorization")

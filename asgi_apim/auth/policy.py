@@ -152,7 +152,7 @@ class APISecurityMiddleware:
             if known is None and "." in path and dot_segments(path):
                 await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
                 return
-            known = self._route(scope.get("method", "GET"), path, known)  # a WebSocket scope has no method
+            known = self._route(scope.get("method", "GET"), path, known)  # type: ignore[arg-type]  # a dict or None here; WebSocket scopes have no method
         try:
             if known.public:
                 principal = None

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from starlette.types import Scope
+
 from asgi_apim._keys import PEER
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim.certs.trust import TrustedProxies, peer_host
@@ -95,7 +97,7 @@ def _expires(verdict: CertificateVerdict, now: float) -> float:
     return verdict.valid_until if verdict.valid_until < expires else expires
 
 
-def _chain(scope: dict) -> Any:
+def _chain(scope: Scope) -> Any:
     """The client's PEM chain from the ASGI TLS extension, if the server filled it in."""
     tls = (scope.get("extensions") or {}).get("tls")
     return tls.get("client_cert_chain") if tls else None
@@ -142,13 +144,13 @@ class CertificateResolver:
 
         return lookup
 
-    def strip(self, scope: dict) -> None:
+    def strip(self, scope: Scope) -> None:
         """Remove the certificate header from the request before the app sees it (the other
         headers, their order and their bytes unchanged)."""
         header = self.header
         scope["headers"] = [h for h in scope["headers"] if h[0] != header]
 
-    def resolve(self, scope: dict) -> CertificateOutcome:
+    def resolve(self, scope: Scope) -> CertificateOutcome:
         """The client certificate of a request and its verdict: the one entry of the certificate
         decision, for every request that needs a certificate (cached or not, HTTP or WebSocket)."""
         raw: bytes | None = None
@@ -165,7 +167,7 @@ class CertificateResolver:
         if raw is not None:
             peer = scope.get(PEER) or scope.get("client")
             host = peer[0] if peer else None
-            trusted = self._trusted_hosts.get(host)  # TrustedProxies' own memo, read without a call
+            trusted = self._trusted_hosts.get(host) if host is not None else False  # TrustedProxies' memo
             if trusted is None:
                 trusted = host in self.trusted
             if trusted:
@@ -197,7 +199,7 @@ class CertificateResolver:
             return self._lookup(tuple(chain), "tls")
         return ABSENT
 
-    def _from_trusted_proxy(self, scope: dict) -> bool:
+    def _from_trusted_proxy(self, scope: Scope) -> bool:
         peer = scope.get(PEER) or scope.get("client")
         return peer is not None and peer[0] in self.trusted
 
@@ -275,7 +277,7 @@ class CertificateResolver:
             hints.clear()
         hints[raw[_HINT]] = (raw, outcome, expires)
 
-    def _untrusted(self, scope: dict) -> None:
+    def _untrusted(self, scope: Scope) -> None:
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY:
             self._last_warning = now

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from starlette.types import Scope
+
 from asgi_apim._keys import PEER
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -55,13 +57,13 @@ class TrustedProxies:
         return self.always_trust or any(addr in n for n in self.networks)
 
 
-def peer_host(scope: dict) -> str | None:
+def peer_host(scope: Scope) -> str | None:
     """The real socket peer's host: our server's record first, then ``scope["client"]``."""
     peer = scope.get(PEER) or scope.get("client")
     return peer[0] if peer else None
 
 
-def client_ip(scope: dict, trusted: TrustedProxies) -> str | None:
+def client_ip(scope: Scope, trusted: TrustedProxies) -> str | None:
     """The caller's IP for counting, read from X-Forwarded-For only when the socket peer is trusted.
 
     Every X-Forwarded-For line is read, in order, as one list (a proxy may add a line of

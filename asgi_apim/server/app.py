@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from starlette.types import ASGIApp
 
 from asgi_apim._stack import protect
-from asgi_apim.config import Config, load_config
 from asgi_apim.errors import APIMError
+from asgi_apim.server.configs import config_for
 from asgi_apim.server.tls import live_trust
 
 APP_ENV = "ASGI_APIM_APP"
@@ -24,16 +23,7 @@ CONFIG_ENV = "ASGI_APIM_CONFIG"
 APP_DIR_ENV = "ASGI_APIM_APP_DIR"
 FACTORY = "asgi_apim.server.app:create_app"
 
-_configs: dict[str, Config] = {}
-
-
-def config_for(path: str | os.PathLike[str]) -> Config:
-    """The configuration at ``path``, loaded once per process."""
-    key = str(Path(path).resolve())
-    config = _configs.get(key)
-    if config is None:
-        config = _configs[key] = load_config(key)
-    return config
+__all__ = ["APP_DIR_ENV", "APP_ENV", "CONFIG_ENV", "FACTORY", "config_for", "create_app", "import_app"]
 
 
 def import_app(target: str) -> ASGIApp:

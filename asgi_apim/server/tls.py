@@ -123,7 +123,7 @@ class TrustContextFactory:
         if uv_config.ssl_ca_certs or context.verify_mode == ssl.CERT_NONE:
             return context
         from asgi_apim.certs.truststore import load_trust
-        from asgi_apim.server.app import config_for
+        from asgi_apim.server.configs import config_for
 
         config = config_for(self.config_path)
         live_trust.add(trusted_certificates(load_trust(config.mutual_ssl, config.apis)))

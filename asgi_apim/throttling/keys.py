@@ -60,7 +60,7 @@ class CallerKeys:
 
     def anonymous(self, scope: Scope) -> str:
         """The key of a caller without a `Principal`: its client IP."""
-        ip = client_ip(scope, self.trusted)  # type: ignore[arg-type]  # certs.trust types it dict, not Scope
+        ip = client_ip(scope, self.trusted)
         return f"ip:{ip or 'unknown'}"
 
     def tier(self, tier: str | None) -> str:

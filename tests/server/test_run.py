@@ -12,6 +12,7 @@ from asgi_apim.cli import main
 from asgi_apim.server import app as app_module
 from asgi_apim.server import protocols, run
 from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY
+from asgi_apim.server.configs import forget_configs
 from asgi_apim.server.tls import TrustContextFactory
 
 MANDATORY = """
@@ -34,7 +35,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "plain.toml").write_text('public_paths = ["/health"]\n')
     for name in (APP_ENV, CONFIG_ENV, APP_DIR_ENV):
         monkeypatch.setenv(name, "restored-after-the-test")
-    monkeypatch.setattr(app_module, "_configs", {})
+    forget_configs()
     return tmp_path
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca
 from asgi_apim.config import ApiConfig, Config, ResourceConfig, SecurityConfig
-from asgi_apim.server import app as app_module
 from asgi_apim.server import tls
+from asgi_apim.server.configs import forget_configs
 from asgi_apim.server.protocols import tls_info
 from asgi_apim.server.tls import LiveTrust, TrustContextFactory, default_cert_reqs, server_certificate_pem
 from tests.server.tlspair import client_context, handshake, server_context
@@ -149,7 +149,7 @@ def test_factory_trusts_the_configuration(
     tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tls, "live_trust", LiveTrust())
-    monkeypatch.setattr(app_module, "_configs", {})
+    forget_configs()
     config, default = _factory_setup(tmp_path, pki, ssl.CERT_OPTIONAL)
     ctx = TrustContextFactory(str(config))(_UvicornConfig(tmp_path / "server.pem"), default)
     assert ctx.verify_mode == ssl.CERT_OPTIONAL and ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
