@@ -18,6 +18,7 @@ from typing import Any
 
 from asgi_apim._schema import Decrypt, Secrets, Table, expand_env, plain_path, read_toml, resolve_document
 from asgi_apim.errors import ConfigError
+from asgi_apim.gateway.settings import BackendConfig, BackendSecurityConfig, GatewayApiConfig, parse_gateway
 
 DEFAULT_TIERS: dict[str, str] = {
     "Unlimited": "unlimited",
@@ -129,18 +130,10 @@ class ResourceConfig:
 
 
 @dataclass(frozen=True)
-class BackendSecurityConfig:
-    type: str = "basic"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class ApiConfig:
     name: str
     context: str
-    backend: str | None = None
+    backend: BackendConfig | None = None  # gateway mode: see asgi_apim.gateway.settings
     tier: str = "Unlimited"
     security: SecurityConfig = field(default_factory=SecurityConfig)
     certificates: tuple[CertificateRegistration, ...] = ()
@@ -149,6 +142,7 @@ class ApiConfig:
     # None: only registered certificates (exact, or issued by a registered CA) pass, as in WSO2;
     # a tier name: any certificate the truststore validates also passes, at that tier
     truststore_tier: str | None = None
+    gateway: GatewayApiConfig = field(default_factory=GatewayApiConfig)  # every gateway key, backend included
 
 
 @dataclass(frozen=True)
@@ -209,7 +203,7 @@ def _security(t: Table) -> SecurityConfig:
 def _api(t: Table) -> ApiConfig:
     name = t.str("name", required=True)
     context = t.path_prefix("context")
-    backend = t.http_url("backend")
+    gateway = parse_gateway(t)
     tier = t.str("tier", "Unlimited", required=True)
     truststore_tier = t.str("truststore_tier") or _not_empty(t, "truststore_tier")
     security = _security(t.table("security"))
@@ -248,27 +242,18 @@ def _api(t: Table) -> ApiConfig:
                 f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other"
             )
         r.done()
-    backend_security = None
-    if t.has("backend_security"):
-        b = t.table("backend_security")
-        backend_security = BackendSecurityConfig(
-            type=b.str("type", "basic", choices=("basic", "bearer")),
-            username=b.str("username"),
-            password=b.str("password"),
-            token=b.str("token"),
-        )
-        b.done()
     t.done()
     return ApiConfig(
         name=name,
         context=context,
-        backend=backend,
+        backend=gateway.backend,
         tier=tier,
         security=security,
         certificates=tuple(certificates),
         resources=tuple(resources),
-        backend_security=backend_security,
+        backend_security=gateway.backend_security,
         truststore_tier=truststore_tier,
+        gateway=gateway,
     )
 
 
