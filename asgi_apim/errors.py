@@ -36,7 +36,7 @@ import json
 import re
 from typing import ClassVar
 
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 # Every value decrypted from the configuration last loaded (`asgi_apim._schema.resolve_document`
 # starts the set again for each), so that no error's text shows it: a bad value that came
@@ -227,7 +227,7 @@ async def send_problem(send: Send, exc: RequestError, instance: str = "") -> Non
     await send({"type": "http.response.body", "body": body})
 
 
-async def reject(scope: dict, send: Send, exc: RequestError) -> None:
+async def reject(scope: Scope, send: Send, exc: RequestError) -> None:
     """Reject an HTTP request or a WebSocket handshake with ``exc``."""
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):

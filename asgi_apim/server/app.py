@@ -20,6 +20,7 @@ from asgi_apim.errors import APIMError
 APP_ENV = "ASGI_APIM_APP"
 CONFIG_ENV = "ASGI_APIM_CONFIG"
 APP_DIR_ENV = "ASGI_APIM_APP_DIR"
+GATEWAY_ENV = "ASGI_APIM_GATEWAY"  # set by asgi-apim gateway: the app is the gateway of the configuration
 FACTORY = "asgi_apim.server.app:create_app"
 
 _configs: dict[str, Config] = {}
@@ -45,7 +46,11 @@ def import_app(target: str) -> ASGIApp:
 
 
 def create_app() -> ASGIApp:
-    """``protect(MODULE:APP, config)`` as named by the environment."""
+    """``protect(MODULE:APP, config)`` as named by the environment, or the gateway."""
+    if os.environ.get(GATEWAY_ENV) == "1" and CONFIG_ENV in os.environ:
+        from asgi_apim.gateway.app import gateway
+
+        return gateway(config_for(os.environ[CONFIG_ENV]))
     try:
         target, config_path = os.environ[APP_ENV], os.environ[CONFIG_ENV]
     except KeyError as exc:
