@@ -209,13 +209,15 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def wrk(port: int, duration: float, connections: int) -> tuple[float, float]:
-    out = subprocess.run(
+def wrk(port: int, duration: int, connections: int) -> tuple[float, float]:
+    proc = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed on port {port}: {proc.stderr.strip() or proc.stdout.strip()}")
+    out = proc.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     p99_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -226,7 +228,7 @@ def wrk(port: int, duration: float, connections: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
