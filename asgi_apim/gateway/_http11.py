@@ -17,6 +17,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 
@@ -96,8 +97,7 @@ class Connection(asyncio.Protocol):
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
         if not self._active:  # bytes nobody asked for: the connection cannot be trusted with the next request
