@@ -50,8 +50,11 @@ def _close_code(code: int | None) -> int:
 async def _open(proxy: GatewayProxy, target: Target, scope: Scope) -> ClientConnection:
     timeouts = target.api.gateway.timeouts
     base, _ = proxy.base_headers(scope, target)
-    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in base if n not in WS_DROPPED]
+    base = [(n, v) for n, v in base if n not in WS_DROPPED]
     query = proxy.query(scope, target)
+    if target.auth is not None:
+        _, query = await target.auth.apply(base, query)
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in base]
     last: RequestError = BackendError("the gateway could not connect to the backend")
     candidates = target.group(scope.get("user")).candidates()
     for endpoint in candidates:
