@@ -71,18 +71,19 @@ async def raw_server(handler: Handler, *, ssl_context: ssl.SSLContext | None = N
     counted = Counted()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        counted.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)  # type: ignore[arg-type]
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the client went away: part of several tests
         finally:
-            tasks.discard(task)  # type: ignore[arg-type]
             writer.close()
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counted.connections += 1
+        task = asyncio.ensure_future(run(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     server = await asyncio.start_server(on_connect, LOOPBACK, 0, ssl=ssl_context)
     counted.port = server.sockets[0].getsockname()[1]

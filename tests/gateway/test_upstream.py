@@ -107,7 +107,9 @@ async def test_request_body_with_length_or_chunked(declared: bool) -> None:
         pool = srv.pool()
         headers = [(b"host", b"x"), (b"content-length", b"999"), (b"transfer-encoding", b"gzip")]  # replaced
         resp = await pool.request(
-            get(b"/echo/", "POST", headers=headers, body=chunks(*parts), content_length=len(total) if declared else None)
+            get(
+                b"/echo/", "POST", headers=headers, body=chunks(*parts), content_length=len(total) if declared else None
+            )
         )
         got = (await resp.read()).decode()
         await pool.aclose()
