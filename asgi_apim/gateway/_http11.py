@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from collections.abc import Callable
 from typing import cast
@@ -119,6 +120,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if isinstance(exc, ssl.SSLError) and self._active and not self.status:
+            # TLS 1.3: a server refusing our certificate says so after the handshake, on the first read
+            self._fail(ConnectFailed(f"TLS with the backend failed: {exc}"))
         self._ended()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(ConnectionClosed("the backend closed the connection"))
