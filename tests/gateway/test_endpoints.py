@@ -20,7 +20,9 @@ class Clock:
 def test_endpoint_address_path_and_host() -> None:
     s = SuspensionConfig()
     e = Endpoint("https://Example.org/api/v1/", s)
-    assert e.address == Address("https", "example.org", 443) and e.path == b"/api/v1" and e.host_header == b"example.org"
+    assert (
+        e.address == Address("https", "example.org", 443) and e.path == b"/api/v1" and e.host_header == b"example.org"
+    )
     e = Endpoint("http://[::1]:8080", s)
     assert e.address == Address("http", "::1", 8080) and e.path == b"" and e.host_header == b"[::1]:8080"
     assert Endpoint("http://h/a%20b", s).path == b"/a%20b"

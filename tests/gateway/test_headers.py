@@ -54,7 +54,9 @@ def test_remainder_keeps_the_raw_encoding() -> None:
     assert raw_path_of({"path": "/x y"}) == b"/x%20y"
 
 
-segment = st.text(alphabet=st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=8)
+segment = st.text(
+    alphabet=st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=8
+)
 
 
 @given(st.lists(segment, min_size=1, max_size=3), st.lists(segment, max_size=4))

@@ -21,7 +21,9 @@ def load(tmp_path: Path, body: str) -> object:
 
 
 def test_a_single_url_and_its_defaults(tmp_path: Path) -> None:
-    cfg = load(tmp_path, API.replace('context = "/pets"\n', 'context = "/pets"\nbackend = "http://127.0.0.1:9000/v1"\n'))
+    cfg = load(
+        tmp_path, API.replace('context = "/pets"\n', 'context = "/pets"\nbackend = "http://127.0.0.1:9000/v1"\n')
+    )
     gw = cfg.api("pets").gateway  # type: ignore[attr-defined]
     assert gw.backend == BackendConfig(urls=("http://127.0.0.1:9000/v1",))
     assert cfg.api("pets").backend == gw.backend  # type: ignore[attr-defined]
@@ -77,11 +79,23 @@ def test_bad_backend_values_name_their_key(tmp_path: Path, extra: str, key: str)
         ("[apis.suspension]\ninitial = 60\nmax = 30\n", "apis[0].suspension.max"),
         ('[apis.backend_security]\ntype = "digest"\n', "apis[0].backend_security.type"),
         ('[apis.backend_security]\ntype = "basic"\nusername = "u"\n', "apis[0].backend_security.password"),
-        ('[apis.backend_security]\ntype = "basic"\nusername = "a:b"\npassword = "p"\n', "apis[0].backend_security.username"),
+        (
+            '[apis.backend_security]\ntype = "basic"\nusername = "a:b"\npassword = "p"\n',
+            "apis[0].backend_security.username",
+        ),
         ('[apis.backend_security]\ntype = "api_key"\nname = "k"\n', "apis[0].backend_security.value"),
-        ('[apis.backend_security]\ntype = "api_key"\nname = "bad name"\nvalue = "v"\n', "apis[0].backend_security.name"),
-        ('[apis.backend_security]\ntype = "api_key"\nin = "cookie"\nname = "k"\nvalue = "v"\n', "apis[0].backend_security.in"),
-        ('[apis.backend_security]\ntype = "oauth2"\nclient_id = "c"\nclient_secret = "s"\n', "apis[0].backend_security.token_url"),
+        (
+            '[apis.backend_security]\ntype = "api_key"\nname = "bad name"\nvalue = "v"\n',
+            "apis[0].backend_security.name",
+        ),
+        (
+            '[apis.backend_security]\ntype = "api_key"\nin = "cookie"\nname = "k"\nvalue = "v"\n',
+            "apis[0].backend_security.in",
+        ),
+        (
+            '[apis.backend_security]\ntype = "oauth2"\nclient_id = "c"\nclient_secret = "s"\n',
+            "apis[0].backend_security.token_url",
+        ),
         ('[apis.backend_security]\ntype = "oauth2"\ntoken_url = "x"\n', "apis[0].backend_security.token_url"),
     ],
 )
