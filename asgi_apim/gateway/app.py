@@ -23,6 +23,8 @@ from asgi_apim._stack import protect
 from asgi_apim.config import Config, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway.proxy import GatewayProxy, SSLContexts
+from asgi_apim.gateway.settings import GatewayApiConfig
+from asgi_apim.gateway.ssl_profiles import SSLProfiles
 from asgi_apim.gateway.websocket import install
 
 HEALTH = "/health"
@@ -74,14 +76,15 @@ def gateway(
     for api in cfg.apis:
         if api.context == HEALTH or api.context.startswith(HEALTH + "/"):
             raise ConfigError(f"apis[{api.name}].context", f"{api.context} is the gateway's own {HEALTH}")
-    if ssl_contexts is None and cfg.ssl_profiles:
-        ssl_contexts = _profiles(cfg)
+    profiles = None
+    if ssl_contexts is None and any(u.startswith("https:") for a in cfg.apis for u in _urls(a.gateway)):
+        profiles = SSLProfiles(cfg)
+        ssl_contexts = profiles.context_for
     proxy = install(GatewayProxy(cfg, ssl_contexts=ssl_contexts))
+    if profiles is not None:
+        proxy.jobs.append(profiles.run)
     return GatewayHealth(protect(proxy, cfg), proxy)
 
 
-def _profiles(cfg: Config) -> SSLContexts:
-    from asgi_apim.gateway.ssl_profiles import SSLProfiles  # written with the upstream client
-
-    profiles = SSLProfiles(cfg)
-    return profiles.context_for
+def _urls(gw: GatewayApiConfig) -> list[str]:
+    return [u for b in (gw.backend, gw.sandbox_backend) if b is not None for u in b.urls]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -203,6 +203,8 @@ class GatewayProxy:
         self._ssl_contexts = ssl_contexts
         self._pools: dict[Address, UpstreamPool] = {}
         self.websocket: Callable[[Target, Scope, Receive, Send], Any] | None = None
+        self.jobs: list[Callable[[], Awaitable[None]]] = []  # run from lifespan startup to shutdown
+        self._tasks: list[asyncio.Task[None]] = []
 
     # ---- shared ----------------------------------------------------------------------------------
 
@@ -286,6 +288,7 @@ class GatewayProxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._tasks = [asyncio.ensure_future(job()) for job in self.jobs]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -293,6 +296,10 @@ class GatewayProxy:
                 return
 
     async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()

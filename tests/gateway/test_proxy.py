@@ -102,7 +102,7 @@ async def test_client_credentials_dropped_host_preserved_certificate_forwarded(t
     ca = make_ca("t")
     leaf = issue_client(ca, "caller")
     async with uvicorn_server(echo) as b:
-        extra = 'preserve_host = true\nforward_client_certificate = true\n'
+        extra = "preserve_host = true\nforward_client_certificate = true\n"
         extra += '[apis.security]\napplication = ["api_key", "oauth2"]\n'
         cfg = config(tmp_path, api("a", f'"http://127.0.0.1:{b.port}/root"', extra))
         proxy = GatewayProxy(cfg)
