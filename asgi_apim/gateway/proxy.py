@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Receive, Scope, Send
 
 from asgi_apim._keys import PEER
-from asgi_apim.config import ApiConfig, Config
+from asgi_apim.config import Config
 from asgi_apim.errors import (
     BackendConnectionClosed,
     BackendConnectTimeout,
@@ -42,18 +41,14 @@ from asgi_apim.errors import (
     BackendProtocolError,
     BackendTimeout,
     BadRequest,
-    Forbidden,
     NotFound,
     RequestError,
     reject,
 )
-from asgi_apim.gateway.backend_security import BackendAuth, backend_auth, without_param
-from asgi_apim.gateway.endpoints import Address, Endpoint, EndpointGroup
+from asgi_apim.gateway.backend_security import without_param
+from asgi_apim.gateway.endpoints import Address, Endpoint
 from asgi_apim.gateway.headers import (
     CLIENT_CERTIFICATE,
-    FORWARDED,
-    HOP_BY_HOP,
-    JWT_ASSERTION,
     Headers,
     TrustedPeers,
     connection_named,
@@ -62,6 +57,7 @@ from asgi_apim.gateway.headers import (
     remainder,
     response_headers,
 )
+from asgi_apim.gateway.targets import Target, targets
 from asgi_apim.gateway.upstream import (
     ConnectFailed,
     ConnectionClosed,
@@ -99,58 +95,6 @@ def transport_error(exc: UpstreamError | TimeoutError) -> BackendError:
     if isinstance(exc, ProtocolError):
         return BackendProtocolError("the backend's answer is not valid HTTP")
     return BackendError("the gateway could not connect to the backend")
-
-
-@dataclass
-class Target:
-    """One API with a backend, as the proxy uses it (built once)."""
-
-    api: ApiConfig
-    production: EndpointGroup
-    sandbox: EndpointGroup | None
-    auth: BackendAuth | None
-    dropped: frozenset[bytes]  # request headers never forwarded
-    dropped_query: set[str] = field(default_factory=set)
-
-    @property
-    def name(self) -> str:
-        return self.api.name
-
-    def group(self, user: Any) -> EndpointGroup:
-        if getattr(user, "key_type", "PRODUCTION") == "SANDBOX":
-            if self.sandbox is None:
-                raise Forbidden("the API has no sandbox endpoint: a sandbox credential cannot call it")
-            return self.sandbox
-        return self.production
-
-
-def _targets(config: Config) -> list[Target]:
-    targets = []
-    cert_header = config.mutual_ssl.certificate_header.lower().encode("latin-1")
-    for api in config.apis:
-        gw = api.gateway
-        if gw.backend is None:
-            continue
-        schemes = {
-            s for sec in (api.security, *(r.security for r in api.resources if r.security)) for s in sec.application
-        }
-        dropped = set(HOP_BY_HOP | FORWARDED | {b"host", cert_header, CLIENT_CERTIFICATE, JWT_ASSERTION})
-        query: set[str] = set()
-        if schemes & {"oauth2", "basic"}:
-            dropped.add(b"authorization")
-        if "api_key" in schemes:
-            dropped.add(config.api_keys.header.lower().encode("latin-1"))
-            query.add(config.api_keys.query_param)
-        auth = backend_auth(gw.backend_security) if gw.backend_security else None
-        if auth is not None:
-            if auth.header_name:
-                dropped.add(auth.header_name)
-            if auth.query_name:
-                query.add(auth.query_name)
-        production = EndpointGroup(gw.backend, gw.suspension)
-        sandbox = EndpointGroup(gw.sandbox_backend, gw.suspension) if gw.sandbox_backend else None
-        targets.append(Target(api, production, sandbox, auth, frozenset(dropped), query))
-    return sorted(targets, key=lambda t: len(t.api.context), reverse=True)
 
 
 class _Body:
@@ -198,7 +142,7 @@ class GatewayProxy:
 
     def __init__(self, config: Config, *, ssl_contexts: SSLContexts | None = None) -> None:
         self.config = config
-        self.targets = _targets(config)
+        self.targets = targets(config)
         self._trusted = TrustedPeers(config.mutual_ssl.trusted_proxies)
         self._ssl_contexts = ssl_contexts
         self._pools: dict[Address, UpstreamPool] = {}
@@ -211,7 +155,7 @@ class GatewayProxy:
     def match(self, path: str) -> Target | None:
         for target in self.targets:
             context = target.api.context
-            if context == "/" or path == context or path.startswith(context + "/") or path.startswith(context + "?"):
+            if context == "/" or path == context or path.startswith(context + "/"):
                 return target
         return None
 

@@ -22,7 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from asgi_apim.errors import BackendConnectTimeout, BackendError, BackendProtocolError, RequestError, reject
-from asgi_apim.gateway.proxy import GatewayProxy, Target
+from asgi_apim.gateway.proxy import GatewayProxy
+from asgi_apim.gateway.targets import Target
 
 logger = logging.getLogger("asgi_apim.gateway")
 
