@@ -12,7 +12,7 @@ One `UpstreamPool` per backend origin serves every request to it, closed at
 lifespan shutdown. A transport failure (`UpstreamError`) suspends the endpoint
 (`asgi_apim.gateway.endpoints`); a failover or load-balanced group then tries
 its next endpoint when the request had not reached the failed one (no
-connection, or a closed connection before any body was sent); otherwise the
+connection; or a closed connection, for an idempotent request without a body); otherwise the
 failure is answered as WSO2 does: 502 101503, 504 101508, 504 101504, 502
 101505, 502 101506, 503 303001 (`asgi_apim.errors`), and logged with the
 backend's address, which the answer never shows.
@@ -59,6 +59,7 @@ from asgi_apim.gateway.headers import (
 )
 from asgi_apim.gateway.targets import Target, targets
 from asgi_apim.gateway.upstream import (
+    IDEMPOTENT,
     ConnectFailed,
     ConnectionClosed,
     ConnectTimeout,
@@ -330,8 +331,10 @@ class GatewayProxy:
                 if not isinstance(exc, PoolTimeout):
                     endpoint.failed(_cause(exc))
                 logger.warning("api %s: backend %s: %s", target.name, endpoint.url, _cause(exc))
+                # the next endpoint, when this one never got the request: no connection; or a closed
+                # connection on an idempotent request that sent no body (never a POST that may have been served)
                 untouched = isinstance(exc, (ConnectFailed, ConnectTimeout)) or (
-                    isinstance(exc, ConnectionClosed) and (body is None or not body.started)
+                    isinstance(exc, ConnectionClosed) and scope["method"] in IDEMPOTENT and body is None
                 )
                 if untouched and index + 1 < len(candidates):
                     index += 1
