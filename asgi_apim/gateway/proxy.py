@@ -193,6 +193,10 @@ class GatewayProxy:
                 out.append((lname, value))
         peer = scope.get(PEER) or scope.get("client") or (None,)
         out += forwarded(headers, peer=peer[0], trusted=peer[0] in self._trusted, scheme=scope["scheme"], host=host)
+        if target.jwt is not None:
+            assertion = target.jwt.token(scope.get("user"))
+            if assertion is not None:
+                out.append((target.jwt.header, assertion))
         if target.api.gateway.forward_client_certificate:
             cert = getattr(scope.get("user"), "certificate", None)
             if cert is not None:

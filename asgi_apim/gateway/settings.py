@@ -14,12 +14,14 @@ key                                   default    meaning
 ``forward_client_certificate``        false      pass the validated client certificate on
 ``[apis.timeouts] connect/read/total``  5/30/0   seconds; ``total`` 0: no whole-exchange deadline
 ``[apis.suspension] initial/factor/max``  30/2/300  WSO2's endpoint suspension, seconds
+``[apis.backend_jwt]``                (none)     signing_key, header, issuer, validity: X-JWT-Assertion
 ====================================  =========  =====================================================
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from asgi_apim._schema import Table
@@ -73,6 +75,16 @@ class BackendSecurityConfig:
 
 
 @dataclass(frozen=True)
+class BackendJWTConfig:
+    """``[apis.backend_jwt]``: WSO2's backend JWT, the authenticated caller signed for the backend."""
+
+    signing_key: Path
+    header: str = "x-jwt-assertion"
+    issuer: str = "asgi-apim"
+    validity: float = 900.0
+
+
+@dataclass(frozen=True)
 class GatewayApiConfig:
     backend: BackendConfig | None = None
     sandbox_backend: BackendConfig | None = None
@@ -81,6 +93,7 @@ class GatewayApiConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     suspension: SuspensionConfig = field(default_factory=SuspensionConfig)
     backend_security: BackendSecurityConfig | None = None
+    backend_jwt: BackendJWTConfig | None = None
 
 
 def _url(t: Table, key: str, value: object) -> str:
@@ -173,6 +186,17 @@ def parse_gateway(t: Table) -> GatewayApiConfig:
     if suspension.max < suspension.initial:
         raise ConfigError(f"{suspension_t.key}.max", "is shorter than initial")
     security = _backend_security(t.table("backend_security")) if t.has("backend_security") else None
+    backend_jwt = None
+    if t.has("backend_jwt"):
+        j = t.table("backend_jwt")
+        header: str = j.header_name("header", "X-JWT-Assertion")
+        backend_jwt = BackendJWTConfig(
+            signing_key=j.path("signing_key", required=True),  # type: ignore[arg-type]  # required: never None
+            header=header.lower(),
+            issuer=j.str("issuer", "asgi-apim", required=True),
+            validity=j.number("validity", 900, minimum=10, maximum=86400),
+        )
+        j.done()
     gw = GatewayApiConfig(
         backend=backend,
         sandbox_backend=sandbox,
@@ -181,9 +205,10 @@ def parse_gateway(t: Table) -> GatewayApiConfig:
         timeouts=timeouts,
         suspension=suspension,
         backend_security=security,
+        backend_jwt=backend_jwt,
     )
     if backend is None:
-        for key in ("preserve_host", "forward_client_certificate", "timeouts", "suspension"):
+        for key in ("preserve_host", "forward_client_certificate", "timeouts", "suspension", "backend_jwt"):
             if t.has(key):
                 raise ConfigError(t._k(key), "applies to an API with a backend only")
     return gw

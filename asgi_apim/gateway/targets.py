@@ -8,6 +8,7 @@ from typing import Any
 
 from asgi_apim.config import ApiConfig, Config
 from asgi_apim.errors import Forbidden
+from asgi_apim.gateway.backend_jwt import BackendJWT
 from asgi_apim.gateway.backend_security import BackendAuth, backend_auth
 from asgi_apim.gateway.endpoints import EndpointGroup
 from asgi_apim.gateway.headers import CLIENT_CERTIFICATE, FORWARDED, HOP_BY_HOP, JWT_ASSERTION
@@ -23,6 +24,7 @@ class Target:
     auth: BackendAuth | None
     dropped: frozenset[bytes]  # request headers never forwarded
     dropped_query: set[str] = field(default_factory=set)
+    jwt: BackendJWT | None = None
 
     @property
     def name(self) -> str:
@@ -61,5 +63,10 @@ def targets(config: Config) -> list[Target]:
                 query.add(auth.query_name)
         production = EndpointGroup(gw.backend, gw.suspension)
         sandbox = EndpointGroup(gw.sandbox_backend, gw.suspension) if gw.sandbox_backend else None
-        targets.append(Target(api, production, sandbox, auth, frozenset(dropped), query))
+        backend_jwt = None
+        if gw.backend_jwt is not None:
+            key = f"apis[{api.name}].backend_jwt.signing_key"
+            backend_jwt = BackendJWT(gw.backend_jwt, api.name, api.context, key=key)
+            dropped.add(backend_jwt.header)
+        targets.append(Target(api, production, sandbox, auth, frozenset(dropped), query, backend_jwt))
     return sorted(targets, key=lambda t: len(t.api.context), reverse=True)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Receive, Scope, Send
@@ -198,3 +199,22 @@ def test_a_configuration_with_no_backend_is_refused(tmp_path: Path) -> None:
 def test_transport_errors_map_to_wso2_codes_without_the_cause(exc: Exception, status: int, code: int) -> None:
     err = transport_error(exc)  # type: ignore[arg-type]
     assert (err.status, err.code) == (status, code) and "10.0.0.1" not in err.detail
+
+
+async def test_the_backend_jwt_reaches_the_backend_and_a_client_s_never(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "jwt.pem").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    echo = Echo()
+    async with uvicorn_server(echo) as b:
+        extra = '[apis.backend_jwt]\nsigning_key = "jwt.pem"\n'
+        proxy = GatewayProxy(config(tmp_path, api("a", f'"http://127.0.0.1:{b.port}"', extra)))
+        r = await call(proxy, "GET", "/a/x", principal(tier="Gold"), headers={"x-jwt-assertion": "forged"})
+        token = r.json()["headers"]["x-jwt-assertion"]
+        claims = jwt.decode(token, key.public_key(), algorithms=["ES256"])
+        assert claims["sub"] == "alice"
+        r = await call(proxy, "GET", "/a/x", headers={"x-jwt-assertion": "forged"})
+        assert "x-jwt-assertion" not in r.json()["headers"]  # anonymous: none, and never the client's
+        await proxy.aclose()
