@@ -218,3 +218,52 @@ async def test_the_backend_jwt_reaches_the_backend_and_a_client_s_never(tmp_path
         r = await call(proxy, "GET", "/a/x", headers={"x-jwt-assertion": "forged"})
         assert "x-jwt-assertion" not in r.json()["headers"]  # anonymous: none, and never the client's
         await proxy.aclose()
+
+
+async def test_websocket_frames_both_ways_and_the_client_s_close_code_reaches_the_backend(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    from asgi_apim.gateway.websocket import install
+
+    closed: list[int] = []
+
+    async def backend(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": (scope.get("subprotocols") or [None])[0]})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                closed.append(m.get("code", 0))
+                return
+            await send({"type": "websocket.send", "text": "echo:" + (m.get("text") or "")})
+
+    async with uvicorn_server(backend) as b:
+        proxy = install(GatewayProxy(config(tmp_path, api("w", f'"http://127.0.0.1:{b.port}/ws"'))))
+        async with uvicorn_server(proxy) as gw:
+            async with connect(f"ws://127.0.0.1:{gw.port}/w/x", subprotocols=["v1"]) as ws:  # type: ignore[list-item]
+                assert ws.subprotocol == "v1"
+                await ws.send("hi")
+                assert await asyncio.wait_for(ws.recv(), 5) == "echo:hi"
+                await ws.close(4003, "bye")
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.02)
+        assert closed == [4003]
+        await proxy.aclose()
+
+
+async def test_a_websocket_backend_that_is_down_refuses_the_handshake(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from asgi_apim.gateway.websocket import install
+
+    body = api("w", '"http://127.0.0.1:1"', "[apis.suspension]\ninitial = 0\n")
+    proxy = install(GatewayProxy(config(tmp_path, body)))
+    async with uvicorn_server(proxy) as gw:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"ws://127.0.0.1:{gw.port}/w/x"):
+                pass
+        assert info.value.response.status_code == 502
+        assert json.loads(info.value.response.body)["code"] == 101503
