@@ -265,8 +265,8 @@ class GatewayProxy:
         query = self.query(scope, target)
         has_body, length = _framing(scope["headers"])
         body = _Body(receive, keep=target.auth is not None and target.auth.retry_on_401) if has_body else None
-        gone = asyncio.Event()
-        watcher = asyncio.ensure_future(_watch(receive, body, gone, asyncio.current_task()))
+        watch = _Watch(asyncio.current_task())
+        watcher = asyncio.ensure_future(watch.run(receive, body))
         response: UpstreamResponse | None = None
         started = False
         try:
@@ -282,17 +282,19 @@ class GatewayProxy:
                 started = True
                 async for chunk in response.stream():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.finished = True  # a disconnect from here on is the end of a complete response
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not gone.is_set() or task is None:
+            if not watch.gone or task is None:
                 raise
             task.uncancel()
             logger.info("api %s: the client went away; the backend request is closed", target.name)
         except ClientGone:
             logger.info("api %s: the client went away; the backend request is closed", target.name)
         except (UpstreamError, TimeoutError) as exc:
-            logger.warning("api %s: backend failed %s: %s", target.name, "mid-response" if started else "", _cause(exc))
+            when = "mid-response" if started else "before responding"
+            logger.warning("api %s: the backend failed %s: %s", target.name, when, _cause(exc))
             if not started:
                 raise transport_error(exc) from None
         finally:
@@ -355,15 +357,22 @@ class GatewayProxy:
             return response
 
 
-async def _watch(receive: Receive, body: _Body | None, gone: asyncio.Event, task: asyncio.Task[Any] | None) -> None:
-    """Once the request body is read, wait for the client's disconnect and cancel ``task``."""
-    if body is not None:
-        await body.done.wait()
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
-    if task is not None:
-        task.cancel()
+class _Watch:
+    """Cancels the request's task when its client disconnects before the response is whole."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.gone = False
+        self.finished = False
+
+    async def run(self, receive: Receive, body: _Body | None) -> None:
+        if body is not None:  # the body's own reads see a disconnect until it is read whole
+            await body.done.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished and self.task is not None:
+            self.gone = True
+            self.task.cancel()
 
 
 def _framing(headers: Headers) -> tuple[bool, int | None]:
