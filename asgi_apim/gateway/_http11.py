@@ -203,7 +203,9 @@ class Connection(asyncio.Protocol):
         elif self.status:
             self._fail(ConnectionClosed("the backend closed the connection before the end of the response body"))
         else:
-            self._fail(ConnectionClosed("the backend closed the connection before responding"))
+            tls = self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+            hint = " (over TLS 1.3, a refused client certificate looks like this)" if tls and not self.reused else ""
+            self._fail(ConnectionClosed(f"the backend closed the connection before responding{hint}"))
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
