@@ -14,7 +14,8 @@ Errors::
     ├── ReadTimeout ........... no response head, or a body stalled            -> 101504
     ├── ConnectionClosed ...... reset or closed before the response was whole  -> 101505
     ├── ProtocolError ......... the backend answered garbage                   -> 502 (101503)
-    └── RequestBodyError ...... the request body broke its Content-Length
+    └── InvalidRequest ........ the request cannot be sent as given (CR/LF in a header)
+        └── RequestBodyError .. the request body broke its Content-Length
 
 A pooled connection is reused only after a complete exchange that both sides
 allow to continue (keep-alive) and only within ``keepalive_expiry`` of its last
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +40,7 @@ from asgi_apim.gateway._http11 import (
     Connection,
     ConnectionClosed,
     ConnectTimeout,
+    InvalidRequest,
     PoolTimeout,
     ProtocolError,
     ReadTimeout,
@@ -49,6 +52,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectTimeout",
     "ConnectionClosed",
+    "InvalidRequest",
     "Origin",
     "PoolTimeout",
     "ProtocolError",
@@ -64,6 +68,7 @@ __all__ = [
 SSLContextSource = Callable[[], tuple[ssl.SSLContext | None, object]]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FRAMING = (b"content-length", b"transfer-encoding")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CONTINUE_TIMEOUT = 1.0  # how long ``Expect: 100-continue`` waits before sending the body anyway
 
 
@@ -330,17 +335,30 @@ class UpstreamPool:
 
 
 def _head(req: UpstreamRequest) -> bytes:
+    """The request head. A CR, LF or NUL inside the method, target or a header (a smuggled header
+    or request) is `InvalidRequest`, found by counting line ends over the whole head."""
+    if not _METHOD.fullmatch(req.method) or b" " in req.target or not req.target:
+        raise InvalidRequest(f"invalid request line: {req.method!r} {req.target!r}")
     lines = [req.method.encode("ascii"), b" ", req.target, b" HTTP/1.1\r\n"]
+    count = 2
     for name, value in req.headers:
         if name.lower() in FRAMING:
             continue
         lines += (name, b": ", value, b"\r\n")
+        count += 1
     if req.content_length is not None:
+        if req.content_length < 0:
+            raise InvalidRequest("content_length must not be negative")
         lines += (b"content-length: ", str(req.content_length).encode("ascii"), b"\r\n")
+        count += 1
     elif req.body is not None:
         lines.append(b"transfer-encoding: chunked\r\n")
+        count += 1
     lines.append(b"\r\n")
-    return b"".join(lines)
+    head = b"".join(lines)
+    if head.count(b"\n") != count or head.count(b"\r") != count or b"\x00" in head:
+        raise InvalidRequest("a request target or header holds CR, LF or NUL")
+    return head
 
 
 class _Exchange:

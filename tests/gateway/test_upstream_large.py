@@ -48,9 +48,11 @@ async def upload(request: Request) -> PlainTextResponse:
 
 
 async def download(request: Request) -> StreamingResponse:
-    return StreamingResponse(blocks(), headers={"content-length": str(SIZE)}) if request.query_params.get(
-        "length"
-    ) else StreamingResponse(blocks())
+    return (
+        StreamingResponse(blocks(), headers={"content-length": str(SIZE)})
+        if request.query_params.get("length")
+        else StreamingResponse(blocks())
+    )
 
 
 APP = Starlette(routes=[Route("/upload", upload, methods=["POST"]), Route("/download", download)])
