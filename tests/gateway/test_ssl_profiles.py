@@ -19,6 +19,7 @@ from asgi_apim.config import parse_config
 from asgi_apim.errors import ConfigError, TruststoreError
 from asgi_apim.gateway.ssl_profiles import SSLProfile, SSLProfiles, server_key
 from asgi_apim.gateway.upstream import ConnectFailed, ConnectionClosed, UpstreamPool, UpstreamRequest
+from asgi_apim.secrets.keys import Keyring, generate_key, parse_key
 from tests.gateway import openssl_pki as pki
 from tests.gateway.servers import Counted, raw_server, read_head
 
@@ -136,6 +137,24 @@ async def test_the_system_cas_verify_backends_without_a_profile(certs: Path) -> 
             await ask(srv, source)
 
 
+async def test_the_default_bundle_verifies_backends_without_a_profile(certs: Path, tmp_path: Path) -> None:
+    server = server_context(certs)
+    server.verify_mode = ssl.CERT_NONE  # one-way TLS
+
+    async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        await writer.drain()
+
+    bundle = tmp_path / "bundle.p12"
+    shutil.copy(certs / "ca1-trust.p12", bundle)
+    raw = {"gateway": {"ca_bundle": str(bundle), "ca_bundle_password": PASSWORD, "ca_bundle_reload_interval": 0}}
+    profiles = SSLProfiles(parse_config(raw, base=tmp_path))
+    async with raw_server(hello, ssl_context=server) as srv:
+        assert await ask(srv, profiles.context_for("127.0.0.1", srv.port)) == b"hello"
+        assert profiles.context_for("localhost", 1) is profiles.default
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_tls_below_1_2_is_refused(certs: Path) -> None:
     server = server_context(certs)
@@ -229,6 +248,23 @@ async def test_a_reload_is_checked_when_asked_for_once_due(certs: Path, tmp_path
     await asyncio.sleep(0.1)
     assert p()[1] == 1  # due: a check starts in a worker thread, this request keeps the current context
     await _until(lambda: p()[1] == 2)
+
+
+async def test_an_encrypted_key_password_opens_a_pkcs12_client_certificate(certs: Path, tmp_path: Path) -> None:
+    key = generate_key()
+    sealed = Keyring(parse_key(key)).encrypt(PASSWORD)
+    raw = {
+        "encryption": {"key": key},
+        "ssl_profiles": [
+            {"servers": ["127.0.0.1:1"], "ca": str(certs / "ca2.pem"), "certificate": str(certs / "client2.p12")}
+        ],
+    }
+    raw["ssl_profiles"][0]["key_password"] = sealed
+    async with raw_server(who, ssl_context=server_context(certs, "server2")) as srv:
+        raw["ssl_profiles"][0]["servers"] = [f"127.0.0.1:{srv.port}"]
+        cfg = parse_config(raw, base=tmp_path)
+        assert cfg.ssl_profiles[0].key_password == PASSWORD and PASSWORD not in repr(cfg.ssl_profiles[0])
+        assert await ask(srv, SSLProfiles(cfg).context_for("127.0.0.1", srv.port)) == b"client2"
 
 
 def test_a_broken_profile_at_start_up_is_fatal(certs: Path, tmp_path: Path) -> None:
