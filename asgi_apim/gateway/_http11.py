@@ -75,6 +75,7 @@ class Connection(asyncio.Protocol):
         self.token = token
         self.idle_since = time.monotonic()
         self.reused = False
+        self.pooled = False  # counted by the pool (set once connected)
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None

@@ -70,6 +70,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FRAMING = (b"content-length", b"transfer-encoding")
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CONTINUE_TIMEOUT = 1.0  # how long ``Expect: 100-continue`` waits before sending the body anyway
+SENDER_GRACE = 0.05  # after a complete response, how long a request body still being written may take to end
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,10 @@ class UpstreamResponse:
                 if not data:
                     break
                 yield data
-            if self._sender is not None and not self._sender.done():  # a backend that answered before the body
-                await asyncio.wait({self._sender}, timeout=self._timeout)
+            if self._sender is not None and not self._sender.done():
+                # a backend that answered before taking the whole body: a moment for the last write to finish,
+                # else the rest is not sent and the connection not reused
+                await asyncio.wait({self._sender}, timeout=SENDER_GRACE)
         except BaseException:
             if self._conn is conn:  # still ours: a connection given back may already serve another request
                 conn.abort()
@@ -213,6 +216,8 @@ class UpstreamPool:
 
     def _lost(self, conn: Connection) -> None:
         """A connection's transport is gone (closed by either side): it no longer counts."""
+        if not conn.pooled:  # lost before `_connect` returned it: counted down there
+            return
         try:
             self._idle.remove(conn)
         except ValueError:
@@ -245,20 +250,28 @@ class UpstreamPool:
             try:
                 async with asyncio.timeout(timeout):
                     conn_or_room = await waiter
-            except TimeoutError:
-                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
-                if handed is not None:
-                    self._release(handed, reuse=True)  # handed over as the timeout fired
-                raise PoolTimeout(f"all {self.max_connections} connections to the backend stayed busy") from None
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+            except BaseException as exc:
+                self._abandon(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise PoolTimeout(f"all {self.max_connections} connections to the backend stayed busy") from None
+                raise
             if conn_or_room is not None:
                 conn_or_room.reused = True
                 return conn_or_room
             if self._count >= self.max_connections:  # taken meanwhile: wait again, fresh timeout is acceptable
                 return await self._acquire(ctx, timeout)
         return await self._connect(ctx, timeout)
+
+    def _abandon(self, waiter: asyncio.Future[Connection | None]) -> None:
+        """A waiter gave up (timeout, cancellation): what it was handed as it did goes to the next one."""
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled() and waiter.exception() is None:
+            handed = waiter.result()
+            if handed is not None:
+                self._release(handed, reuse=True)
+            else:
+                self._wake_waiter()
 
     async def _connect(self, ctx: ssl.SSLContext | None, timeout: float) -> Connection:
         loop = asyncio.get_running_loop()
@@ -287,6 +300,7 @@ class UpstreamPool:
             self._wake_waiter()
             raise
         self.connections_made += 1
+        conn.pooled = True
         return conn
 
     def _release(self, conn: Connection, *, reuse: bool) -> None:
