@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgi_apim.gateway._http11 import Connection
-from asgi_apim.gateway.upstream import InvalidRequest, UpstreamRequest, _head
+from asgi_apim.gateway.upstream import InvalidRequest, UpstreamRequest, request_head
 
 TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1)
 VALUE = st.binary(max_size=40).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E))
@@ -53,7 +53,7 @@ def test_the_request_head_parses_back_to_what_was_given(
 ) -> None:
     body = None if framing == "none" else _nobody()
     req = UpstreamRequest(method, target, headers, body, length if framing == "length" else None)
-    head = _head(req)
+    head = request_head(req)
     parsed = _Request()
     parser = httptools.HttpRequestParser(parsed)
     try:
@@ -87,7 +87,7 @@ def test_cr_lf_or_nul_anywhere_in_the_head_is_refused(where: str, bad: bytes) ->
     else:
         value += bad
     with pytest.raises(InvalidRequest):
-        _head(UpstreamRequest(method, target, [(name, value)], None, None))
+        request_head(UpstreamRequest(method, target, [(name, value)], None, None))
 
 
 class _Transport:
