@@ -56,8 +56,16 @@ class ProtocolError(UpstreamError):
     """The backend answered something that is not HTTP/1.1 (502, WSO2 101503)."""
 
 
-class RequestBodyError(UpstreamError):
+class InvalidRequest(UpstreamError):
+    """The request cannot be sent as given: a CR, LF or NUL in its head, a negative length."""
+
+
+class RequestBodyError(InvalidRequest):
     """The request body did not match its declared Content-Length (the client's fault, not the backend's)."""
+
+
+class _Surplus(Exception):
+    """Bytes after the complete response: parsing stops there."""
 
 
 class Connection(asyncio.Protocol):
@@ -67,6 +75,7 @@ class Connection(asyncio.Protocol):
         self.token = token
         self.idle_since = time.monotonic()
         self.reused = False
+        self.pooled = False  # counted by the pool (set once connected)
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -78,7 +87,6 @@ class Connection(asyncio.Protocol):
         # per response
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self._field = b""
         self._head_bytes = 0
         self._head: asyncio.Future[None] | None = None
         self.continued: asyncio.Future[None] | None = None
@@ -110,9 +118,13 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("the backend switched protocols unasked"))
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed response from the backend: {exc}"))
-        except UpstreamError as exc:
-            self._fail(exc)
+            cause = exc.__context__  # what a callback raised
+            if isinstance(cause, _Surplus):
+                self.close()
+            elif isinstance(cause, UpstreamError):
+                self._fail(cause)
+            else:
+                self._fail(ProtocolError(f"malformed response from the backend: {exc}"))
 
     def eof_received(self) -> bool | None:
         self._ended()
@@ -139,8 +151,10 @@ class Connection(asyncio.Protocol):
     # ---- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: never trust the connection again
+            self.keep_alive = False
+            raise _Surplus
         self.headers = []
-        self._field = b""
 
     def on_status(self, status: bytes) -> None:
         self._count(len(status))
@@ -189,7 +203,15 @@ class Connection(asyncio.Protocol):
 
     def _finish(self) -> None:
         self.complete = True
-        self.keep_alive = not self._until_close and self._parser.should_keep_alive()
+        if self._head_request:  # llhttp, not knowing the request, may wait for a close to end the body
+            tokens = b",".join(v for n, v in self.headers if n.lower() == b"connection").lower()
+            options = {t.strip() for t in tokens.split(b",")}
+            if self._parser.get_http_version() == "1.1":
+                self.keep_alive = b"close" not in options
+            else:
+                self.keep_alive = b"keep-alive" in options
+        else:
+            self.keep_alive = not self._until_close and self._parser.should_keep_alive()
         self._wake()
 
     def _ended(self) -> None:
@@ -203,7 +225,9 @@ class Connection(asyncio.Protocol):
         elif self.status:
             self._fail(ConnectionClosed("the backend closed the connection before the end of the response body"))
         else:
-            self._fail(ConnectionClosed("the backend closed the connection before responding"))
+            tls = self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+            hint = " (over TLS 1.3, a refused client certificate looks like this)" if tls and not self.reused else ""
+            self._fail(ConnectionClosed(f"the backend closed the connection before responding{hint}"))
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
@@ -302,10 +326,10 @@ class Connection(asyncio.Protocol):
     async def read(self, timeout: float) -> bytes:
         """The next piece of the body; b"" at its end. Raises the connection's error, or `ReadTimeout`."""
         while not self._chunks:
-            if self._error is not None:
-                raise self._error
             if self.complete:
                 return b""
+            if self._error is not None:
+                raise self._error
             self._data_waiter = self._loop.create_future()
             timer = self._loop.call_later(timeout, self._stalled, self._data_waiter, timeout)
             try:

@@ -14,7 +14,8 @@ Errors::
     ├── ReadTimeout ........... no response head, or a body stalled            -> 101504
     ├── ConnectionClosed ...... reset or closed before the response was whole  -> 101505
     ├── ProtocolError ......... the backend answered garbage                   -> 502 (101503)
-    └── RequestBodyError ...... the request body broke its Content-Length
+    └── InvalidRequest ........ the request cannot be sent as given (CR/LF in a header)
+        └── RequestBodyError .. the request body broke its Content-Length
 
 A pooled connection is reused only after a complete exchange that both sides
 allow to continue (keep-alive) and only within ``keepalive_expiry`` of its last
@@ -30,14 +31,16 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from asgi_apim.gateway._exchange import Exchange, UpstreamRequest, UpstreamResponse, request_head
 from asgi_apim.gateway._http11 import (
     ConnectFailed,
     Connection,
     ConnectionClosed,
     ConnectTimeout,
+    InvalidRequest,
     PoolTimeout,
     ProtocolError,
     ReadTimeout,
@@ -49,6 +52,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectTimeout",
     "ConnectionClosed",
+    "InvalidRequest",
     "Origin",
     "PoolTimeout",
     "ProtocolError",
@@ -59,12 +63,11 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamResponse",
     "default_ssl_context",
+    "request_head",
 ]
 
 SSLContextSource = Callable[[], tuple[ssl.SSLContext | None, object]]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-FRAMING = (b"content-length", b"transfer-encoding")
-CONTINUE_TIMEOUT = 1.0  # how long ``Expect: 100-continue`` waits before sending the body anyway
 
 
 @dataclass(frozen=True)
@@ -78,86 +81,11 @@ class Origin:
             raise ValueError(f"unsupported scheme {self.scheme!r}")
 
 
-@dataclass
-class UpstreamRequest:
-    """``headers`` are sent as given (Host included) except Content-Length and Transfer-Encoding,
-    which the client writes from ``content_length``: a length, or chunked when a body has none."""
-
-    method: str
-    target: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: AsyncIterator[bytes] | None = None
-    content_length: int | None = None
-
-
 def default_ssl_context() -> ssl.SSLContext:
     """The system's CAs, hostname verification, TLS 1.2 at least."""
     ctx = ssl.create_default_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
-
-
-class UpstreamResponse:
-    """A response whose head has arrived. Read the body with `stream`; always `aclose`."""
-
-    def __init__(self, pool: UpstreamPool, conn: Connection, sender: asyncio.Task[None] | None, timeout: float) -> None:
-        self.status = conn.status
-        self.headers = conn.headers
-        self._pool = pool
-        self._conn: Connection | None = conn
-        self._sender = sender
-        self._timeout = timeout
-        self._leftover = b""
-        if conn.complete and (sender is None or sender.done()):
-            self._leftover = conn.take()  # the whole body came with the head
-            self._release()
-
-    def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        sender = self._sender
-        if sender is not None and not sender.done():
-            sender.cancel()
-        sender_ok = sender is None or (sender.done() and not sender.cancelled() and sender.exception() is None)
-        self._pool._release(conn, reuse=conn.complete and conn.keep_alive and sender_ok)
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body, de-chunked, piece by piece as it arrives (nothing read ahead past a small buffer)."""
-        conn = self._conn
-        if conn is None:
-            data, self._leftover = self._leftover, b""
-            if data:
-                yield data
-            return
-        try:
-            while True:
-                data = await conn.read(self._timeout)
-                if not data:
-                    break
-                yield data
-            if self._sender is not None and not self._sender.done():  # a backend that answered before the body
-                await asyncio.wait({self._sender}, timeout=self._timeout)
-        except BaseException:
-            if self._conn is conn:  # still ours: a connection given back may already serve another request
-                conn.abort()
-                self._release()
-            raise
-        if self._conn is conn:
-            self._release()
-
-    async def aclose(self) -> None:
-        """Give the connection back if the body was read to its end, else close it."""
-        conn = self._conn
-        if conn is None:
-            return
-        if not conn.complete:
-            conn.abort()
-        self._release()
-
-    async def read(self) -> bytes:
-        """The whole body (for small responses and tests)."""
-        return b"".join([chunk async for chunk in self.stream()])
 
 
 class UpstreamPool:
@@ -172,6 +100,7 @@ class UpstreamPool:
         keepalive_expiry: float = 30.0,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        continue_timeout: float = 1.0,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -185,6 +114,7 @@ class UpstreamPool:
         self.keepalive_expiry = keepalive_expiry
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.continue_timeout = continue_timeout  # how long ``Expect: 100-continue`` waits before sending the body
         self._idle: collections.deque[Connection] = collections.deque()  # oldest on the left
         self._count = 0  # connections open or opening
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
@@ -208,6 +138,8 @@ class UpstreamPool:
 
     def _lost(self, conn: Connection) -> None:
         """A connection's transport is gone (closed by either side): it no longer counts."""
+        if not conn.pooled:  # lost before `_connect` returned it: counted down there
+            return
         try:
             self._idle.remove(conn)
         except ValueError:
@@ -240,20 +172,28 @@ class UpstreamPool:
             try:
                 async with asyncio.timeout(timeout):
                     conn_or_room = await waiter
-            except TimeoutError:
-                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
-                if handed is not None:
-                    self._release(handed, reuse=True)  # handed over as the timeout fired
-                raise PoolTimeout(f"all {self.max_connections} connections to the backend stayed busy") from None
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+            except BaseException as exc:
+                self._abandon(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise PoolTimeout(f"all {self.max_connections} connections to the backend stayed busy") from None
+                raise
             if conn_or_room is not None:
                 conn_or_room.reused = True
                 return conn_or_room
             if self._count >= self.max_connections:  # taken meanwhile: wait again, fresh timeout is acceptable
                 return await self._acquire(ctx, timeout)
         return await self._connect(ctx, timeout)
+
+    def _abandon(self, waiter: asyncio.Future[Connection | None]) -> None:
+        """A waiter gave up (timeout, cancellation): what it was handed as it did goes to the next one."""
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled() and waiter.exception() is None:
+            handed = waiter.result()
+            if handed is not None:
+                self._release(handed, reuse=True)
+            else:
+                self._wake_waiter()
 
     async def _connect(self, ctx: ssl.SSLContext | None, timeout: float) -> Connection:
         loop = asyncio.get_running_loop()
@@ -282,7 +222,11 @@ class UpstreamPool:
             self._wake_waiter()
             raise
         self.connections_made += 1
+        conn.pooled = True
         return conn
+
+    def _give_back(self, conn: Connection, reuse: bool) -> None:
+        self._release(conn, reuse=reuse)
 
     def _release(self, conn: Connection, *, reuse: bool) -> None:
         conn.end()
@@ -305,12 +249,12 @@ class UpstreamPool:
         """Send ``req``; answer once the response head has arrived. Raises `UpstreamError`."""
         connect_timeout = self.connect_timeout if connect_timeout is None else connect_timeout
         read_timeout = self.read_timeout if read_timeout is None else read_timeout
-        head = _head(req)
+        head = request_head(req)
         replayable = req.method.upper() in IDEMPOTENT
         ctx = self._current_context()
         while True:
             conn = await self._acquire(ctx, connect_timeout)
-            exchange = _Exchange(self, conn, req, head, read_timeout)
+            exchange = Exchange(self._give_back, conn, req, head, read_timeout, self.continue_timeout)
             try:
                 return await exchange.run()
             except ConnectionClosed:
@@ -327,96 +271,3 @@ class UpstreamPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ConnectFailed("the upstream pool is closed"))
-
-
-def _head(req: UpstreamRequest) -> bytes:
-    lines = [req.method.encode("ascii"), b" ", req.target, b" HTTP/1.1\r\n"]
-    for name, value in req.headers:
-        if name.lower() in FRAMING:
-            continue
-        lines += (name, b": ", value, b"\r\n")
-    if req.content_length is not None:
-        lines += (b"content-length: ", str(req.content_length).encode("ascii"), b"\r\n")
-    elif req.body is not None:
-        lines.append(b"transfer-encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-class _Exchange:
-    """One request on one connection: head, body (after a 100 when asked), response head."""
-
-    def __init__(self, pool: UpstreamPool, conn: Connection, req: UpstreamRequest, head: bytes, timeout: float) -> None:
-        self.pool, self.conn, self.req, self.head, self.timeout = pool, conn, req, head, timeout
-        self.body_started = False
-        self.expect = req.body is not None and any(
-            n.lower() == b"expect" and v.strip().lower() == b"100-continue" for n, v in req.headers
-        )
-
-    async def run(self) -> UpstreamResponse:
-        conn, req = self.conn, self.req
-        sender: asyncio.Task[None] | None = None
-        try:
-            head = conn.begin(self.head, head_request=req.method.upper() == "HEAD", expect_continue=self.expect)
-            if req.body is not None:
-                if self.expect and await self._final_before_continue(head):
-                    conn.keep_alive = False  # the body announced was never sent
-                    return UpstreamResponse(self.pool, conn, None, self.timeout)
-                sender = asyncio.ensure_future(self._send_body())
-                await asyncio.wait({head, sender}, return_when=asyncio.FIRST_COMPLETED)
-                if not head.done():
-                    sender.result()  # the body failed to go: its error is the answer
-            await self._wait_head(head)
-            return UpstreamResponse(self.pool, conn, sender, self.timeout)
-        except BaseException:
-            if sender is not None and not sender.done():
-                sender.cancel()
-            conn.abort()
-            self.pool._release(conn, reuse=False)
-            raise
-
-    async def _wait_head(self, head: asyncio.Future[None]) -> None:
-        if not head.done():
-            timer = asyncio.get_running_loop().call_later(self.timeout, _expire, head, self.timeout)
-            try:
-                await head
-            finally:
-                timer.cancel()
-        head.result()
-
-    async def _final_before_continue(self, head: asyncio.Future[None]) -> bool:
-        """Wait a moment for the 100; True when a final response came instead."""
-        continued = self.conn.continued
-        assert continued is not None
-        await asyncio.wait({head, continued}, timeout=CONTINUE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if head.done():
-            head.result()
-            return True
-        return False
-
-    async def _send_body(self) -> None:
-        conn, req = self.conn, self.req
-        assert req.body is not None
-        chunked = req.content_length is None
-        sent = 0
-        self.body_started = True
-        async for chunk in req.body:
-            if not chunk:
-                continue
-            sent += len(chunk)
-            if chunked:
-                conn.write([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
-            else:
-                if req.content_length is not None and sent > req.content_length:
-                    raise RequestBodyError(f"the request body is longer than its Content-Length {req.content_length}")
-                conn.write(chunk)
-            await conn.drain(self.timeout)
-        if chunked:
-            conn.write(b"0\r\n\r\n")
-        elif sent != req.content_length:
-            raise RequestBodyError(f"the request body ended after {sent} of {req.content_length} bytes")
-
-
-def _expire(fut: asyncio.Future[None], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(ReadTimeout(f"no response head from the backend within {timeout:g} s"))

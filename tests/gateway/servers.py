@@ -36,12 +36,7 @@ class Counted:
 async def uvicorn_server(app: Any, **kw: Any) -> AsyncIterator[Counted]:
     """``app`` under uvicorn (httptools) in this event loop, on a free loopback port."""
     counted = Counted()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, 0))
-    counted.port = sock.getsockname()[1]
-
-    config = uvicorn.Config(app, log_level="warning", http="httptools", lifespan="off", **kw)
+    config = uvicorn.Config(app, host=LOOPBACK, port=0, log_level="warning", http="httptools", lifespan="off", **kw)
     server = uvicorn.Server(config)
     original = server.server_state.connections
 
@@ -51,18 +46,18 @@ async def uvicorn_server(app: Any, **kw: Any) -> AsyncIterator[Counted]:
             super().add(item)
 
     server.server_state.connections = Connections(original)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    task = asyncio.ensure_future(server.serve())
     try:
         while not server.started:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
+        counted.port = server.servers[0].sockets[0].getsockname()[1]
         yield counted
     finally:
         server.should_exit = True
         server.force_exit = True
         await task
-        sock.close()
 
 
 @contextlib.asynccontextmanager

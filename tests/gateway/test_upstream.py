@@ -232,6 +232,50 @@ async def test_a_connection_given_back_goes_to_a_waiter() -> None:
     assert srv.connections == 1
 
 
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on() -> None:
+    async with uvicorn_server(APP) as srv:
+        pool = srv.pool(max_connections=1, connect_timeout=1.0)
+        first = await pool.request(get(b"/drip"))
+        waiting = asyncio.ensure_future(pool.request(get(b"/echo/")))
+        await asyncio.sleep(0.05)
+        await first.read()  # hands the connection to the waiter ...
+        waiting.cancel()  # ... which gives up before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        resp = await pool.request(get(b"/echo/"))  # the connection was given back, not lost
+        assert resp.status == 200
+        await resp.read()
+        await pool.aclose()
+    assert srv.connections == 1
+
+
+async def test_a_cancelled_request_gives_its_connection_slot_back() -> None:
+    async with uvicorn_server(APP) as srv:
+        pool = srv.pool(max_connections=1, connect_timeout=0.5)
+        for _ in range(3):
+            task = asyncio.ensure_future(pool.request(get(b"/slow?s=1")))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        resp = await pool.request(get(b"/echo/"))
+        assert resp.status == 200
+        await resp.read()
+        await pool.aclose()
+
+
+async def test_closing_the_pool_fails_its_waiters() -> None:
+    async with uvicorn_server(APP) as srv:
+        pool = srv.pool(max_connections=1)
+        first = await pool.request(get(b"/drip"))
+        waiting = asyncio.ensure_future(pool.request(get(b"/echo/")))
+        await asyncio.sleep(0.05)
+        await pool.aclose()
+        with pytest.raises(ConnectFailed, match="closed"):
+            await waiting
+        await first.aclose()
+
+
 async def test_keepalive_expiry_opens_a_new_connection() -> None:
     async with uvicorn_server(APP) as srv:
         pool = srv.pool(keepalive_expiry=0.1)

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from asgi_apim.gateway import upstream
 from asgi_apim.gateway._http11 import HIGH_WATER
 from asgi_apim.gateway.upstream import ConnectionClosed, ProtocolError, ReadTimeout
 from tests.gateway.servers import chunks, get, raw_server, read_head, reset
@@ -283,11 +282,10 @@ async def test_expect_continue_answered_finally_never_sends_the_body() -> None:
     assert pulled == [] and bodies == [b""]  # nothing sent; the connection closed, not reused
 
 
-async def test_expect_continue_without_an_answer_sends_the_body_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upstream, "CONTINUE_TIMEOUT", 0.1)
+async def test_expect_continue_without_an_answer_sends_the_body_after_a_while() -> None:
     bodies, handler = _continue_server(None)
     async with raw_server(handler) as srv:  # type: ignore[arg-type]
-        pool = srv.pool()
+        pool = srv.pool(continue_timeout=0.1)
         resp = await pool.request(get(b"/", "POST", headers=EXPECT, body=chunks(b"hello"), content_length=5))
         assert await resp.read() == b"ok"
         await pool.aclose()
