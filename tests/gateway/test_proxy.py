@@ -51,7 +51,11 @@ class Echo:
             status = 401
         data = json.dumps(doc).encode()
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            }
         )
         await send({"type": "http.response.body", "body": data})
 
@@ -267,3 +271,16 @@ async def test_a_websocket_backend_that_is_down_refuses_the_handshake(tmp_path: 
                 pass
         assert info.value.response.status_code == 502
         assert json.loads(info.value.response.body)["code"] == 101503
+
+
+async def test_head_keeps_the_length_without_a_body(tmp_path: Path) -> None:
+    async with uvicorn_server(Echo()) as b:
+        proxy = GatewayProxy(config(tmp_path, api("a", f'"http://127.0.0.1:{b.port}"')))
+        async with uvicorn_server(proxy) as gw:
+            async with httpx.AsyncClient() as c:
+                get = await c.get(f"http://127.0.0.1:{gw.port}/a/x")
+                head = await c.head(f"http://127.0.0.1:{gw.port}/a/x")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+        assert "date" in head.headers and len(head.headers.get_list("server")) <= 1
+        await proxy.aclose()
