@@ -297,6 +297,12 @@ class GatewayProxy:
             logger.warning("api %s: the backend failed %s: %s", target.name, when, _cause(exc))
             if not started:
                 raise transport_error(exc) from None
+        except RequestError:
+            raise
+        except Exception as exc:  # a fault of ours or of a library: logged, answered as a failed backend call
+            logger.exception("api %s: the backend call failed unexpectedly (%s)", target.name, type(exc).__name__)
+            if not started:
+                raise BackendError("the gateway could not complete the backend call") from None
         finally:
             watcher.cancel()
             if response is not None:

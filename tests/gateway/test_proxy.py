@@ -284,3 +284,13 @@ async def test_head_keeps_the_length_without_a_body(tmp_path: Path) -> None:
         assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
         assert "date" in head.headers and len(head.headers.get_list("server")) <= 1
         await proxy.aclose()
+
+
+async def test_an_unforeseen_fault_is_a_502_never_a_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(host: str, port: int) -> Any:
+        raise RuntimeError("a fault of ours")
+
+    proxy = GatewayProxy(config(tmp_path, api("a", '"https://127.0.0.1:1"')), ssl_contexts=broken)
+    r = await call(proxy, "GET", "/a/x")
+    assert r.status_code == 502 and r.json()["code"] == 101503
+    assert "fault" not in r.text and "RuntimeError" in caplog.text
