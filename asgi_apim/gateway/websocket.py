@@ -90,6 +90,9 @@ async def _open(proxy: GatewayProxy, target: Target, scope: Scope) -> ClientConn
                 last = BackendConnectTimeout("the backend did not accept a connection in time")
             elif isinstance(exc, InvalidHandshake):
                 last = BackendProtocolError("the backend's answer is not a WebSocket handshake")
+        except Exception as exc:  # a fault of ours or of a library: logged, the handshake refused
+            logger.exception("api %s: opening the backend WebSocket failed (%s)", target.name, type(exc).__name__)
+            raise BackendError("the gateway could not connect to the backend") from None
     raise last
 
 
