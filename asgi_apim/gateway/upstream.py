@@ -108,7 +108,8 @@ class UpstreamPool:
         if ssl_context is None and origin.scheme == "https":
             default = default_ssl_context()
             ssl_context = lambda: (default, None)  # noqa: E731
-        self._ssl_context = ssl_context
+        self._ssl_context = ssl_context if origin.scheme == "https" else None  # plain HTTP has no context
+        self._fallback: ssl.SSLContext | None = None
         self._token: object = None
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
@@ -131,6 +132,10 @@ class UpstreamPool:
             self._token = token
             while self._idle:  # made under the old profile: WSO2 re-initialises its sender too
                 self._drop(self._idle.pop())
+        if ctx is None:  # an https origin is never reached in clear
+            if self._fallback is None:
+                self._fallback = default_ssl_context()
+            ctx = self._fallback
         return ctx
 
     def _drop(self, conn: Connection) -> None:

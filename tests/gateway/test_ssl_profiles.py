@@ -155,6 +155,12 @@ async def test_the_default_bundle_verifies_backends_without_a_profile(certs: Pat
         assert profiles.context_for("localhost", 1) is profiles.default
 
 
+async def test_an_https_origin_is_never_reached_in_clear(certs: Path) -> None:
+    async with raw_server(who, ssl_context=server_context(certs)) as srv:
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):  # the system's CAs, not plain TCP
+            await ask(srv, lambda: (None, 0))
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_tls_below_1_2_is_refused(certs: Path) -> None:
     server = server_context(certs)
