@@ -152,6 +152,8 @@ class Exchange:
         except BaseException:
             if sender is not None and not sender.done():
                 sender.cancel()
+            elif sender is not None and not sender.cancelled():
+                sender.exception()  # seen: its failure is the connection's, already raised
             conn.abort()
             self.release(conn, False)
             raise

@@ -340,4 +340,7 @@ class SSLProfiles:
             await asyncio.sleep(max(0.01, min(p.next_check for p in reloading) - time.monotonic()))
             for p in reloading:
                 if p.due():
-                    await asyncio.to_thread(p.check)
+                    try:
+                        await asyncio.to_thread(p.check)
+                    except Exception:  # never stop reloading the other profiles
+                        logger.exception("SSL profile %s check failed", p.key)

@@ -108,7 +108,8 @@ class UpstreamPool:
         if ssl_context is None and origin.scheme == "https":
             default = default_ssl_context()
             ssl_context = lambda: (default, None)  # noqa: E731
-        self._ssl_context = ssl_context
+        self._ssl_context = ssl_context if origin.scheme == "https" else None  # plain HTTP has no context
+        self._fallback: ssl.SSLContext | None = None
         self._token: object = None
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
@@ -119,6 +120,7 @@ class UpstreamPool:
         self._count = 0  # connections open or opening
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
+        self._sweeper: asyncio.TimerHandle | None = None
         self.connections_made = 0
 
     # ---- connections ----------------------------------------------------------------------------
@@ -131,6 +133,10 @@ class UpstreamPool:
             self._token = token
             while self._idle:  # made under the old profile: WSO2 re-initialises its sender too
                 self._drop(self._idle.pop())
+        if ctx is None:  # an https origin is never reached in clear
+            if self._fallback is None:
+                self._fallback = default_ssl_context()
+            ctx = self._fallback
         return ctx
 
     def _drop(self, conn: Connection) -> None:
@@ -157,9 +163,7 @@ class UpstreamPool:
     async def _acquire(self, ctx: ssl.SSLContext | None, timeout: float) -> Connection:
         if self._closed:
             raise ConnectFailed("the upstream pool is closed")
-        now = time.monotonic()
-        while self._idle and now - self._idle[0].idle_since > self.keepalive_expiry:
-            self._drop(self._idle.popleft())
+        self._expire_idle()
         while self._idle:
             conn = self._idle.pop()
             if conn.usable:
@@ -240,6 +244,25 @@ class UpstreamPool:
                 return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self.keepalive_expiry, self._sweep)
+
+    def _expire_idle(self) -> None:
+        now = time.monotonic()
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive_expiry:
+            self._drop(self._idle.popleft())
+
+    def _sweep(self) -> None:
+        """Close the connections idle past ``keepalive_expiry``; come back when the next one will be."""
+        self._sweeper = None
+        self._expire_idle()
+        if self._idle:
+            delay = self._idle[0].idle_since + self.keepalive_expiry - time.monotonic()
+            self._sweeper = asyncio.get_running_loop().call_later(max(delay, 0.001), self._sweep)
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
 
     # ---- requests ---------------------------------------------------------------------------------
 
@@ -265,6 +288,9 @@ class UpstreamPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         while self._idle:
             self._drop(self._idle.pop())
         while self._waiters:

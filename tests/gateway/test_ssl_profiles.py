@@ -14,6 +14,8 @@ from typing import Any
 import jks
 import pytest
 from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_apim.config import parse_config
 from asgi_apim.errors import ConfigError, TruststoreError
@@ -153,6 +155,12 @@ async def test_the_default_bundle_verifies_backends_without_a_profile(certs: Pat
     async with raw_server(hello, ssl_context=server) as srv:
         assert await ask(srv, profiles.context_for("127.0.0.1", srv.port)) == b"hello"
         assert profiles.context_for("localhost", 1) is profiles.default
+
+
+async def test_an_https_origin_is_never_reached_in_clear(certs: Path) -> None:
+    async with raw_server(who, ssl_context=server_context(certs)) as srv:
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):  # the system's CAs, not plain TCP
+            await ask(srv, lambda: (None, 0))
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
@@ -337,3 +345,31 @@ async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+HOSTS = st.one_of(
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?){0,3}", fullmatch=True),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda a: f"[{a.exploded}]"),
+)
+
+
+@given(host=HOSTS, port=st.integers(1, 65535), upper=st.booleans())
+def test_a_server_address_reaches_its_profile_however_written(host: str, port: int, upper: bool) -> None:
+    written = f"{host.upper() if upper else host}:{port}"
+    cfg = parse_config({"ssl_profiles": [{"servers": [written]}]}, base=Path("/"))
+    profiles = SSLProfiles(cfg)
+    bare = host.strip("[]")
+    assert profiles.context_for(bare, port) is profiles.profiles[0]
+    assert profiles.context_for(bare, port % 65535 + 1) is profiles.default
+
+
+@given(text=st.text(max_size=30))
+def test_any_server_text_is_a_host_port_or_a_configuration_error(text: str) -> None:
+    try:
+        cfg = parse_config({"ssl_profiles": [{"servers": [text]}]}, base=Path("/"))
+    except ConfigError as exc:
+        assert "ssl_profiles[0].servers[0]" in str(exc)
+        return
+    host, _, port = cfg.ssl_profiles[0].servers[0].rpartition(":")
+    assert host and 0 < int(port) < 65536 and not set(host) & set("/[]@ ")

@@ -287,6 +287,20 @@ async def test_keepalive_expiry_opens_a_new_connection() -> None:
     assert srv.connections == 2
 
 
+async def test_idle_connections_are_closed_once_expired_without_a_request() -> None:
+    async with uvicorn_server(APP) as srv:
+        pool = srv.pool(keepalive_expiry=0.1)
+        responses = [await pool.request(get(b"/drip")) for _ in range(2)]
+        for resp in responses:
+            await resp.read()
+        assert pool.idle_connections == 2
+        await asyncio.sleep(0.3)
+        assert pool.idle_connections == 0
+        await (await pool.request(get(b"/echo/"))).read()
+        await pool.aclose()
+    assert srv.connections == 3
+
+
 async def test_a_response_closed_unread_closes_its_connection() -> None:
     async with uvicorn_server(APP) as srv:
         pool = srv.pool()
