@@ -127,6 +127,13 @@ def _serve(ns: argparse.Namespace) -> int:
     return serve(ns)
 
 
+def _gateway(ns: argparse.Namespace) -> int:
+    from asgi_apim.server.run import serve
+
+    ns.gateway, ns.app = True, None
+    return serve(ns)
+
+
 def _pki_init(ns: argparse.Namespace) -> int:
     from asgi_apim.certs.pki import PKI_FILES, existing_pki, init_pki
 
@@ -167,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-dir", default=".", help="directory added to sys.path to import MODULE (default: .)")
     _add_server_options(p)
     p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("gateway", help="run the micro-gateway: every API with a backend, proxied, secured, throttled")
+    _add_server_options(p)
+    p.set_defaults(handler=_gateway)
 
     p = sub.add_parser("pki", help="development PKI")
     pki_sub = p.add_subparsers(dest="pki_command", required=True, parser_class=_Parser)

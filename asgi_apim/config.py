@@ -19,6 +19,7 @@ from typing import Any
 from asgi_apim._schema import Decrypt, Secrets, Table, plain_path, read_toml, resolve_document
 from asgi_apim._tiers import DEFAULT_TIERS, parse_tiers
 from asgi_apim.errors import ConfigError
+from asgi_apim.gateway_config import BackendConfig, BackendSecurityConfig, GatewayApiConfig, parse_gateway
 from asgi_apim.secrets.keys import (
     EncryptionConfig,
     decryptor_for,
@@ -146,18 +147,10 @@ class ResourceConfig:
 
 
 @dataclass(frozen=True)
-class BackendSecurityConfig:
-    type: str = "basic"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class ApiConfig:
     name: str
     context: str
-    backend: str | None = None
+    backend: BackendConfig | None = None  # gateway mode: see asgi_apim.gateway_config
     tier: str = "Unlimited"
     security: SecurityConfig = field(default_factory=SecurityConfig)
     certificates: tuple[CertificateRegistration, ...] = ()
@@ -168,14 +161,33 @@ class ApiConfig:
     truststore_tier: str | None = None
     # True: the credential that authenticated a request also reaches the app or backend
     forward_credentials: bool = False
+    gateway: GatewayApiConfig = field(default_factory=GatewayApiConfig)  # every gateway key, backend included
 
 
 @dataclass(frozen=True)
 class SSLProfileConfig:
+    """``[[ssl_profiles]]``: TLS towards the backends at ``servers`` (``host:port``), as WSO2's dynamic SSL
+    profiles. ``ca`` is PEM, DER, PKCS#12 or JKS (``ca_password``); ``certificate`` is PEM with ``key``, or a
+    PKCS#12 file holding both (``key_password`` opens either)."""
+
     servers: tuple[str, ...]
     ca: Path | None = None
     certificate: Path | None = None
     key: Path | None = None
+    ca_password: str | None = field(default=None, repr=False)
+    key_password: str | None = field(default=None, repr=False)
+    hostname_verification: bool = True
+    reload_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayTLSConfig:
+    """``[gateway]`` ``ca_bundle``: what HTTPS backends without an SSL profile are verified against
+    (None: the system's CAs)."""
+
+    ca_bundle: Path | None = None
+    ca_bundle_password: str | None = field(default=None, repr=False)
+    reload_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     apis: tuple[ApiConfig, ...] = ()
     ssl_profiles: tuple[SSLProfileConfig, ...] = ()
+    gateway_tls: GatewayTLSConfig = field(default_factory=GatewayTLSConfig)
 
     @property
     def uses_mutual_ssl(self) -> bool:
@@ -254,7 +267,7 @@ def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: Se
 def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
     name = t.str("name", required=True)
     context = t.path_prefix("context")
-    backend = t.http_url("backend")
+    gateway = parse_gateway(t)
     tier = t.str("tier", "Unlimited", required=True)
     truststore_tier = _optional_name(t, "truststore_tier")
     security = _security(t.table("security"))
@@ -294,29 +307,20 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
             )
         _check_scopes_reachable(r, resources[-1], security)
         r.done()
-    backend_security = None
-    if t.has("backend_security"):
-        b = t.table("backend_security")
-        backend_security = BackendSecurityConfig(
-            type=b.str("type", "basic", choices=("basic", "bearer")),
-            username=b.str("username"),
-            password=b.str("password"),
-            token=b.str("token"),
-        )
-        b.done()
     forward_credentials = t.bool("forward_credentials", forward_credentials)
     t.done()
     return ApiConfig(
         name=name,
         context=context,
-        backend=backend,
+        backend=gateway.backend,
         tier=tier,
         security=security,
         certificates=tuple(certificates),
         resources=tuple(resources),
-        backend_security=backend_security,
+        backend_security=gateway.backend_security,
         truststore_tier=truststore_tier,
         forward_credentials=forward_credentials,
+        gateway=gateway,
     )
 
 
@@ -404,12 +408,43 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
     return km
 
 
+PKCS12_SUFFIXES = (".p12", ".pfx")
+
+
+def _server_address(key: str, value: str) -> str:
+    """``host:port`` (``[v6]:port``) with a port in range; answered lower-cased, brackets removed."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/[]@ "):
+        raise ConfigError(key, f"{value!r} is not host:port (an IPv6 address in brackets: [::1]:8443)")
+    return f"{host.lower()}:{int(port)}"
+
+
 def _ssl_profile(t: Table) -> SSLProfileConfig:
-    servers = t.strs("servers")
+    servers = tuple(_server_address(f"{t.key}.servers[{i}]", v) for i, v in enumerate(t.strs("servers")))
     if not servers:
         raise ConfigError(f"{t.key}.servers", "must list at least one host:port")
-    p = SSLProfileConfig(servers=servers, ca=t.path("ca"), certificate=t.path("certificate"), key=t.path("key"))
+    p = SSLProfileConfig(
+        servers=servers,
+        ca=t.path("ca"),
+        certificate=t.path("certificate"),
+        key=t.path("key"),
+        ca_password=t.str("ca_password"),
+        key_password=t.str("key_password"),
+        hostname_verification=t.bool("hostname_verification", True),
+        reload_interval=t.number("reload_interval", 10.0),
+    )
     t.done()
+    bundled = p.certificate is not None and p.certificate.suffix.lower() in PKCS12_SUFFIXES
+    if p.key is not None and (p.certificate is None or bundled):
+        raise ConfigError(f"{t.key}.key", "needs a PEM certificate (a PKCS#12 certificate holds its own key)")
+    if p.certificate is not None and p.key is None and not bundled:
+        raise ConfigError(f"{t.key}.key", "is required with a PEM certificate")
+    if p.key_password is not None and p.certificate is None:
+        raise ConfigError(f"{t.key}.key_password", "is set but there is no certificate")
+    if p.ca_password is not None and p.ca is None:
+        raise ConfigError(f"{t.key}.ca_password", "is set but there is no ca")
     return p
 
 
@@ -477,6 +512,28 @@ def _check_admin_path(cfg: Config) -> None:
         other = other.rstrip("/") or "/"
         if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):
             raise ConfigError("registry.admin.path", f"{prefix!r} overlaps {key} {other!r}: give the admin API its own")
+
+
+def _ssl_profiles(root: Table) -> tuple[SSLProfileConfig, ...]:
+    profiles = tuple(_ssl_profile(t) for t in root.tables("ssl_profiles"))
+    owner: dict[str, int] = {}
+    for i, p in enumerate(profiles):
+        for server in p.servers:
+            if server in owner:
+                raise ConfigError(f"ssl_profiles[{i}].servers", f"{server} is already in ssl_profiles[{owner[server]}]")
+            owner[server] = i
+    return profiles
+
+
+def _gateway_tls(t: Table) -> GatewayTLSConfig:
+    g = GatewayTLSConfig(
+        ca_bundle=t.path("ca_bundle"),
+        ca_bundle_password=t.str("ca_bundle_password"),
+        reload_interval=t.number("ca_bundle_reload_interval", 10.0),
+    )
+    if g.ca_bundle_password is not None and g.ca_bundle is None:
+        raise ConfigError(f"{t.key}.ca_bundle_password", "is set but there is no ca_bundle")
+    return g
 
 
 def _check_tiers(cfg: Config) -> None:
@@ -567,6 +624,9 @@ def parse_config(
     )
     basic_t.done()
     registry = _registry(root)
+    gateway_t = root.table("gateway")
+    gateway_tls = _gateway_tls(gateway_t)
+    gateway_t.done()
     cfg = Config(
         path=path,
         public_paths=public_paths,
@@ -581,7 +641,8 @@ def parse_config(
         basic_auth=basic,
         registry=registry,
         apis=apis,
-        ssl_profiles=tuple(_ssl_profile(t) for t in root.tables("ssl_profiles")),
+        ssl_profiles=_ssl_profiles(root),
+        gateway_tls=gateway_tls,
     )
     root.done()
     _check_tiers(cfg)

@@ -23,7 +23,12 @@ Every error a caller can catch has a place in this tree::
         ├── NotFound ....................... 404  900906  no API owns the path
         ├── Throttled ...................... 429  900800-series, with Retry-After
         ├── StorageUnavailable ............. 503  900899  throttling storage away (fail closed; no WSO2 code)
-        └── BackendError ................... 502  101503  gateway mode: backend unreachable
+        └── BackendError ................... 502  101503  gateway mode: connecting to the backend failed
+            ├── BackendConnectTimeout ...... 504  101508  no connection within the connect timeout
+            ├── BackendTimeout ............. 504  101504  no answer within the read (or total) timeout
+            ├── BackendConnectionClosed .... 502  101505  the backend closed or reset the connection
+            ├── BackendProtocolError ....... 502  101506  the backend's answer is not HTTP
+            └── EndpointsSuspended ......... 503  303001  every endpoint of the backend is suspended
 
     UsageError ............................. the ``asgi-apim`` command used wrongly: exit code 2 (not an APIMError)
 
@@ -201,9 +206,40 @@ class StorageUnavailable(RequestError):
 
 
 class BackendError(RequestError):
+    """A transport failure towards a backend (gateway mode). The detail names no backend
+    address: the gateway logs it, the caller only learns what kind of failure it was."""
+
     status = 502
     code = 101503
     title = "Backend Unavailable"
+
+
+class BackendConnectTimeout(BackendError):
+    status = 504
+    code = 101508
+    title = "Backend Connect Timeout"
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    code = 101504
+    title = "Backend Timeout"
+
+
+class BackendConnectionClosed(BackendError):
+    code = 101505
+    title = "Backend Connection Closed"
+
+
+class BackendProtocolError(BackendError):
+    code = 101506
+    title = "Backend Protocol Violation"
+
+
+class EndpointsSuspended(BackendError):
+    status = 503
+    code = 303001
+    title = "Endpoints Suspended"
 
 
 def problem_body(exc: RequestError, instance: str = "") -> bytes:

@@ -64,6 +64,14 @@ class Principal(BaseUser):
         return Principal(**values)
 
     @property
+    def key_type(self) -> str:
+        """WSO2's key type of the credential: ``SANDBOX`` when its ``keytype`` claim says so
+        (a JWT access token or an API key), else ``PRODUCTION``."""
+        claims = self.claims
+        value = claims.get("keytype") if isinstance(claims, dict) else None
+        return "SANDBOX" if isinstance(value, str) and value.upper() == "SANDBOX" else "PRODUCTION"
+
+    @property
     def display_name(self) -> str:
         return self.subject
 

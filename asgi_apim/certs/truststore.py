@@ -202,6 +202,12 @@ def _truststore_certificates(source: _Source, password: str | None) -> list[x509
     return certs
 
 
+def certificates_in(path: Path, data: bytes, password: str | None = None) -> list[x509.Certificate]:
+    """The certificates of one truststore file's contents: PEM, DER, PKCS#12 or JKS (by suffix, or
+    the JKS magic number). Raises `TruststoreError` naming ``path``."""
+    return _truststore_certificates(_Source("truststore", path, data), password)
+
+
 def _crls(path: Path, data: bytes) -> list[x509.CertificateRevocationList]:
     try:
         if b"-----BEGIN" in data:

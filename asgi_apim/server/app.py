@@ -21,6 +21,7 @@ from asgi_apim.server.tls import live_trust
 APP_ENV = "ASGI_APIM_APP"
 CONFIG_ENV = "ASGI_APIM_CONFIG"
 APP_DIR_ENV = "ASGI_APIM_APP_DIR"
+GATEWAY_ENV = "ASGI_APIM_GATEWAY"  # set by asgi-apim gateway: the app is the gateway of the configuration
 FACTORY = "asgi_apim.server.app:create_app"
 
 __all__ = ["APP_DIR_ENV", "APP_ENV", "CONFIG_ENV", "FACTORY", "config_for", "create_app", "import_app"]
@@ -38,7 +39,11 @@ def import_app(target: str) -> ASGIApp:
 
 
 def create_app() -> ASGIApp:
-    """``protect(MODULE:APP, config)`` as named by the environment."""
+    """``protect(MODULE:APP, config)`` as named by the environment, or the gateway."""
+    if os.environ.get(GATEWAY_ENV) == "1" and CONFIG_ENV in os.environ:
+        from asgi_apim.gateway.app import gateway
+
+        return gateway(config_for(os.environ[CONFIG_ENV]))
     try:
         target, config_path = os.environ[APP_ENV], os.environ[CONFIG_ENV]
     except KeyError as exc:

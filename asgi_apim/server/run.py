@@ -23,7 +23,16 @@ import uvicorn
 
 from asgi_apim._redact import query_credentials
 from asgi_apim.errors import APIMError, UsageError
-from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, config_for, create_app, import_app
+from asgi_apim.server.app import (
+    APP_DIR_ENV,
+    APP_ENV,
+    CONFIG_ENV,
+    FACTORY,
+    GATEWAY_ENV,
+    config_for,
+    create_app,
+    import_app,
+)
 from asgi_apim.server.protocols import tls_protocols
 from asgi_apim.server.selftest import run_selftest
 from asgi_apim.server.tls import TrustContextFactory, default_cert_reqs
@@ -68,8 +77,9 @@ def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
 
 
 def serve(ns: argparse.Namespace) -> int:
-    """Run ``ns.app`` behind the stack of ``ns.config`` on uvicorn; the exit code."""
-    if ":" not in ns.app:
+    """Run ``ns.app`` behind the stack of ``ns.config`` on uvicorn (``ns.gateway``: the gateway); the exit code."""
+    gateway = getattr(ns, "gateway", False)
+    if not gateway and ":" not in ns.app:
         raise UsageError(f"{ns.app!r}: expected MODULE:APP")
     if ns.ssl_keyfile and not ns.ssl_certfile:
         raise UsageError("--ssl-keyfile needs --ssl-certfile")
@@ -87,10 +97,15 @@ def serve(ns: argparse.Namespace) -> int:
     run_selftest(http, ws)
 
     app_dir = str(Path(getattr(ns, "app_dir", None) or ".").resolve())
-    os.environ.update({APP_ENV: ns.app, CONFIG_ENV: config_path, APP_DIR_ENV: app_dir})
+    if gateway:
+        os.environ.update({GATEWAY_ENV: "1", CONFIG_ENV: config_path})
+        os.environ.pop(APP_ENV, None)
+    else:
+        os.environ.update({APP_ENV: ns.app, CONFIG_ENV: config_path, APP_DIR_ENV: app_dir})
+        os.environ.pop(GATEWAY_ENV, None)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    if ns.workers and ns.workers > 1:
+    if gateway or (ns.workers and ns.workers > 1):
         create_app()  # fail here, once, rather than in every worker
     else:
         import_app(ns.app)

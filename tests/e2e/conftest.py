@@ -213,6 +213,43 @@ class Servers:
         proc.wait_listening(host, port)
         return Served(proc, host, port, tls_pki is not None)
 
+    def gateway(self, config: Path, *flags: str, tls_pki: PKI | None = None, host: str = LOOPBACK) -> Served:
+        """Run ``asgi-apim gateway --config CONFIG FLAGS`` on a free port and wait until it listens."""
+        port = free_port(host)
+        argv = [*_asgi_apim(), "gateway", "--config", str(config), "--host", host, "--port", str(port), *flags]
+        if tls_pki is not None:
+            argv += [
+                "--ssl-certfile",
+                str(tls_pki.path("server.pem")),
+                "--ssl-keyfile",
+                str(tls_pki.path("server.key")),
+            ]
+        proc = Process("asgi-apim gateway", argv, self.tmp / f"gateway-{port}.log", REPO)
+        self.started.append((proc, signal.SIGTERM))
+        proc.wait_listening(host, port)
+        return Served(proc, host, port, tls_pki is not None)
+
+    def uvicorn(
+        self, app: str, *flags: str, env: dict[str, str] | None = None, tls_pki: PKI | None = None, port: int = 0
+    ) -> Served:
+        """Run a plain ``uvicorn APP`` (a backend) on a free port; ``tls_pki``: HTTPS requiring a client certificate."""
+        port = port or free_port()
+        argv = [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+        if tls_pki is not None:
+            argv += [
+                "--ssl-certfile",
+                str(tls_pki.path("server.pem")),
+                "--ssl-keyfile",
+                str(tls_pki.path("server.key")),
+            ]
+            argv += ["--ssl-ca-certs", str(tls_pki.path("ca.pem")), "--ssl-cert-reqs", "2"]
+        proc = Process(
+            f"uvicorn {app}", [*argv, *flags], self.tmp / f"uvicorn-{port}.log", REPO, {**os.environ, **(env or {})}
+        )
+        self.started.append((proc, signal.SIGTERM))
+        proc.wait_listening(LOOPBACK, port)
+        return Served(proc, LOOPBACK, port, tls_pki is not None)
+
     def nginx(self, body: str, port: int) -> Process:
         """Run nginx in the foreground with ``body`` as its http block and everything under a private prefix."""
         prefix = self.tmp / f"nginx-{port}"

@@ -1,0 +1,131 @@
+"""What the gateway forwards of a request's target and headers, and what it adds.
+
+* Hop-by-hop headers (RFC 9110 7.6.1: Connection, Keep-Alive, Proxy-Connection,
+  TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization,
+  and every header the Connection header names) are dropped both ways.
+* The client's credential (``Authorization`` for oauth2 and basic, the API-key
+  header and query parameter for api_key, when the API accepts that scheme) and
+  the client-certificate header never reach the backend; nor does a client's
+  own ``X-WSO2-CLIENT-CERTIFICATE`` or ``X-JWT-Assertion``.
+* ``X-Forwarded-For`` gets the socket peer appended when that peer is a trusted
+  proxy (``[mutual_ssl] trusted_proxies``, the same trust as for the certificate
+  header), and is replaced by it otherwise; ``X-Forwarded-Proto`` and
+  ``X-Forwarded-Host`` are a trusted proxy's when it sent them, else this
+  request's scheme and Host.
+* The path below the API's context is forwarded as received (``raw_path``), never
+  decoded and encoded again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+from urllib.parse import quote, unquote
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+CLIENT_CERTIFICATE = b"x-wso2-client-certificate"
+JWT_ASSERTION = b"x-jwt-assertion"
+# uvicorn writes its own; a second copy from the backend would only confuse the client
+RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server"}
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names listed by every ``Connection`` header (lower-cased)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(named)
+
+
+def response_headers(headers: Headers) -> Headers:
+    """A backend's response headers as the client gets them."""
+    named = connection_named(headers)
+    dropped = RESPONSE_DROPPED | named if named else RESPONSE_DROPPED
+    return [(n, v) for n, v in headers if n.lower() not in dropped]
+
+
+class TrustedPeers:
+    """The peers whose X-Forwarded-* headers are believed: ``[mutual_ssl] trusted_proxies``."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        known = self._known.get(host)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:  # many ways to write an IPv6 address: compare as objects
+                known = any(address in n for n in self._networks)
+            if len(self._known) > 4096:
+                self._known.clear()
+            self._known[host] = known
+        return known
+
+
+def forwarded(
+    headers: Headers, *, peer: str | None, trusted: bool, scheme: str, host: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """The X-Forwarded-For/-Proto/-Host headers to send, from the client's ``headers``."""
+    found: dict[bytes, bytes] = {}
+    if trusted:
+        for name, value in headers:
+            lname = name.lower()
+            if lname in FORWARDED:
+                found[lname] = found[lname] + b", " + value if lname in found else value
+    out = []
+    chain = found.get(b"x-forwarded-for")
+    if peer:
+        out.append((b"x-forwarded-for", chain + b", " + peer.encode("latin-1") if chain else peer.encode("latin-1")))
+    elif chain:
+        out.append((b"x-forwarded-for", chain))
+    proto = found.get(b"x-forwarded-proto") or {"ws": b"http", "wss": b"https"}.get(scheme, scheme.encode("latin-1"))
+    out.append((b"x-forwarded-proto", proto))
+    fhost = found.get(b"x-forwarded-host") or host
+    if fhost:
+        out.append((b"x-forwarded-host", fhost))
+    return out
+
+
+def remainder(raw_path: bytes, context: str) -> bytes | None:
+    """The part of ``raw_path`` below ``context`` as received (``b""`` or starting with ``/``), or
+    None when the raw path's leading segments do not decode to the context."""
+    if context == "/":
+        return raw_path if raw_path != b"/" else b""
+    want = context.strip("/").split("/")
+    parts = raw_path.split(b"/", len(want) + 1)  # "", the context's segments, the rest
+    if len(parts) < len(want) + 1:
+        return None
+    for segment, expected in zip(parts[1 : len(want) + 1], want, strict=True):
+        if segment != expected.encode() and unquote(segment.decode("latin-1")) != expected:
+            return None
+    return b"/" + parts[len(want) + 1] if len(parts) > len(want) + 1 else b""
+
+
+def raw_path_of(scope: MutableMapping[str, Any]) -> bytes:
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        return raw.split(b"?", 1)[0]
+    return quote(scope["path"]).encode("ascii")

@@ -1,0 +1,400 @@
+"""`GatewayProxy`: the ASGI app that forwards each API's requests to its backend.
+
+`asgi_apim.protect` wraps it as it wraps any app, so a request reaches it
+authenticated, authorised and throttled. WSO2's semantics: the API's context is
+replaced by the backend URL's path; the rest of the path (as received), the
+query, the method and the body pass (see `asgi_apim.gateway.headers` for the
+headers). Bodies stream both ways; the client's ``Expect: 100-continue`` is
+passed to the backend, and the client gets its ``100 Continue`` only once the
+backend asks for the body. A client that goes away closes the backend request.
+
+One `UpstreamPool` per backend origin serves every request to it, closed at
+lifespan shutdown. A transport failure (`UpstreamError`) suspends the endpoint
+(`asgi_apim.gateway.endpoints`); a failover or load-balanced group then tries
+its next endpoint when the request had not reached the failed one (no
+connection; or a closed connection, for an idempotent request without a body); otherwise the
+failure is answered as WSO2 does: 502 101503, 504 101508, 504 101504, 502
+101505, 502 101506, 503 303001 (`asgi_apim.errors`), and logged with the
+backend's address, which the answer never shows.
+
+WebSocket scopes go to `asgi_apim.gateway.websocket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.types import Receive, Scope, Send
+
+from asgi_apim._keys import PEER
+from asgi_apim.config import Config
+from asgi_apim.errors import (
+    BackendConnectionClosed,
+    BackendConnectTimeout,
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BadRequest,
+    NotFound,
+    RequestError,
+    reject,
+)
+from asgi_apim.gateway.backend_security import without_param
+from asgi_apim.gateway.endpoints import Address, Endpoint
+from asgi_apim.gateway.headers import (
+    CLIENT_CERTIFICATE,
+    Headers,
+    TrustedPeers,
+    connection_named,
+    forwarded,
+    raw_path_of,
+    remainder,
+    response_headers,
+)
+from asgi_apim.gateway.targets import Target, targets
+from asgi_apim.gateway.upstream import (
+    IDEMPOTENT,
+    ConnectFailed,
+    ConnectionClosed,
+    ConnectTimeout,
+    Origin,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+    RequestBodyError,
+    SSLContextSource,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+
+logger = logging.getLogger("asgi_apim.gateway")
+
+REPLAY_LIMIT = 64 * 1024  # a request body up to this size is kept to be sent again after an OAuth2 401
+SSLContexts = Callable[[str, int], "SSLContextSource | None"]
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request was being forwarded."""
+
+
+def transport_error(exc: UpstreamError | TimeoutError) -> BackendError:
+    """The answer to a transport failure: WSO2's code, and nothing about the backend."""
+    if isinstance(exc, ConnectTimeout):
+        return BackendConnectTimeout("the backend did not accept a connection in time")
+    if isinstance(exc, (ReadTimeout, TimeoutError)):
+        return BackendTimeout("the backend did not answer in time")
+    if isinstance(exc, ConnectionClosed):
+        return BackendConnectionClosed("the backend closed the connection")
+    if isinstance(exc, ProtocolError):
+        return BackendProtocolError("the backend's answer is not valid HTTP")
+    return BackendError("the gateway could not connect to the backend")
+
+
+class _Body:
+    """The client's request body as the upstream client pulls it."""
+
+    def __init__(self, receive: Receive, keep: bool) -> None:
+        self.receive = receive
+        self.done = asyncio.Event()
+        self.started = False
+        self.kept: list[bytes] | None = [] if keep else None
+        self._size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                if self.kept is not None:
+                    self._size += len(chunk)
+                    if self._size > REPLAY_LIMIT:
+                        self.kept = None
+                    else:
+                        self.kept.append(chunk)
+                yield chunk
+            if not message.get("more_body", False):
+                break
+        self.done.set()
+
+    def replay(self) -> AsyncIterator[bytes] | None:
+        if self.kept is None or not self.done.is_set():
+            return None
+
+        async def again() -> AsyncIterator[bytes]:
+            for chunk in self.kept or ():
+                yield chunk
+
+        return again()
+
+
+class GatewayProxy:
+    """Forwards every request on an API with a ``backend``; 404 (900906) for any other path."""
+
+    def __init__(self, config: Config, *, ssl_contexts: SSLContexts | None = None) -> None:
+        self.config = config
+        self.targets = targets(config)
+        self._trusted = TrustedPeers(config.mutual_ssl.trusted_proxies)
+        self._ssl_contexts = ssl_contexts
+        self._pools: dict[Address, UpstreamPool] = {}
+        self.websocket: Callable[[Target, Scope, Receive, Send], Any] | None = None
+        self.jobs: list[Callable[[], Awaitable[None]]] = []  # run from lifespan startup to shutdown
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- shared ----------------------------------------------------------------------------------
+
+    def match(self, path: str) -> Target | None:
+        for target in self.targets:
+            context = target.api.context
+            if context == "/" or path == context or path.startswith(context + "/"):
+                return target
+        return None
+
+    def pool(self, endpoint: Endpoint) -> UpstreamPool:
+        address = endpoint.address
+        pool = self._pools.get(address)
+        if pool is None:
+            ssl_context = None
+            if address.scheme == "https" and self._ssl_contexts is not None:
+                ssl_context = self._ssl_contexts(address.host, address.port)
+            pool = self._pools[address] = UpstreamPool(
+                Origin(address.scheme, address.host, address.port), ssl_context=ssl_context
+            )
+        return pool
+
+    def ssl_context_for(self, endpoint: Endpoint) -> SSLContextSource | None:
+        address = endpoint.address
+        if address.scheme != "https" or self._ssl_contexts is None:
+            return None
+        return self._ssl_contexts(address.host, address.port)
+
+    def base_headers(self, scope: Scope, target: Target) -> tuple[Headers, bytes | None]:
+        """The client's headers that go on (the ``Host`` apart), and its ``Host``."""
+        headers: Headers = scope["headers"]
+        named = connection_named(headers)
+        dropped = target.dropped | named if named else target.dropped
+        host = None
+        out: Headers = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"host":
+                host = value
+            if lname not in dropped:
+                out.append((lname, value))
+        peer = scope.get(PEER) or scope.get("client") or (None,)
+        out += forwarded(headers, peer=peer[0], trusted=peer[0] in self._trusted, scheme=scope["scheme"], host=host)
+        if target.jwt is not None:
+            assertion = target.jwt.token(scope.get("user"))
+            if assertion is not None:
+                out.append((target.jwt.header, assertion))
+        if target.api.gateway.forward_client_certificate:
+            cert = getattr(scope.get("user"), "certificate", None)
+            if cert is not None:
+                out.append((CLIENT_CERTIFICATE, quote(cert.public_bytes(Encoding.PEM).decode(), safe="").encode()))
+        return out, host
+
+    def target_path(self, scope: Scope, target: Target, endpoint: Endpoint) -> bytes:
+        rest = remainder(raw_path_of(scope), target.api.context)
+        if rest is None:
+            raise BadRequest("the request path's encoding does not match its API's context")
+        return endpoint.path + rest if endpoint.path or rest else b"/"
+
+    def query(self, scope: Scope, target: Target) -> bytes:
+        return without_param(scope.get("query_string", b""), target.dropped_query)
+
+    # ---- ASGI ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        target = self.match(scope["path"])
+        if target is None:
+            await reject(scope, send, NotFound("no API with a backend owns this path"))
+            return
+        try:
+            if kind == "websocket":
+                if self.websocket is None:
+                    raise NotFound("WebSocket proxying is not available")
+                await self.websocket(target, scope, receive, send)
+            else:
+                await self._http(target, scope, receive, send)
+        except RequestError as exc:
+            await reject(scope, send, exc)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._tasks = [asyncio.ensure_future(job()) for job in self.jobs]
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+        for target in self.targets:
+            if target.auth is not None:
+                await target.auth.aclose()
+
+    # ---- HTTP ------------------------------------------------------------------------------------
+
+    async def _http(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
+        timeouts = target.api.gateway.timeouts
+        candidates = target.group(scope.get("user")).candidates()
+        base, host = self.base_headers(scope, target)
+        query = self.query(scope, target)
+        has_body, length = _framing(scope["headers"])
+        body = _Body(receive, keep=target.auth is not None and target.auth.retry_on_401) if has_body else None
+        watch = _Watch(asyncio.current_task())
+        watcher = asyncio.ensure_future(watch.run(receive, body))
+        response: UpstreamResponse | None = None
+        started = False
+        try:
+            async with asyncio.timeout(timeouts.total or None):
+                response = await self._exchange(target, scope, candidates, base, host, query, body, length)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": response_headers(response.headers),
+                    }
+                )
+                started = True
+                async for chunk in response.stream():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.finished = True  # a disconnect from here on is the end of a complete response
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watch.gone or task is None:
+                raise
+            task.uncancel()
+            logger.info("api %s: the client went away; the backend request is closed", target.name)
+        except ClientGone:
+            logger.info("api %s: the client went away; the backend request is closed", target.name)
+        except (UpstreamError, TimeoutError) as exc:
+            when = "mid-response" if started else "before responding"
+            logger.warning("api %s: the backend failed %s: %s", target.name, when, _cause(exc))
+            if not started:
+                raise transport_error(exc) from None
+        except RequestError:
+            raise
+        except Exception as exc:  # a fault of ours or of a library: logged, answered as a failed backend call
+            logger.exception("api %s: the backend call failed unexpectedly (%s)", target.name, type(exc).__name__)
+            if not started:
+                raise BackendError("the gateway could not complete the backend call") from None
+        finally:
+            watcher.cancel()
+            if response is not None:
+                await response.aclose()
+
+    async def _exchange(
+        self,
+        target: Target,
+        scope: Scope,
+        candidates: list[Endpoint],
+        base: Headers,
+        host: bytes | None,
+        query: bytes,
+        body: _Body | None,
+        length: int | None,
+    ) -> UpstreamResponse:
+        timeouts = target.api.gateway.timeouts
+        auth = target.auth
+        preserve = target.api.gateway.preserve_host
+        retried = False
+        index = 0
+        while True:
+            endpoint = candidates[index]
+            headers = [(b"host", host if preserve and host else endpoint.host_header), *base]
+            path = self.target_path(scope, target, endpoint)
+            used, q = (await auth.apply(headers, query)) if auth is not None else (None, query)
+            stream: AsyncIterator[bytes] | None = None
+            if body is not None:
+                stream = (body.replay() if retried else None) or body.__aiter__()
+            request = UpstreamRequest(scope["method"], path + b"?" + q if q else path, headers, stream, length)
+            try:
+                response = await self.pool(endpoint).request(
+                    request, connect_timeout=timeouts.connect, read_timeout=timeouts.read
+                )
+            except RequestBodyError:
+                raise BadRequest("the request body does not match its Content-Length") from None
+            except UpstreamError as exc:
+                if not isinstance(exc, PoolTimeout):
+                    endpoint.failed(_cause(exc))
+                logger.warning("api %s: backend %s: %s", target.name, endpoint.url, _cause(exc))
+                # the next endpoint, when this one never got the request: no connection; or a closed
+                # connection on an idempotent request that sent no body (never a POST that may have been served)
+                untouched = isinstance(exc, (ConnectFailed, ConnectTimeout)) or (
+                    isinstance(exc, ConnectionClosed) and scope["method"] in IDEMPOTENT and body is None
+                )
+                if untouched and index + 1 < len(candidates):
+                    index += 1
+                    continue
+                raise
+            endpoint.succeeded()
+            if response.status == 401 and auth is not None and auth.retry_on_401 and not retried:
+                replay = body is None or body.replay() is not None
+                if replay:
+                    await response.aclose()
+                    auth.rejected(used)
+                    retried = True
+                    continue
+            return response
+
+
+class _Watch:
+    """Cancels the request's task when its client disconnects before the response is whole."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.gone = False
+        self.finished = False
+
+    async def run(self, receive: Receive, body: _Body | None) -> None:
+        if body is not None:  # the body's own reads see a disconnect until it is read whole
+            await body.done.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished and self.task is not None:
+            self.gone = True
+            self.task.cancel()
+
+
+def _framing(headers: Headers) -> tuple[bool, int | None]:
+    """Whether the request has a body, and its Content-Length (None: chunked)."""
+    length: int | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            return True, None
+        if lname == b"content-length":
+            with contextlib.suppress(ValueError):
+                length = int(value)
+    if length is None or length < 0:
+        return False, None
+    return True, length
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,72 @@
+"""The APIs the gateway serves, each built once into a `Target`: its endpoint groups, its
+backend credential, and the request headers and query parameters never forwarded to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgi_apim.config import ApiConfig, Config
+from asgi_apim.errors import Forbidden
+from asgi_apim.gateway.backend_jwt import BackendJWT
+from asgi_apim.gateway.backend_security import BackendAuth, backend_auth
+from asgi_apim.gateway.endpoints import EndpointGroup
+from asgi_apim.gateway.headers import CLIENT_CERTIFICATE, FORWARDED, HOP_BY_HOP, JWT_ASSERTION
+
+
+@dataclass
+class Target:
+    """One API with a backend, as the proxy uses it (built once)."""
+
+    api: ApiConfig
+    production: EndpointGroup
+    sandbox: EndpointGroup | None
+    auth: BackendAuth | None
+    dropped: frozenset[bytes]  # request headers never forwarded
+    dropped_query: set[str] = field(default_factory=set)
+    jwt: BackendJWT | None = None
+
+    @property
+    def name(self) -> str:
+        return self.api.name
+
+    def group(self, user: Any) -> EndpointGroup:
+        if getattr(user, "key_type", "PRODUCTION") == "SANDBOX":
+            if self.sandbox is None:
+                raise Forbidden("the API has no sandbox endpoint: a sandbox credential cannot call it")
+            return self.sandbox
+        return self.production
+
+
+def targets(config: Config) -> list[Target]:
+    targets = []
+    cert_header = config.mutual_ssl.certificate_header.lower().encode("latin-1")
+    for api in config.apis:
+        gw = api.gateway
+        if gw.backend is None:
+            continue
+        schemes = {
+            s for sec in (api.security, *(r.security for r in api.resources if r.security)) for s in sec.application
+        }
+        dropped = set(HOP_BY_HOP | FORWARDED | {b"host", cert_header, CLIENT_CERTIFICATE, JWT_ASSERTION})
+        query: set[str] = set()
+        if schemes & {"oauth2", "basic"}:
+            dropped.add(b"authorization")
+        if "api_key" in schemes:
+            dropped.add(config.api_keys.header.lower().encode("latin-1"))
+            query.add(config.api_keys.query_param)
+        auth = backend_auth(gw.backend_security) if gw.backend_security else None
+        if auth is not None:
+            if auth.header_name:
+                dropped.add(auth.header_name)
+            if auth.query_name:
+                query.add(auth.query_name)
+        production = EndpointGroup(gw.backend, gw.suspension)
+        sandbox = EndpointGroup(gw.sandbox_backend, gw.suspension) if gw.sandbox_backend else None
+        backend_jwt = None
+        if gw.backend_jwt is not None:
+            key = f"apis[{api.name}].backend_jwt.signing_key"
+            backend_jwt = BackendJWT(gw.backend_jwt, api.name, api.context, key=key)
+            dropped.add(backend_jwt.header)
+        targets.append(Target(api, production, sandbox, auth, frozenset(dropped), query, backend_jwt))
+    return sorted(targets, key=lambda t: len(t.api.context), reverse=True)

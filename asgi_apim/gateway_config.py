@@ -1,0 +1,214 @@
+"""The gateway's keys of an ``[[apis]]`` entry, as frozen objects.
+
+`asgi_apim.config` calls `parse_gateway` for each API; everything here reads
+one `Table` with the getters of `asgi_apim._schema`, so an unknown key or a
+bad value is one `ConfigError` naming the key (``apis[0].backend.urls[1]``).
+
+====================================  =========  =====================================================
+key                                   default    meaning
+====================================  =========  =====================================================
+``backend``                           (none)     an http(s) URL, or ``{ type, urls }`` (an endpoint group)
+``backend.type``                      (req.)     ``failover`` (in order) or ``load_balance`` (round robin)
+``sandbox_backend``                   (none)     the same, for credentials whose key type is SANDBOX
+``preserve_host``                     false      send the client's ``Host`` instead of the backend's
+``forward_client_certificate``        false      pass the validated client certificate on
+``[apis.timeouts] connect/read/total``  5/30/0   seconds; ``total`` 0: no whole-exchange deadline
+``[apis.suspension] initial/factor/max``  30/2/300  WSO2's endpoint suspension, seconds
+``[apis.backend_jwt]``                (none)     signing_key, header, issuer, validity: X-JWT-Assertion
+====================================  =========  =====================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from asgi_apim._schema import Table
+from asgi_apim.errors import ConfigError
+
+GROUP_TYPES = ("failover", "load_balance")
+BACKEND_SECURITY_TYPES = ("basic", "bearer", "api_key", "oauth2")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One backend: ``type`` is ``single`` for a plain URL, else the group's type."""
+
+    urls: tuple[str, ...]
+    type: str = "single"
+
+    def __str__(self) -> str:
+        return self.urls[0] if self.type == "single" else f"{self.type}{list(self.urls)}"
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    connect: float = 5.0
+    read: float = 30.0
+    total: float = 0.0  # 0: none
+
+
+@dataclass(frozen=True)
+class SuspensionConfig:
+    initial: float = 30.0
+    factor: float = 2.0
+    max: float = 300.0
+
+
+@dataclass(frozen=True)
+class BackendSecurityConfig:
+    type: str = "basic"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    # api_key
+    location: str = "header"  # "in": header | query
+    name: str | None = None
+    value: str | None = field(default=None, repr=False)
+    # oauth2 client_credentials
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ()
+    token_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class BackendJWTConfig:
+    """``[apis.backend_jwt]``: WSO2's backend JWT, the authenticated caller signed for the backend."""
+
+    signing_key: Path
+    header: str = "x-jwt-assertion"
+    issuer: str = "asgi-apim"
+    validity: float = 900.0
+
+
+@dataclass(frozen=True)
+class GatewayApiConfig:
+    backend: BackendConfig | None = None
+    sandbox_backend: BackendConfig | None = None
+    preserve_host: bool = False
+    forward_client_certificate: bool = False
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    suspension: SuspensionConfig = field(default_factory=SuspensionConfig)
+    backend_security: BackendSecurityConfig | None = None
+    backend_jwt: BackendJWTConfig | None = None
+
+
+def _url(t: Table, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(key, "must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port out of range, or not a number, raises here
+    except ValueError:
+        raise ConfigError(key, "has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ConfigError(key, "names no host")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(key, "must be scheme://host[:port][/path], without user, query or fragment")
+    return value
+
+
+def _backend(t: Table, name: str) -> BackendConfig | None:
+    if not t.has(name):
+        return None
+    raw = t.raw[name]
+    t.seen.add(name)
+    if isinstance(raw, str):
+        return BackendConfig(urls=(_url(t, t._k(name), raw),))
+    if not isinstance(raw, dict):
+        raise ConfigError(t._k(name), "must be a URL or a table { type, urls }")
+    g = t.table(name)
+    kind = g.str("type", required=True, choices=GROUP_TYPES)
+    urls = g.strs("urls")
+    g.done()
+    if not urls:
+        raise ConfigError(f"{g.key}.urls", "must list at least one URL")
+    return BackendConfig(urls=tuple(_url(g, f"{g.key}.urls[{i}]", u) for i, u in enumerate(urls)), type=kind)
+
+
+def _backend_security(t: Table) -> BackendSecurityConfig:
+    kind = t.str("type", "basic", choices=BACKEND_SECURITY_TYPES)
+    b = BackendSecurityConfig(
+        type=kind,
+        username=t.str("username"),
+        password=t.str("password"),
+        token=t.str("token"),
+        location=t.str("in", "header", choices=("header", "query")),
+        name=t.str("name"),
+        value=t.str("value"),
+        token_url=t.http_url("token_url"),
+        client_id=t.str("client_id"),
+        client_secret=t.str("client_secret"),
+        scopes=t.strs("scopes"),
+        token_timeout=t.number("token_timeout", 10, minimum=0.1, maximum=300),
+    )
+    t.done()
+    needed = {
+        "basic": ("username", "password"),
+        "bearer": ("token",),
+        "api_key": ("name", "value"),
+        "oauth2": ("token_url", "client_id", "client_secret"),
+    }[kind]
+    for key in needed:
+        if not getattr(b, key):
+            raise ConfigError(f"{t.key}.{key}", f"is required for type = {kind!r}")
+    if kind == "basic" and ":" in (b.username or ""):
+        raise ConfigError(f"{t.key}.username", "cannot contain ':' (RFC 7617)")
+    if kind == "api_key" and b.location == "header":
+        b2 = Table({"name": b.name}, t.key, t.base)
+        b2.header_name("name", "x")
+    return b
+
+
+def parse_gateway(t: Table) -> GatewayApiConfig:
+    """The gateway keys of the API table ``t`` (the others are left to `asgi_apim.config`)."""
+    backend = _backend(t, "backend")
+    sandbox = _backend(t, "sandbox_backend")
+    if sandbox is not None and backend is None:
+        raise ConfigError(t._k("sandbox_backend"), "needs a (production) backend too")
+    timeouts_t = t.table("timeouts")
+    timeouts = TimeoutsConfig(
+        connect=timeouts_t.number("connect", 5, minimum=0.001, maximum=3600),
+        read=timeouts_t.number("read", 30, minimum=0.001, maximum=86400),
+        total=timeouts_t.number("total", 0, minimum=0, maximum=86400),
+    )
+    timeouts_t.done()
+    suspension_t = t.table("suspension")
+    suspension = SuspensionConfig(
+        initial=suspension_t.number("initial", 30, minimum=0, maximum=86400),
+        factor=suspension_t.number("factor", 2, minimum=1, maximum=100),
+        max=suspension_t.number("max", 300, minimum=0, maximum=86400),
+    )
+    suspension_t.done()
+    if suspension.max < suspension.initial:
+        raise ConfigError(f"{suspension_t.key}.max", "is shorter than initial")
+    security = _backend_security(t.table("backend_security")) if t.has("backend_security") else None
+    backend_jwt = None
+    if t.has("backend_jwt"):
+        j = t.table("backend_jwt")
+        header: str = j.header_name("header", "X-JWT-Assertion")
+        backend_jwt = BackendJWTConfig(
+            signing_key=j.path("signing_key", required=True),
+            header=header.lower(),
+            issuer=j.str("issuer", "asgi-apim", required=True),
+            validity=j.number("validity", 900, minimum=10, maximum=86400),
+        )
+        j.done()
+    gw = GatewayApiConfig(
+        backend=backend,
+        sandbox_backend=sandbox,
+        preserve_host=t.bool("preserve_host", False),
+        forward_client_certificate=t.bool("forward_client_certificate", False),
+        timeouts=timeouts,
+        suspension=suspension,
+        backend_security=security,
+        backend_jwt=backend_jwt,
+    )
+    if backend is None:
+        for key in ("preserve_host", "forward_client_certificate", "timeouts", "suspension", "backend_jwt"):
+            if t.has(key):
+                raise ConfigError(t._k(key), "applies to an API with a backend only")
+    return gw
