@@ -147,6 +147,10 @@ class Table:
             recording.add(self._k(name))
         return self.raw.get(name, default)
 
+    def value(self, name: builtins.str) -> Any:
+        """The raw value of ``name`` (None when absent), for a key of more than one type."""
+        return self._get(name, None)
+
     def has(self, name: str) -> bool:
         return name in self.raw
 

@@ -114,8 +114,7 @@ def _url(t: Table, key: str, value: object) -> str:
 def _backend(t: Table, name: str) -> BackendConfig | None:
     if not t.has(name):
         return None
-    raw = t.raw[name]
-    t.seen.add(name)
+    raw = t.value(name)
     if isinstance(raw, str):
         return BackendConfig(urls=(_url(t, t._k(name), raw),))
     if not isinstance(raw, dict):

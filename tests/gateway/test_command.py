@@ -10,9 +10,9 @@ import pytest
 from asgi_apim.cli import main
 from asgi_apim.gateway.app import GatewayHealth
 from asgi_apim.gateway.websocket import _close_code
-from asgi_apim.server import app as app_module
 from asgi_apim.server import run
 from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, GATEWAY_ENV, create_app
+from asgi_apim.server.configs import forget_configs
 
 WITH_BACKEND = """
 [encryption]
@@ -32,7 +32,7 @@ application = ["basic"]
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (APP_ENV, CONFIG_ENV, APP_DIR_ENV, GATEWAY_ENV):
         monkeypatch.setenv(name, "restored-after-the-test")
-    monkeypatch.setattr(app_module, "_configs", {})
+    forget_configs()
     (tmp_path / "users.htpasswd").write_text("")
     return tmp_path
 
