@@ -22,7 +22,7 @@ from starlette.types import Scope
 from asgi_apim._keys import PEER
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim.certs.trust import TrustedProxies, peer_host
-from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
 from asgi_apim.config import MutualSSLConfig
 from asgi_apim.errors import CertificateHeaderError, CertificateRejected, MissingCredentials, RequestError
@@ -120,12 +120,23 @@ class CertificateResolver:
         # raw[_HINT] -> (raw, outcome, expires): the header values seen before, found by a short slice
         self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float]] = {}
         self._last_warning = 0.0
+        self._prepared: tuple[int, CertificateValidator] | None = None
+        trust.prepare(self._prepare)
+
+    def _prepare(self, material: TrustMaterial) -> None:
+        """The validator of a new generation, built in the reloader's thread (`TrustReloader.prepare`)."""
+        self._prepared = (material.generation, CertificateValidator(material, chain_validation=self.chain_validation))
 
     @property
     def validator(self) -> CertificateValidator:
         material = self.trust.current
         if material.generation != self._generation or self._validator is None:
-            self._validator = CertificateValidator(material, chain_validation=self.chain_validation)
+            prepared = self._prepared
+            if prepared is not None and prepared[0] == material.generation:
+                self._validator = prepared[1]
+            else:
+                self._validator = CertificateValidator(material, chain_validation=self.chain_validation)
+            self._prepared = None
             self._generation = material.generation
             self._cache = {}
             self._hints = {}
