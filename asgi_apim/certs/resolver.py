@@ -142,16 +142,20 @@ class CertificateResolver:
             self._hints = {}
         return self._validator
 
-    def lookup_for(self, api: str) -> Lookup:
+    def lookup_for(self, api: str, *, strip: bool = False) -> Lookup:
         """The certificate decision for requests on ``api``, as one call: `resolve` (looked up on
-        every request, so a subclass's or a wrapper's rule holds) and the caller it accepts."""
+        every request, so a subclass's or a wrapper's rule holds) and the caller it accepts;
+        with ``strip``, an accepted request's certificate header is taken out (`strip`)."""
 
         def lookup(scope: Any) -> Principal | None:
             outcome = self.resolve(scope)
             verdict = outcome.verdict
             if verdict is None:
                 return None
-            return verdict.principals.get(api) or certificate_principal(outcome, api)
+            principal = verdict.principals.get(api) or certificate_principal(outcome, api)
+            if strip and principal is not None:
+                self.strip(scope)
+            return principal
 
         return lookup
 
@@ -178,7 +182,7 @@ class CertificateResolver:
         if raw is not None:
             peer = scope.get(PEER) or scope.get("client")
             host = peer[0] if peer else None
-            trusted = self._trusted_hosts.get(host) if host is not None else False  # TrustedProxies' memo
+            trusted = self._trusted_hosts.get(host)  # type: ignore[arg-type]  # TrustedProxies' memo; None: no key
             if trusted is None:
                 trusted = host in self.trusted
             if trusted:
