@@ -67,6 +67,15 @@ def _positive_days(value: str) -> int:
     return days
 
 
+def _seconds(value: str) -> float:
+    from asgi_apim.server.deadline import parse_header_timeout
+
+    try:
+        return parse_header_timeout(value) or 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0") from None
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="deployment.toml")
     p.add_argument("--host", default="127.0.0.1")
@@ -94,6 +103,31 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", default=True)
     p.add_argument("--lifespan", default="auto", choices=("auto", "on", "off"))
+    # slow clients and load (issue 26)
+    p.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=None,
+        help="close a connection whose request head (and TLS handshake) has not arrived within SECONDS "
+        "(default: 10; 0: never)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        help="answer 503 beyond N concurrent connections or requests (uvicorn's)",
+    )
+    p.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=5,
+        help="close a keep-alive connection idle for SECONDS between requests (uvicorn's; default: 5)",
+    )
+    p.add_argument(
+        "--allow-per-worker-limits",
+        action="store_true",
+        help="with --workers > 1 and memory:// throttling storage, let each worker count on its own",
+    )
 
 
 def _serve(ns: argparse.Namespace) -> int:

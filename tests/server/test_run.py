@@ -42,10 +42,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
-    def fake_run(app: str, **kwargs: Any) -> None:
-        calls.append({"app": app, **kwargs})
+    def fake_run(config: Any) -> int:
+        calls.append(dict(vars(config)))
+        return 0
 
-    monkeypatch.setattr(run.uvicorn, "run", fake_run)
+    monkeypatch.setattr(run, "_run", fake_run)
     return calls
 
 
@@ -65,6 +66,7 @@ def test_tls_serve_passes_our_classes_and_trust_factory(workdir: Path, uvicorn_r
         "8443",
         "--workers",
         "2",
+        "--allow-per-worker-limits",
         "--http",
         "h11",
         "--ws",
@@ -152,10 +154,10 @@ def test_failed_selftest_stops_serve(
 
 
 def test_uvicorn_startup_failure_is_exit_1(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_run(app: str, **kwargs: Any) -> None:
+    def failing_run(self: Any, sockets: Any = None) -> None:
         raise SystemExit(3)
 
-    monkeypatch.setattr(run.uvicorn, "run", failing_run)
+    monkeypatch.setattr(run.HandshakeServer, "run", failing_run)
     assert _serve(workdir) == 1
 
 
@@ -172,7 +174,7 @@ def test_config_is_loaded_once_per_process(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["no_such_module_xyz:app", "example_app.main:no_such_app"])
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2", "--allow-per-worker-limits"]])
 def test_unimportable_app_is_one_line_exit_1(
     workdir: Path,
     uvicorn_run: list[dict[str, Any]],
@@ -189,7 +191,7 @@ def test_workers_build_the_stack_once_up_front(
     workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (workdir / "pki" / "ca.pem").unlink()  # the truststore the stack needs
-    assert _serve(workdir, "--workers", "2") == 1
+    assert _serve(workdir, "--workers", "2", "--allow-per-worker-limits") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ca.pem" in err and uvicorn_run == []
 
