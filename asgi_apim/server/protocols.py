@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from asgi_apim._keys import PEER
 from asgi_apim.server.deadline import H11HeadDeadline, HttpToolsHeadDeadline, header_timeout_for
 from asgi_apim.server.handshake import handshake_context, start_handshake
+from asgi_apim.server.ratelog import install_accept_log
 
 TLSInfo = dict[str, Any]
 
@@ -179,13 +180,25 @@ _DEADLINES: dict[str, type] = {"H11TLSProtocol": H11HeadDeadline, "HttpToolsTLSP
 ALIASES = {"HTTPProtocol": "http", "WSProtocol": "ws"}  # what uvicorn's own ``auto`` would pick
 
 
+_BUILT: dict[str, type] = {}
+
+
 def __getattr__(name: str) -> type:
+    """The class ``name``, built once; not cached in the module's globals, so that every lookup
+    (uvicorn's ``--http`` import, inside its running loop) also installs the rate-limited
+    ``accept()`` log on that loop before the first connection is accepted."""
+    try:
+        install_accept_log(asyncio.get_running_loop())
+    except RuntimeError:
+        pass
     if name in ALIASES:
         http, ws = tls_protocols()
         cls = http if ALIASES[name] == "http" else ws
         if cls is None:
             raise AttributeError(f"{__name__}.{name}: no WebSocket implementation is installed")
         return cls
+    if name in _BUILT:
+        return _BUILT[name]
     target = HTTP_BASES.get(name) or WS_BASES.get(name)
     if target is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -193,12 +206,11 @@ def __getattr__(name: str) -> type:
 
     base = import_from_string(target)
     deadline = _DEADLINES.get(name)
-    cls = type(
+    _BUILT[name] = cls = type(
         name,
         (TLSExtensionMixin, deadline, base) if deadline is not None else (TLSExtensionMixin, base),
         {"__module__": __name__, "__qualname__": name, "__doc__": f"{target} with the ASGI TLS extension."},
     )
-    globals()[name] = cls
     return cls
 
 

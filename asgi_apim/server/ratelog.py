@@ -75,6 +75,11 @@ class AcceptErrorHandler:
                 exc.strerror or exc,
             )
             return
+        if "_start_serving" in repr(context.get("handle")) and isinstance(exc, (OSError, ValueError)):
+            # asyncio schedules one accept() retry per failure; once the listener is closed
+            # (shutdown) each of those thousands fails on the closed socket: harmless, one line
+            _accept_log.log(logging.DEBUG, "accept-retry", "accept() retry after the listener closed: %s", exc)
+            return
         if self.previous is not None:
             self.previous(loop, context)
         else:

@@ -18,11 +18,13 @@ Needs the ``gunicorn`` extra: ``pip install 'asgi-apim[gunicorn]'``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]  # no py.typed
 
 from asgi_apim.server.protocols import tls_protocols
+from asgi_apim.server.ratelog import install_accept_log
 
 
 def _protocol_kwargs(http: str, ws: str) -> dict[str, Any]:
@@ -35,6 +37,10 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]  # its base is untype
     with the ASGI TLS extension."""
 
     CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", **_protocol_kwargs("auto", "auto")}
+
+    async def _serve(self) -> None:
+        install_accept_log(asyncio.get_running_loop())
+        await super()._serve()
 
 
 class UvicornH11Worker(UvicornWorker):
