@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import Callable
