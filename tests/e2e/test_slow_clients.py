@@ -130,3 +130,20 @@ def test_accept_failures_are_one_line_a_second_with_a_count(tmp_path: Path) -> N
     assert 1 <= len(lines) <= 6, text[-3000:]
     assert "Too many open files" in lines[0] and "Traceback" not in text
     assert any("more like it" in line for line in lines[1:]) or len(lines) == 1
+
+
+def test_limit_concurrency_answers_503_beyond_the_limit(serve: Callable[..., Served], config: Path) -> None:
+    served = serve(APP, config, "--limit-concurrency", "3")
+    held = [socket.create_connection((served.host, served.port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection((served.host, served.port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 503")
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    with socket.create_connection((served.host, served.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")

@@ -231,3 +231,14 @@ def test_httpx_s_request_lines_are_not_logged(capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
     assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+
+
+def test_slow_client_flags_reach_uvicorn_and_our_protocols(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    flags = ("--header-timeout", "2.5", "--limit-concurrency", "100", "--timeout-keep-alive", "7")
+    assert _serve(workdir, *flags, config="plain.toml") == 0
+    (kw,) = uvicorn_run
+    assert (kw["header_timeout"], kw["limit_concurrency"], kw["timeout_keep_alive"]) == (2.5, 100, 7)
+    uvicorn_run.clear()
+    assert _serve(workdir, "--header-timeout", "0", config="plain.toml") == 0
+    assert uvicorn_run[0]["header_timeout"] == 0.0  # off: parse_header_timeout gives None from it
+    assert _serve(workdir, "--header-timeout", "-1", config="plain.toml") == 2
