@@ -114,6 +114,14 @@ def _handshake_done(transport: asyncio.BaseTransport, waiter: asyncio.Future[Non
         transport.abort()  # type: ignore[attr-defined]
 
 
+def take_over_handshake(config: uvicorn.Config) -> None:
+    """After ``config.load()``: the listener is plain TCP and our protocol runs the handshake with
+    the SSLContext uvicorn built (see `HandshakeConfig`)."""
+    if config.ssl is not None:
+        setattr(config, HANDSHAKE_ATTR, config.ssl)
+        config.ssl = None
+
+
 class HandshakeConfig(uvicorn.Config):
     """uvicorn's Config that keeps the SSLContext for our protocol: the listener is plain TCP and
     each connection's HTTP protocol runs the handshake (`start_handshake`), logging refusals.
@@ -125,9 +133,7 @@ class HandshakeConfig(uvicorn.Config):
 
     def load(self) -> None:
         super().load()
-        if self.ssl is not None:
-            setattr(self, HANDSHAKE_ATTR, self.ssl)
-            self.ssl = None
+        take_over_handshake(self)
         try:
             install_accept_log(asyncio.get_running_loop())
         except RuntimeError:  # loaded outside a loop (a test): the protocols install it on first use

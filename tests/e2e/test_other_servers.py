@@ -142,7 +142,9 @@ def test_gunicorn_workers_fill_the_extension_and_share_redis_limits(
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: curl(port, pki)[0], range(20)))
     assert (statuses.count(200), statuses.count(429)) == (11, 9), statuses
+    assert curl(port, pki, cert="stranger")[0] == 0  # the handshake refuses it, and says why
     log = servers.started[-1][0].log()
+    assert "TLS handshake refused from 127.0.0.1:" in log and "unable to get local issuer certificate" in log, log
     assert log.count("Booting worker with pid") == 2, log
     pids = {line.rsplit(" ", 1)[-1] for line in log.splitlines() if "Booting worker" in line}
     assert len(pids) == 2
