@@ -47,6 +47,22 @@ def _closed_after(sock: socket.socket, limit: float) -> float:
     return time.monotonic() - start
 
 
+def _response(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response (content-length or chunked) from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        while not body.endswith(b"0\r\n\r\n"):
+            body += sock.recv(65536)
+    else:
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    return head
+
+
 def test_500_half_sent_requests_are_closed_and_normal_ones_keep_their_latency(
     serve: Callable[..., Served], config: Path
 ) -> None:
@@ -63,21 +79,22 @@ def test_500_half_sent_requests_are_closed_and_normal_ones_keep_their_latency(
     assert log.count("no complete request head") <= 10  # 500 closes, a line a second at most
 
 
+@pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_each_keep_alive_request_has_its_own_head_deadline_and_idle_ones_are_closed(
-    serve: Callable[..., Served], config: Path
+    serve: Callable[..., Served], config: Path, http: str
 ) -> None:
-    served = serve(APP, config, "--header-timeout", "1.5", "--timeout-keep-alive", "3")
+    served = serve(APP, config, "--header-timeout", "1.5", "--timeout-keep-alive", "3", "--http", http)
     with socket.create_connection((served.host, served.port)) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(sock).startswith(b"HTTP/1.1 200")
         time.sleep(1.0)  # idle within the keep-alive timeout: still open
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(sock).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /health HTTP/1.1\r\nHo")  # the next head, dripping
         assert 1.2 <= _closed_after(sock, 10) <= 3.0
     with socket.create_connection((served.host, served.port)) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(sock).startswith(b"HTTP/1.1 200")
         assert 2.5 <= _closed_after(sock, 10) <= 5.0  # idle: uvicorn's keep-alive timeout (3 s)
     with socket.create_connection((served.host, served.port)) as sock:  # connects and sends nothing
         assert 1.2 <= _closed_after(sock, 10) <= 3.0
