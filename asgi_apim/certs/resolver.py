@@ -196,11 +196,11 @@ class CertificateResolver:
                     hint is not None
                     and hint[0] == raw
                     and hint[2] > time.time()
-                    and self.trust.current.generation == self._generation
+                    and self.trust.generation == self._generation
                 ):
                     return hint[1]
                 hit = self._cache.get(raw)
-                if hit is not None and hit[1] > time.time() and self.trust.current.generation == self._generation:
+                if hit is not None and hit[1] > time.time() and self.trust.generation == self._generation:
                     self._hint(raw, hit[0], hit[1])  # another value with the same slice had the hint
                     return hit[0]
                 return self._lookup_header(raw)
@@ -258,7 +258,7 @@ class CertificateResolver:
         """A header value found in neither cache of the current generation (`resolve` has just
         looked, `_lookup` too): parsed, validated, kept in both (the uncached request's path)."""
         validator = self._validator
-        if validator is None or self.trust.current.generation != self._generation:
+        if validator is None or self.trust.generation != self._generation:
             validator = self.validator  # a new generation: its caches start empty
         now = time.time()
         try:

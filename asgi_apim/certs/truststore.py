@@ -331,6 +331,7 @@ class TrustReloader:
         self.registry = registry
         self.interval = mutual_ssl.reload_interval
         self._current = load_trust(mutual_ssl, self.apis, registry=registry)
+        self.generation = self._current.generation  # read on every request: a plain attribute, set with the swap
         warn_closed_apis(self.apis, self._current.registrations)
         self._lock = threading.Lock()
         self._failure: str | None = None
@@ -389,6 +390,7 @@ class TrustReloader:
                 except Exception:  # the request path builds what was not prepared
                     logger.exception("preparing truststore generation %d failed", material.generation)
             self._current = material
+            self.generation = material.generation
             self._recovered()
             logger.info(
                 "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",
