@@ -69,14 +69,14 @@ class HeadDeadlineMixin:
     _header_timeout: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
         install_accept_log(self.loop)
         self._header_timeout = header_timeout_for(self.config)
         self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
 
     def _arm_head_deadline(self) -> None:
         if self._head_timer is None and self._header_timeout is not None:
@@ -107,11 +107,11 @@ class HttpToolsHeadDeadline(HeadDeadlineMixin):
 
     def on_message_begin(self) -> None:
         self._arm_head_deadline()
-        super().on_message_begin()  # type: ignore[misc]
+        super().on_message_begin()  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
 
     def on_headers_complete(self) -> None:
         self._disarm_head_deadline()
-        super().on_headers_complete()  # type: ignore[misc]
+        super().on_headers_complete()  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
 
 
 class H11HeadDeadline(HeadDeadlineMixin):
@@ -120,7 +120,7 @@ class H11HeadDeadline(HeadDeadlineMixin):
     conn: Any
 
     def handle_events(self) -> None:
-        super().handle_events()  # type: ignore[misc]
+        super().handle_events()  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
         if self.conn.their_state is not h11.IDLE:
             self._disarm_head_deadline()
         elif self.conn.trailing_data[0]:

@@ -106,12 +106,12 @@ def start_handshake(
 
 def _handshake_done(transport: asyncio.BaseTransport, waiter: asyncio.Future[None]) -> None:
     if waiter.cancelled():
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()  # type: ignore[attr-defined]  # every transport asyncio and uvloop give here has abort()
         return
     exc = waiter.exception()
     if exc is not None:
         log_refusal(transport, exc)
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()  # type: ignore[attr-defined]  # every transport asyncio and uvloop give here has abort()
 
 
 def take_over_handshake(config: uvicorn.Config) -> None:

@@ -153,7 +153,7 @@ class TLSExtensionMixin:
         if context is not None and transport.get_extra_info("sslcontext") is None:
             start_handshake(transport, self, context, header_timeout_for(config))  # comes back here once done
             return
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
         ssl_object = transport.get_extra_info("ssl_object")
         info = tls_info(ssl_object) if ssl_object is not None else None
         self.app = ConnectionApp(self.app, self.client or UNIX_PEER, info)

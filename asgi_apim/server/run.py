@@ -90,7 +90,7 @@ def _checked(ns: argparse.Namespace, config: Config) -> tuple[bool, int]:
     """Whether TLS is on and the ``--ssl-cert-reqs`` in force, after every start-up check (made once)."""
     done = getattr(ns, "_preflight", None)
     if done is not None:
-        return done  # type: ignore[no-any-return]
+        return done  # type: ignore[no-any-return]  # set by this function, a (bool, int)
     if ns.log_level.lower() not in uvicorn.config.LOG_LEVELS:
         raise UsageError(f"--log-level {ns.log_level!r}: one of {', '.join(uvicorn.config.LOG_LEVELS)}")
     try:
