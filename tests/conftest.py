@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -16,3 +17,21 @@ def _no_decrypted_values_from_another_test() -> Iterator[None]:
     errors.forget_decrypted()
     yield
     errors.forget_decrypted()
+
+
+def _ours() -> list[logging.Logger]:
+    manager = logging.Logger.manager
+    names = [n for n in list(manager.loggerDict) if n == "asgi_apim" or n.startswith("asgi_apim.")]
+    return [logging.getLogger(n) for n in ["asgi_apim", *names]]
+
+
+@pytest.fixture(autouse=True)
+def _our_loggers_as_they_were() -> Iterator[None]:
+    """A test that configures logging as a server does (uvicorn's dictConfig, the gunicorn
+    worker) leaves ``asgi_apim``'s loggers as it found them: propagating to the root, where
+    pytest's caplog listens, and enabled."""
+    saved = {lg.name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in _ours()}
+    yield
+    for lg in _ours():
+        handlers, level, propagate, disabled = saved.get(lg.name, ([], logging.NOTSET, True, False))
+        lg.handlers, lg.level, lg.propagate, lg.disabled = handlers, level, propagate, disabled
