@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from asgi_apim._redact import query_credentials
+from asgi_apim._stack import check_unprotected
 from asgi_apim.errors import APIMError, UsageError
 from asgi_apim.server.app import (
     APP_DIR_ENV,
@@ -64,10 +65,13 @@ class QueryCredentials(logging.Filter):
         return True
 
 
-def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
+def log_config(level: str, query_param: str = "apikey", log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging configuration, with asgi-apim's loggers on its handler and the access
-    log's query credentials hidden (in every worker)."""
+    log's query credentials hidden (in every worker); ``log_format="json"``: one JSON object a line."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        for formatter in ("default", "access"):
+            config["formatters"][formatter] = {"()": "asgi_apim.server.logformat.JSONFormatter"}
     config["loggers"]["asgi_apim"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     for noisy in ("httpx", "httpcore"):  # httpx logs every request's URL, credentials and all, at INFO
         config["loggers"][noisy] = {"level": "WARNING"}
@@ -108,7 +112,7 @@ def serve(ns: argparse.Namespace) -> int:
     if gateway or (ns.workers and ns.workers > 1):
         create_app()  # fail here, once, rather than in every worker
     else:
-        import_app(ns.app)
+        check_unprotected(import_app(ns.app))  # the factory's protect() would refuse it in the worker
     if tls:
         logger.info("TLS on; client certificates %s", ("not requested", "optional", "required")[cert_reqs])
     try:
@@ -132,7 +136,7 @@ def serve(ns: argparse.Namespace) -> int:
             forwarded_allow_ips=ns.forwarded_allow_ips,
             root_path=ns.root_path,
             log_level=ns.log_level,
-            log_config=log_config(ns.log_level, config.api_keys.query_param),
+            log_config=log_config(ns.log_level, config.api_keys.query_param, getattr(ns, "log_format", "text")),
             access_log=ns.access_log,
             lifespan=ns.lifespan,
         )
