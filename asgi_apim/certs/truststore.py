@@ -337,6 +337,8 @@ class TrustReloader:
         self._failed_digest: bytes | None = None
         self._subscribers: list[Callable[[TrustMaterial], None]] = []
         self._notified = self._current.generation
+        self.reloads = 0  # new generations swapped in since start-up (metrics)
+        self.failures = 0  # reloads of changed files that failed, the last good generation serving (metrics)
 
     @property
     def current(self) -> TrustMaterial:
@@ -376,6 +378,7 @@ class TrustReloader:
                 self._failed(str(exc))
                 return False
             self._current = material
+            self.reloads += 1
             self._recovered()
             logger.info(
                 "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",
@@ -387,6 +390,7 @@ class TrustReloader:
             return True
 
     def _failed(self, reason: str) -> None:
+        self.failures += 1
         if reason != self._failure:
             self._failure = reason
             logger.warning(
