@@ -20,8 +20,7 @@ from asgi_apim.certs.pki import Issued, issue_client, make_ca
 from asgi_apim.config import MutualSSLConfig, load_config
 from asgi_apim.errors import AlreadyProtected, ConfigError
 from asgi_apim.routing import Router
-from tests.asgi import call, make_scope
-from tests.asgi import call_scope
+from tests.asgi import call, call_scope, make_scope
 
 CONFIG = """
 [encryption]
