@@ -107,7 +107,7 @@ class AlreadyProtected(ConfigError):
             "",
             "the app is already protect()ed: give protect() or `asgi-apim serve` the unprotected app"
             " (serve protects MODULE:APP itself), or run the protected app with"
-            " `uvicorn APP --http asgi_apim.server.protocols:HttpToolsTLSProtocol`",
+            " `uvicorn APP --http asgi_apim.server.protocols:HTTPProtocol` (docs/servers.md)",
         )
 
 

@@ -109,7 +109,7 @@ def test_protect_refuses_an_app_already_protected(tmp_path: Path) -> None:
             protect(twice, config)
         assert isinstance(refused.value, ConfigError)
         assert "already protect()ed" in str(refused.value) and "\n" not in str(refused.value)
-        assert "uvicorn APP --http asgi_apim.server.protocols:HttpToolsTLSProtocol" in str(refused.value)
+        assert "uvicorn APP --http asgi_apim.server.protocols:HTTPProtocol" in str(refused.value)
 
 
 def test_protect_refuses_an_app_with_the_security_middleware_added_by_hand(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ async def test_a_tls_request_without_the_tls_extension_is_warned_about_once(
     (warning,) = _tls_warnings(caplog)
     for option in (
         "asgi-apim serve",
-        "uvicorn APP --http asgi_apim.server.protocols:HttpToolsTLSProtocol",
+        "uvicorn APP --http asgi_apim.server.protocols:HTTPProtocol",
         "gunicorn -k asgi_apim.server.worker:UvicornWorker",
         "trusted_proxies",
     ):

@@ -1,5 +1,6 @@
-"""An app that protects itself at import, with the configuration named by ``PROTECTED_APP_CONFIG``:
-what ``uvicorn`` or ``gunicorn`` run directly, and what ``asgi-apim serve`` must refuse to wrap again."""
+"""``protect()`` around the whoami app at import, for plain uvicorn and gunicorn in the end-to-end
+tests (and what ``asgi-apim serve`` must refuse to wrap again): the configuration file is named by
+``E2E_APIM_CONFIG``."""
 
 from __future__ import annotations
 
@@ -8,4 +9,4 @@ import os
 from asgi_apim import protect
 from tests.e2e.whoami_app import app as whoami
 
-app = protect(whoami, os.environ["PROTECTED_APP_CONFIG"])
+app = protect(whoami, config=os.environ["E2E_APIM_CONFIG"])

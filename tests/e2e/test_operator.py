@@ -89,7 +89,7 @@ def test_json_refusal_lines_trust_and_metrics_under_serve(tmp_path: Path, pki: P
 
 
 def _protected_env(config: Path) -> dict[str, str]:
-    return {**os.environ, "PROTECTED_APP_CONFIG": str(config), "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    return {**os.environ, "E2E_APIM_CONFIG": str(config), "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
@@ -112,4 +112,4 @@ def test_plain_uvicorn_over_tls_is_named_once(tmp_path: Path, pki: PKI, servers:
             assert partner.get("/pets/1").status_code == 401
     assert wait_until(lambda: "without the ASGI TLS extension" in served.log())
     assert served.log().count("without the ASGI TLS extension") == 1
-    assert "asgi_apim.server.protocols:HttpToolsTLSProtocol" in served.log()
+    assert "asgi_apim.server.protocols:HTTPProtocol" in served.log()
