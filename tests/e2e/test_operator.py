@@ -92,7 +92,7 @@ def _protected_env(config: Path) -> dict[str, str]:
     return {**os.environ, "E2E_APIM_CONFIG": str(config), "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
 
 
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2", "--allow-per-worker-limits"]], ids=["one", "workers"])
 def test_serve_refuses_an_app_already_protected(tmp_path: Path, pki: PKI, workers: list[str]) -> None:
     config = _config(tmp_path)
     argv = [*_asgi_apim(), "serve", "tests.e2e.protected_app:app", "--config", str(config), "--port", "1", *workers]
