@@ -11,23 +11,29 @@ with the app's lifespan or its first request.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp
 
+from asgi_apim import metrics
 from asgi_apim._lifecycle import BackgroundTasks
 from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.config import Config, load_config
+from asgi_apim.errors import AlreadyProtected
+from asgi_apim.metrics import Accepted
 from asgi_apim.registry import admin, feed_for
 from asgi_apim.routing import Router
 from asgi_apim.throttling.limiter import Limiter
 
 TrustListener = Callable[[TrustMaterial], None]
+
+logger = logging.getLogger("asgi_apim.certs")
 
 
 def _share_secrets(app: Any, config: Config) -> None:
@@ -50,6 +56,27 @@ def _document(app: Any, config: Config) -> None:
         app._asgi_apim_openapi = True  # type: ignore[attr-defined]  # a marker on the FastAPI app: its OpenAPI document is ours once
 
 
+def check_unprotected(app: Any) -> None:
+    """Raise `AlreadyProtected` when ``app`` already has the stack around it: `protect()`'s
+    result (seen through middlewares that keep the next app as ``.app``, as Starlette's do) or
+    an app with `APISecurityMiddleware` in its ``user_middleware`` (``app.add_middleware``)."""
+    for _ in range(64):  # a chain of middlewares; a cycle of ``.app`` would never end
+        if app is None:
+            return
+        if isinstance(app, APISecurityMiddleware):
+            raise AlreadyProtected()
+        if any(getattr(m, "cls", None) is APISecurityMiddleware for m in getattr(app, "user_middleware", ())):
+            raise AlreadyProtected()
+        app = getattr(app, "app", None)
+
+
+def _log_trusted_proxies(config: Config) -> None:
+    """Say once, when a stack that reads certificates is built, whose certificate header is believed."""
+    mutual_ssl = config.mutual_ssl
+    peers = ", ".join(mutual_ssl.trusted_proxies) or "no peer"
+    logger.info("certificate header %s believed from: %s", mutual_ssl.certificate_header.upper(), peers)
+
+
 def protect(
     app: ASGIApp,
     config: Config | str | os.PathLike[str] = "deployment.toml",
@@ -61,18 +88,23 @@ def protect(
 
     ``trust_listeners`` are told of every new truststore generation (a TLS server that trusts
     what the configuration trusts: `asgi-apim serve`)."""
+    check_unprotected(app)
     cfg = config if isinstance(config, Config) else load_config(config)
     _share_secrets(app, cfg)
     _document(app, cfg)
     background = BackgroundTasks()
     resolver = None
+    feed = None
     if cfg.uses_mutual_ssl or cfg.mutual_ssl.truststore:
-        trust = TrustReloader(cfg.mutual_ssl, cfg.apis, registry=feed_for(cfg))
+        feed = feed_for(cfg)
+        trust = TrustReloader(cfg.mutual_ssl, cfg.apis, registry=feed)
         background.add(trust.run)
         for listener in trust_listeners:
             trust.subscribe(listener)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
+        _log_trusted_proxies(cfg)
     credentials = ApplicationSecurity.from_config(cfg)
+    accepted: Accepted | None = {} if cfg.metrics.enabled else None
     background.add(credentials.start)
     secured = APISecurityMiddleware(
         app,
@@ -83,5 +115,6 @@ def protect(
         background=background,
         debug_headers=cfg.debug_headers,
         explain=explain,
+        accepted=accepted,
     )
-    return admin.mount(secured, cfg)
+    return metrics.mount(admin.mount(secured, cfg), cfg, accepted, resolver, feed)

@@ -123,6 +123,12 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root-path", default="", help="ASGI root_path, for an app mounted below a URL prefix")
     p.add_argument("--log-level", default="info", help="critical, error, warning, info, debug or trace (default: info)")
     p.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text (default) or json: one JSON object per line, with a refusal's fields (for log shippers)",
+    )
+    p.add_argument(
         "--no-access-log", dest="access_log", action="store_false", default=True, help="turn uvicorn's access log off"
     )
     p.add_argument(

@@ -40,7 +40,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 class MutualSSLConfig:
     certificate_header: str = "x-wso2-client-certificate"
     header_format: str = "auto"
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    trusted_proxies: tuple[str, ...] = ()  # the certificate header is believed from no peer unless listed
     enable_client_validation: bool = False
     enable_certificate_chain_validation: bool = True
     truststore: tuple[Path, ...] = ()
@@ -191,6 +191,14 @@ class GatewayTLSConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus text at ``path``, answered in front of the stack (no credentials)."""
+
+    enabled: bool = False
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     public_paths: tuple[str, ...] = ()
@@ -207,6 +215,7 @@ class Config:
     apis: tuple[ApiConfig, ...] = ()
     ssl_profiles: tuple[SSLProfileConfig, ...] = ()
     gateway_tls: GatewayTLSConfig = field(default_factory=GatewayTLSConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def uses_mutual_ssl(self) -> bool:
@@ -328,7 +337,7 @@ def _mutual_ssl(t: Table) -> MutualSSLConfig:
     cfg = MutualSSLConfig(
         certificate_header=t.header_name("certificate_header", "X-WSO2-CLIENT-CERTIFICATE").lower(),
         header_format=t.str("header_format", "auto", choices=HEADER_FORMATS),
-        trusted_proxies=t.networks("trusted_proxies", ("127.0.0.1/32", "::1/128")),
+        trusted_proxies=t.networks("trusted_proxies", ()),
         enable_client_validation=t.bool("enable_client_validation", False),
         enable_certificate_chain_validation=t.bool("enable_certificate_chain_validation", True),
         truststore=t.paths("truststore"),
@@ -514,6 +523,27 @@ def _check_admin_path(cfg: Config) -> None:
             raise ConfigError("registry.admin.path", f"{prefix!r} overlaps {key} {other!r}: give the admin API its own")
 
 
+def _metrics(t: Table) -> MetricsConfig:
+    metrics = MetricsConfig(enabled=t.bool("enabled", False), path=t.str("path", "/metrics", required=True))
+    t.done()
+    if not plain_path(metrics.path) or metrics.path == "/":
+        raise ConfigError("metrics.path", f"{metrics.path!r} must be an absolute path such as /metrics")
+    return metrics
+
+
+def _check_metrics_path(cfg: Config) -> None:
+    if not cfg.metrics.enabled:
+        return
+    prefix = cfg.metrics.path.rstrip("/")
+    taken = [(f"apis[{a.name}].context", a.context) for a in cfg.apis] + [("public_paths", p) for p in cfg.public_paths]
+    if cfg.registry.admin.enabled:
+        taken.append(("registry.admin.path", cfg.registry.admin.path))
+    for key, other in taken:
+        other = other.rstrip("/") or "/"
+        if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):
+            raise ConfigError("metrics.path", f"{prefix!r} overlaps {key} {other!r}: give the metrics their own path")
+
+
 def _ssl_profiles(root: Table) -> tuple[SSLProfileConfig, ...]:
     profiles = tuple(_ssl_profile(t) for t in root.tables("ssl_profiles"))
     owner: dict[str, int] = {}
@@ -643,10 +673,12 @@ def parse_config(
         apis=apis,
         ssl_profiles=_ssl_profiles(root),
         gateway_tls=gateway_tls,
+        metrics=_metrics(root.table("metrics")),
     )
     root.done()
     _check_tiers(cfg)
     _check_admin_path(cfg)
+    _check_metrics_path(cfg)
     return cfg
 
 

@@ -4,6 +4,7 @@ Every error a caller can catch has a place in this tree::
 
     APIMError
     ├── ConfigError ........................ start-up only: a bad key or value
+    │   └── AlreadyProtected ............... protect() of an app that is already protected
     ├── CryptoError ........................ a value that does not decrypt, a bad key
     ├── TruststoreError .................... a truststore, CRL or registered certificate file that cannot be used
     ├── RegistryError ...................... the certificate registry refused a change (admin API: 409)
@@ -45,6 +46,8 @@ import re
 from typing import ClassVar
 
 from starlette.types import Scope, Send
+
+from asgi_apim._access import refused
 
 # Every value decrypted from the configuration last loaded (`asgi_apim._schema.resolve_document`
 # starts the set again for each), so that no error's text shows it: a bad value that came
@@ -93,6 +96,19 @@ class ConfigError(APIMError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class AlreadyProtected(ConfigError):
+    """`protect()` (or ``asgi-apim serve``) given an app that already has the stack around it:
+    every limit would be charged twice and every RateLimit header sent twice."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "",
+            "the app is already protect()ed: give protect() or `asgi-apim serve` the unprotected app"
+            " (serve protects MODULE:APP itself), or run the protected app with"
+            " `uvicorn APP --http asgi_apim.server.protocols:HTTPProtocol` (docs/servers.md)",
+        )
 
 
 class CryptoError(APIMError):
@@ -267,8 +283,10 @@ async def send_problem(send: Send, exc: RequestError, instance: str = "") -> Non
     await send({"type": "http.response.body", "body": body})
 
 
-async def reject(scope: Scope, send: Send, exc: RequestError) -> None:
-    """Reject an HTTP request or a WebSocket handshake with ``exc``."""
+async def reject(scope: Scope, send: Send, exc: RequestError, api: str | None = None) -> None:
+    """Reject an HTTP request or a WebSocket handshake with ``exc`` (a request on ``api``, if known):
+    every refusal passes here once, and is counted and logged (`asgi_apim._access`)."""
+    refused(scope, exc.status, exc.code, exc.detail, api)
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):
             body = problem_body(exc, scope.get("path", ""))

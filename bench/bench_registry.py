@@ -77,6 +77,7 @@ def registry(directory: Path, certs: list[tuple[str, bytes]]) -> Path:
     config = directory / "deployment.toml"
     config.write_text(
         '[encryption]\nkey = "' + "ab" * 32 + '"\n'
+        '[mutual_ssl]\ntrusted_proxies = ["127.0.0.1/32"]\n'
         f'[throttling.tiers]\nGold = "{BIG}"\n'
         "[registry]\n"
         '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'

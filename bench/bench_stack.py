@@ -51,7 +51,7 @@ def build(tmp: Path):  # type: ignore[no-untyped-def]
     client = issue_client(ca, "bench-client")
     (tmp / "ca.pem").write_bytes(ca.cert_pem())
     (tmp / "deployment.toml").write_text(
-        'public_paths = ["/health"]\n[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        'public_paths = ["/health"]\n[mutual_ssl]\ntruststore = ["ca.pem"]\ntrusted_proxies = ["127.0.0.1/32"]\n'
         '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
         '[[apis.certificates]]\nalias = "dev"\ncertificate = "ca.pem"\ntier = "Gold"\n'
     )

@@ -71,9 +71,12 @@ def with_user(make: Callable[[], dict[str, Any]], user: Any) -> Callable[[], dic
     return scope
 
 
-def stacks(tmp: Path, tiers: tuple[str, ...], headers: tuple[str, ...] = ()) -> tuple[list[Any], bytes]:
+def stacks(
+    tmp: Path, tiers: tuple[str, ...], headers: tuple[str, ...] = (), metrics: tuple[bool, ...] = ()
+) -> tuple[list[Any], bytes]:
     """One app per caller tier (with the ``[throttling] headers`` style of the same position, default
-    ``ratelimit``), protected from a configuration; the header of a client they all accept."""
+    ``ratelimit``, and ``[metrics]`` on where ``metrics`` says so), protected from a configuration;
+    the header of a client they all accept."""
     ca = make_ca("bench CA")
     client = issue_client(ca, "bench-client")
     (tmp / "ca.pem").write_bytes(ca.cert_pem())
@@ -83,9 +86,10 @@ def stacks(tmp: Path, tiers: tuple[str, ...], headers: tuple[str, ...] = ()) -> 
         config = tmp / f"deployment-{i}.toml"
         config.write_text(
             '[encryption]\nkey = "' + "ab" * 32 + '"\n'
-            '[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+            '[mutual_ssl]\ntruststore = ["ca.pem"]\ntrusted_proxies = ["127.0.0.1/32"]\n'
             f'[throttling]\nheaders = "{style}"\n'
             f'[throttling.tiers]\nGold = "{BIG}"\n'
+            f"[metrics]\nenabled = {'true' if i < len(metrics) and metrics[i] else 'false'}\n"
             '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
             f'[[apis.certificates]]\nalias = "dev"\ncertificate = "ca.pem"\ntier = "{tier}"\n'
         )
@@ -134,8 +138,8 @@ def asgi_ratelimit_variant(plain: Callable[[], dict[str, Any]]) -> list[Variant]
 
 def part1(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
-        (gold_stack, quiet_stack, unlimited_stack), header = stacks(
-            Path(d), ("Gold", "Gold", "Unlimited"), ("ratelimit", "none")
+        (gold_stack, quiet_stack, unlimited_stack, metered_stack), header = stacks(
+            Path(d), ("Gold", "Gold", "Unlimited", "Gold"), ("ratelimit", "none"), (False, False, False, True)
         )
         cert = scope_factory("GET", PATH, [(b"x-wso2-client-certificate", header)])
         variants = [  # every variant gets the same headers (a fresh copy per request), so the same scope cost
@@ -146,6 +150,7 @@ def part1(quick: bool) -> None:
                 with_user(cert, GOLD),
             ),
             Variant("whole stack, cached cert, Gold tier", gold_stack, cert),
+            Variant("whole stack, cached cert, Gold tier, metrics on", metered_stack, cert),
             Variant("whole stack, cached cert, Gold tier, headers off", quiet_stack, cert),
             Variant("whole stack, cached cert, Unlimited", unlimited_stack, cert),
             *asgi_ratelimit_variant(cert),
@@ -157,6 +162,19 @@ def part1(quick: bool) -> None:
     targets = {"whole stack, cached cert, Gold tier": "≤ 1.30"}
     print("## In-process, µs per request\n")
     print(table(samples, "bare Starlette endpoint", targets))
+    metered, plain = (
+        results["whole stack, cached cert, Gold tier, metrics on"],
+        results["whole stack, cached cert, Gold tier"],
+    )
+    print(
+        f"\nmetrics: off {plain / bare:.2f} × bare, on {metered / bare:.2f} × bare"
+        f" ({metered - plain:+.2f} µs per request)"
+    )
+    base, off, on = (opcodes(app, cert) for app in (variants[0].app, gold_stack, metered_stack))
+    print(
+        f"bytecode instructions per request (sys.settrace, deterministic): bare {base},"
+        f" metrics off {off} ({off / base:.2f} × bare), on {on} ({on / base:.2f} × bare, +{on - off})"
+    )
     peer = results.get("asgi-ratelimit RateLimitMiddleware")
     if peer is not None:
         for row in ("whole stack, cached cert, Gold tier", "whole stack, cached cert, Gold tier, headers off"):
@@ -173,6 +191,43 @@ def part1(quick: bool) -> None:
                 f"\n{row}: overhead {ours:.1f} µs = {ours / (slow - bare):.2f} × slowapi's rate limiting alone "
                 f"({slow - bare:.1f} µs; target ≤ 0.25)"
             )
+
+
+def opcodes(app: Any, make: Callable[[], dict[str, Any]]) -> int:
+    """The bytecode instructions one request runs through ``app`` (a warm one: caches filled), counted
+    with ``sys.settrace`` opcode events: the same figure on a busy machine as on a quiet one."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def once() -> None:
+        await app(make(), receive, send)
+
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(3):
+            loop.run_until_complete(once())
+        coroutine = once()
+        sys.settrace(tracer)
+        try:
+            loop.run_until_complete(coroutine)
+        finally:
+            sys.settrace(None)
+    finally:
+        loop.close()
+    return count
 
 
 async def _yielding_batch(app: Any, make: Callable[[], dict[str, Any]], n: int) -> float:

@@ -64,6 +64,7 @@ Gold = "100000000/minute"       # counted on every request, never exhausted duri
 
 [mutual_ssl]
 truststore = ["pki/ca.pem"]
+trusted_proxies = ["127.0.0.1/32"]   # the load generator sends the certificate header as a proxy would
 
 [[apis]]
 name = "pets"

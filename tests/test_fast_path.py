@@ -48,6 +48,7 @@ public_paths = ["/health"]
 key = "{key}"
 
 [mutual_ssl]
+trusted_proxies = ["127.0.0.1/32"]
 truststore = ["ca.pem", "other-ca.pem"]
 crl = ["ca.crl"]
 reload_interval = 3600
@@ -265,7 +266,8 @@ def test_a_failing_storage_is_left_to_the_general_path_once_it_failed(tmp_path: 
     ca = make_ca("storage CA")
     ca.write(tmp_path / "ca.pem")
     (tmp_path / "deployment.toml").write_text(
-        f'[encryption]\nkey = "{"cd" * 32}"\n[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        f'[encryption]\nkey = "{"cd" * 32}"\n'
+        '[mutual_ssl]\ntrusted_proxies = ["127.0.0.1/32"]\ntruststore = ["ca.pem"]\n'
         f'[throttling]\nfail_open = {str(fail_open).lower()}\n[throttling.tiers]\nGold = "100/minute"\n'
         '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
         '[[apis.certificates]]\nalias = "partners"\ncertificate = "ca.pem"\ntier = "Gold"\n'

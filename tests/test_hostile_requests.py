@@ -53,6 +53,7 @@ public_paths = ["/health"]
 key = "{key}"
 
 [mutual_ssl]
+trusted_proxies = ["127.0.0.1/32"]
 truststore = ["ca.pem"]
 reload_interval = 60
 

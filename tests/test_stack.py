@@ -26,6 +26,7 @@ key = "{key}"
 greeting = "{greeting}"
 
 [mutual_ssl]
+trusted_proxies = ["127.0.0.1/32"]
 truststore = ["ca.pem"]
 
 [throttling.tiers]

@@ -101,6 +101,10 @@ def parse_jwks(
     return keys, prints
 
 
+# key manager name -> [key sets installed from a URL, fetches that failed] since start-up (metrics)
+REFRESHES: dict[str, list[int]] = {}
+
+
 class JWKSource:
     """The current keys of one issuer. Build once; `get` is the per-request call."""
 
@@ -213,6 +217,7 @@ class JWKSource:
                 raise JWKSError(f"HTTP {answer.status}")
             keys, prints = parse_jwks(json.loads(answer.body), self.algorithms)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the last good keys (FetchError, a bad answer, JSON nested too deep)
+            REFRESHES.setdefault(self.name, [0, 0])[1] += 1
             logger.warning(
                 "JWKS fetch for key manager %r from %s failed, keeping %d key(s): %s",
                 self.name,
@@ -222,6 +227,7 @@ class JWKSource:
             )
             return False
         self._install(keys, prints)
+        REFRESHES.setdefault(self.name, [0, 0])[0] += 1
         return True
 
     def _new_client(self) -> httpx.AsyncClient:

@@ -84,7 +84,7 @@ class RouteDecision:
     request without awaiting (``recall``; None where only `APISecurityMiddleware.decide` can),
     and the route's throttling plans."""
 
-    __slots__ = ("route", "public", "security", "choice", "recall", "plans", "strip")
+    __slots__ = ("route", "public", "security", "choice", "recall", "plans", "strip", "accepted")
 
     def __init__(
         self,
@@ -102,6 +102,7 @@ class RouteDecision:
         self.recall = recall
         self.plans = plans
         self.strip = strip  # removes the credentials that authenticated (None: they reach the app)
+        self.accepted: dict[str, int] | None = None  # method -> requests accepted on the route's API (metrics on)
 
 
 def _undecided(scope: Scope) -> None:
@@ -122,8 +123,10 @@ class APISecurityMiddleware:
         background: BackgroundTasks | None = None,
         debug_headers: bool = False,
         explain: bool = False,
+        accepted: dict[str, dict[str, int]] | None = None,
     ) -> None:
         self.app = app
+        self.accepted = accepted  # api -> method -> requests accepted, for metrics (None: not counted)
         self.router = router
         self.credentials = credentials or ApplicationSecurity(authenticators or {})
         self.resolver = resolver
@@ -194,8 +197,12 @@ class APISecurityMiddleware:
             steps = scope.get(DECISION)
             if steps is not None:
                 steps.append(f"rejected: {exc.status} {exc.code} {exc.detail}")
-            await reject(scope, send, exc)
+            await reject(scope, send, exc, known.route.api.name if known.route.api is not None else None)
             return
+        accepted = known.accepted
+        if accepted is not None:
+            method = scope.get("method", "WEBSOCKET")
+            accepted[method] = accepted.get(method, 0) + 1
         await self.app(scope, receive, send)
 
     async def _close(self) -> None:
@@ -225,7 +232,15 @@ class APISecurityMiddleware:
         return known
 
     def _decision(self, route: Route) -> RouteDecision:
-        """A route's `RouteDecision`, composed from the owners' callables."""
+        """A route's `RouteDecision`, composed from the owners' callables, counting into its API's
+        counts when metrics are on."""
+        known = self._compose(route)
+        if self.accepted is not None:
+            api = route.api.name if route.api is not None else "-"
+            known.accepted = self.accepted.setdefault(api, {})
+        return known
+
+    def _compose(self, route: Route) -> RouteDecision:
         plans = self.limiter.plans_for(route if route.api is not None else None) if self.limiter else None
         api = route.api
         if api is None:

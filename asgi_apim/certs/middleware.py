@@ -50,7 +50,7 @@ class MutualTLSMiddleware:
         truststore_password: str | None = None,
         certificate_header: str = "X-WSO2-CLIENT-CERTIFICATE",
         header_format: str = "auto",
-        trusted_proxies: Sequence[str] = ("127.0.0.1/32", "::1/128"),
+        trusted_proxies: Sequence[str] = (),
         enable_client_validation: bool = False,
         enable_certificate_chain_validation: bool = True,
         reload_interval: float = 10.0,
@@ -98,7 +98,7 @@ class MutualTLSMiddleware:
         if self.required:
             principal = certificate_principal(outcome, STANDALONE_API)
             if principal is None:
-                await reject(scope, send, certificate_error(outcome, STANDALONE_API))
+                await reject(scope, send, certificate_error(outcome, STANDALONE_API), STANDALONE_API)
                 return
             set_identity(scope, principal)
         await self.app(scope, receive, send)

@@ -97,6 +97,37 @@ def _expires(verdict: CertificateVerdict, now: float) -> float:
     return verdict.valid_until if verdict.valid_until < expires else expires
 
 
+_SECURE = frozenset({"https", "wss"})
+
+
+class Once:
+    """A warning given once per process (``given`` says whether it was)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.given = False
+
+    def __call__(self) -> None:
+        if not self.given:
+            self.given = True
+            logger.warning(self.message)
+
+
+# the server serves TLS but never fills in the ASGI TLS extension: a client certificate never reaches us
+NO_TLS_EXTENSION = Once(
+    "a request arrived over TLS without the ASGI TLS extension: this server never passes the client"
+    " certificate to the app, so mutual SSL can only refuse. Run the app with `asgi-apim serve`, or"
+    " `uvicorn APP --http asgi_apim.server.protocols:HTTPProtocol --ws asgi_apim.server.protocols:WSProtocol"
+    " ...`, or `gunicorn -k asgi_apim.server.worker:UvicornWorker ...`, or behind a TLS-terminating proxy"
+    " that forwards the certificate header from an address in [mutual_ssl] trusted_proxies (docs/servers.md)"
+)
+
+
+def _tls_slot(scope: Scope) -> bool:
+    """Whether the server filled in the ASGI TLS extension (with or without a client certificate)."""
+    return bool((scope.get("extensions") or {}).get("tls"))
+
+
 def _chain(scope: Scope) -> Any:
     """The client's PEM chain from the ASGI TLS extension, if the server filled it in."""
     tls = (scope.get("extensions") or {}).get("tls")
@@ -120,6 +151,8 @@ class CertificateResolver:
         # raw[_HINT] -> (raw, outcome, expires): the header values seen before, found by a short slice
         self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float]] = {}
         self._last_warning = 0.0
+        self.hits = 0  # requests answered from the cache of header values (metrics)
+        self.validations = 0  # certificates (chains) validated: the uncached requests (metrics)
         self._prepared: tuple[int, CertificateValidator] | None = None
         trust.prepare(self._prepare)
 
@@ -198,9 +231,11 @@ class CertificateResolver:
                     and hint[2] > time.time()
                     and self.trust.generation == self._generation
                 ):
+                    self.hits += 1
                     return hint[1]
                 hit = self._cache.get(raw)
                 if hit is not None and hit[1] > time.time() and self.trust.generation == self._generation:
+                    self.hits += 1
                     self._hint(raw, hit[0], hit[1])  # another value with the same slice had the hint
                     return hit[0]
                 return self._lookup_header(raw)
@@ -212,6 +247,8 @@ class CertificateResolver:
                     ABSENT  # the relay model: a trusted proxy's TLS certificate is the proxy's own, never its client's
                 )
             return self._lookup(tuple(chain), "tls")
+        if raw is None and not NO_TLS_EXTENSION.given and scope.get("scheme") in _SECURE and not _tls_slot(scope):
+            NO_TLS_EXTENSION()
         return ABSENT
 
     def _from_trusted_proxy(self, scope: Scope) -> bool:
@@ -240,6 +277,7 @@ class CertificateResolver:
         hit = self._cache.get(key)
         now = time.time()
         if hit is not None and hit[1] > now:
+            self.hits += 1
             return hit[0]
         if source == "header":
             return self._lookup_header(key)
@@ -250,6 +288,7 @@ class CertificateResolver:
         if not ders:
             return ABSENT
         verdict = validator.validate(ders, cache=False)  # cached here, by the PEM chain
+        self.validations += 1
         outcome = CertificateOutcome(source, verdict=verdict)
         self._store(key, outcome, _expires(verdict, now))
         return outcome
@@ -268,6 +307,7 @@ class CertificateResolver:
         if not ders:
             return ABSENT
         verdict = validator.validate(ders, cache=False)  # cached here, by the raw value
+        self.validations += 1
         outcome = _outcome(CertificateOutcome, ("header", verdict, None))
         expires = _expires(verdict, now)
         self._store(raw, outcome, expires)

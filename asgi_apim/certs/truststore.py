@@ -339,6 +339,8 @@ class TrustReloader:
         self._subscribers: list[Callable[[TrustMaterial], None]] = []
         self._preparers: list[Callable[[TrustMaterial], None]] = []
         self._notified = self._current.generation
+        self.reloads = 0  # new generations swapped in since start-up (metrics)
+        self.failures = 0  # reloads of changed files that failed, the last good generation serving (metrics)
 
     @property
     def current(self) -> TrustMaterial:
@@ -391,6 +393,7 @@ class TrustReloader:
                     logger.exception("preparing truststore generation %d failed", material.generation)
             self._current = material
             self.generation = material.generation
+            self.reloads += 1
             self._recovered()
             logger.info(
                 "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",
@@ -402,6 +405,7 @@ class TrustReloader:
             return True
 
     def _failed(self, reason: str) -> None:
+        self.failures += 1
         if reason != self._failure:
             self._failure = reason
             logger.warning(

@@ -4,9 +4,11 @@
   TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization,
   and every header the Connection header names) are dropped both ways.
 * The client's credential (``Authorization`` for oauth2 and basic, the API-key
-  header and query parameter for api_key, when the API accepts that scheme) and
-  the client-certificate header never reach the backend; nor does a client's
-  own ``X-WSO2-CLIENT-CERTIFICATE`` or ``X-JWT-Assertion``.
+  header and query parameter for api_key, when the API accepts that scheme)
+  never reaches the backend, unless the API sets ``forward_credentials = true``
+  and has no ``[apis.backend_security]`` (`asgi_apim.gateway.targets`). The
+  client-certificate header never does; nor does a client's own
+  ``X-WSO2-CLIENT-CERTIFICATE`` or ``X-JWT-Assertion``.
 * ``X-Forwarded-For`` gets the socket peer appended when that peer is a trusted
   proxy (``[mutual_ssl] trusted_proxies``, the same trust as for the certificate
   header), and is replaced by it otherwise; ``X-Forwarded-Proto`` and

@@ -231,7 +231,7 @@ class GatewayProxy:
             else:
                 await self._http(target, scope, receive, send)
         except RequestError as exc:
-            await reject(scope, send, exc)
+            await reject(scope, send, exc, target.name)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -1,5 +1,10 @@
 """The APIs the gateway serves, each built once into a `Target`: its endpoint groups, its
-backend credential, and the request headers and query parameters never forwarded to it."""
+backend credential, and the request headers and query parameters never forwarded to it.
+
+The client's credential (``Authorization`` for oauth2 and basic, the API key's header and query
+parameter) is dropped unless the API has ``forward_credentials = true`` and no
+``[apis.backend_security]``: a backend that gets the gateway's credential never gets the client's.
+The certificate header is always dropped (``forward_client_certificate`` sends the validated one)."""
 
 from __future__ import annotations
 
@@ -50,12 +55,14 @@ def targets(config: Config) -> list[Target]:
         }
         dropped = set(HOP_BY_HOP | FORWARDED | {b"host", cert_header, CLIENT_CERTIFICATE, JWT_ASSERTION})
         query: set[str] = set()
-        if schemes & {"oauth2", "basic"}:
-            dropped.add(b"authorization")
-        if "api_key" in schemes:
-            dropped.add(config.api_keys.header.lower().encode("latin-1"))
-            query.add(config.api_keys.query_param)
         auth = backend_auth(gw.backend_security) if gw.backend_security else None
+        # forward_credentials: the client's own credential goes on, unless the gateway presents its own
+        if not api.forward_credentials or auth is not None:
+            if schemes & {"oauth2", "basic"}:
+                dropped.add(b"authorization")
+            if "api_key" in schemes:
+                dropped.add(config.api_keys.header.lower().encode("latin-1"))
+                query.add(config.api_keys.query_param)
         if auth is not None:
             if auth.header_name:
                 dropped.add(auth.header_name)

@@ -103,7 +103,7 @@ async def websocket_proxy(proxy: GatewayProxy, target: Target, scope: Scope, rec
     try:
         upstream = await _open(proxy, target, scope)
     except RequestError as exc:
-        await reject(scope, send, exc)
+        await reject(scope, send, exc, target.name)
         return
     await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": []})
     closed_by_client: list[int] = []

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
 from asgi_apim._redact import query_credentials
+from asgi_apim._stack import check_unprotected
 from asgi_apim.config import Config
 from asgi_apim.errors import APIMError, UsageError
 from asgi_apim.server.app import (
@@ -74,10 +75,13 @@ class QueryCredentials(logging.Filter):
         return True
 
 
-def log_config(level: str, query_param: str = "apikey") -> dict[str, Any]:
+def log_config(level: str, query_param: str = "apikey", log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging configuration, with asgi-apim's loggers on its handler and the access
-    log's query credentials hidden (in every worker)."""
+    log's query credentials hidden (in every worker); ``log_format="json"``: one JSON object a line."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        for formatter in ("default", "access"):
+            config["formatters"][formatter] = {"()": "asgi_apim.server.logformat.JSONFormatter"}
     config["loggers"]["asgi_apim"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     for noisy in ("httpx", "httpcore"):  # httpx logs every request's URL, credentials and all, at INFO
         config["loggers"][noisy] = {"level": "WARNING"}
@@ -145,7 +149,7 @@ def run_server(
         limit_concurrency=getattr(ns, "limit_concurrency", None),
         timeout_keep_alive=getattr(ns, "timeout_keep_alive", 5),
         log_level=ns.log_level,
-        log_config=log_config(ns.log_level, config.api_keys.query_param),
+        log_config=log_config(ns.log_level, config.api_keys.query_param, getattr(ns, "log_format", "text")),
         access_log=ns.access_log,
         lifespan=ns.lifespan,
     )
@@ -192,5 +196,5 @@ def serve(ns: argparse.Namespace) -> int:
     if gateway or (ns.workers and ns.workers > 1):
         create_app()  # fail here, once, rather than in every worker
     else:
-        import_app(ns.app)
+        check_unprotected(import_app(ns.app))  # the factory's protect() would refuse it in the worker
     return run_server(FACTORY, ns, config, config_path, factory=True)

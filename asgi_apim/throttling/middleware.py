@@ -74,7 +74,8 @@ class ThrottlingMiddleware:
             if admitted is None:
                 admitted = await limiter.charge_later(plan, scope, send, user)
         except RequestError as exc:
-            await reject(scope, send, exc)
+            route = scope.get(ROUTE)
+            await reject(scope, send, exc, route.api.name if route is not None and route.api is not None else None)
             return
         await self.app(scope, receive, admitted)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jwt.algorithms import HMACAlgorithm
 
-from asgi_apim.auth.jwks import JWKSError, JWKSource, parse_jwks
+from asgi_apim.auth.jwks import REFRESHES, JWKSError, JWKSource, parse_jwks
 from asgi_apim.auth.jwt import JWTIssuer, OAuth2Authenticator
 from asgi_apim.config import KeyManagerConfig
 from asgi_apim.errors import ConfigError, InvalidCredentials
@@ -111,6 +111,7 @@ async def test_issuer_down_keeps_last_good_keys(idp: IdP) -> None:
     auth = oauth(idp, refetch=0.0)
     source = auth.issuers[ISSUER].keys
     assert source is not None
+    before = list(REFRESHES.get("idp", [0, 0]))
     await auth.start()
     try:
         idp.jwks_status = 503
@@ -119,6 +120,8 @@ async def test_issuer_down_keeps_last_good_keys(idp: IdP) -> None:
         assert await source.refresh() is False
         assert (await auth.authenticate(K1.sign(claims()), API, {})).subject == "alice"
         assert source.generation == 0
+        # counted for metrics: the start's fetch installed keys, the two refreshes failed
+        assert [n - b for n, b in zip(REFRESHES["idp"], before, strict=True)] == [1, 2]
     finally:
         await auth.aclose()
 

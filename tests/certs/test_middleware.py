@@ -74,6 +74,7 @@ def pki(tmp_path: Path) -> PKI:
 def app_with(pki: PKI, **options: Any) -> Starlette:
     app = Starlette(routes=[Route("/whoami", whoami), Route("/outcome", outcome)])
     options.setdefault("truststore", [pki.tmp / "ca.pem"])
+    options.setdefault("trusted_proxies", ["127.0.0.1/32"])  # the test client's address
     options.setdefault(
         "certificates", [("partners", pki.tmp / "ca.pem", "Gold"), ("pinned", pki.tmp / "pinned.pem", "Silver")]
     )
@@ -165,7 +166,10 @@ async def test_a_cached_verdict_gives_the_same_principal(pki: PKI) -> None:
         await send({"type": "http.response.body", "body": b""})
 
     mw = MutualTLSMiddleware(
-        capture, truststore=[pki.tmp / "ca.pem"], certificates=[("partners", pki.tmp / "ca.pem", "Gold")]
+        capture,
+        truststore=[pki.tmp / "ca.pem"],
+        certificates=[("partners", pki.tmp / "ca.pem", "Gold")],
+        trusted_proxies=["127.0.0.1/32"],
     )
     for _ in range(3):
         assert (await call(mw, "GET", "/", header_for(pki.partner))).status == 204

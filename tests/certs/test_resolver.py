@@ -340,3 +340,13 @@ def test_an_uncached_header_is_kept_in_both_caches(tmp_path: Path, pki: dict[str
         and bad.verdict is None
     )
     assert len(r._cache) == 2 and len(r._hints) == 1
+
+
+def test_validations_and_cache_hits_are_counted(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = build(tmp_path)
+    for _ in range(3):
+        r.resolve(make_scope("GET", "/pets", [(HDR, header(pki["client"]))]))
+    for _ in range(2):
+        r.resolve(make_scope("GET", "/pets", extensions=tls(pki["stranger"])))
+    r.resolve(make_scope("GET", "/pets"))  # no certificate: neither
+    assert (r.validations, r.hits) == (2, 3)

@@ -262,6 +262,7 @@ def test_corrupt_file_keeps_last_good_and_logs_once(
     path.write_bytes(other.cert_pem())
     assert reloader.check() is True
     assert reloader.current.anchors == (other.cert,) and reloader.current.generation == 2
+    assert (reloader.reloads, reloader.failures) == (1, 1)  # for metrics: the same broken file counts once
 
 
 def test_missing_file_keeps_last_good(tmp_path: Path, ca: Issued, caplog: pytest.LogCaptureFixture) -> None:

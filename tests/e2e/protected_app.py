@@ -1,5 +1,6 @@
-"""``protect()`` around the whoami app, for plain uvicorn and gunicorn in the end-to-end tests:
-the configuration file is named by ``E2E_APIM_CONFIG``."""
+"""``protect()`` around the whoami app at import, for plain uvicorn and gunicorn in the end-to-end
+tests (and what ``asgi-apim serve`` must refuse to wrap again): the configuration file is named by
+``E2E_APIM_CONFIG``."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ public_paths = ["/health"]
 key = "{key}"
 
 [mutual_ssl]
+trusted_proxies = ["127.0.0.1/32"]   # the test client plays the proxy
 truststore = ["root.pem"]
 crl = ["crl.pem"]
 reload_interval = 0.2

@@ -32,6 +32,7 @@ public_paths = ["/health"]
 key = "{key}"
 
 [mutual_ssl]
+trusted_proxies = ["127.0.0.1/32"]   # the test client plays the proxy
 reload_interval = {interval}
 
 [throttling.tiers]

@@ -56,7 +56,7 @@ def stack(tmp_path: Path, ca: Issued) -> object:
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
     (tmp_path / "deployment.toml").write_text(
         '[encryption]\nkey = "' + "cd" * 32 + '"\n'
-        '[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        '[mutual_ssl]\ntrusted_proxies = ["127.0.0.1/32"]\ntruststore = ["ca.pem"]\n'
         '[throttling]\nheaders = "ratelimit"\n[throttling.tiers]\nTiny = "2/minute"\n'
         '[[apis]]\nname = "pets"\ncontext = "/pets"\n[apis.security]\nmutual_ssl = "mandatory"\n'
         '[[apis.certificates]]\nalias = "partners"\ncertificate = "ca.pem"\ntier = "Tiny"\n'
