@@ -18,6 +18,7 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim.auth import issuer
 from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
@@ -84,4 +85,4 @@ def protect(
         debug_headers=cfg.debug_headers,
         explain=explain,
     )
-    return admin.mount(secured, cfg)
+    return admin.mount(issuer.mount(secured, cfg, resolver), cfg)
