@@ -196,7 +196,7 @@ class Limiter:
         or the storage is being retried (then `charge_later`). Raises `Throttled` (429) or
         `StorageUnavailable` (503)."""
         if user is not None and user.application_tier is not None:
-            plan = self._with_application(plan, user.application_tier)
+            plan = self.with_application(plan, user.application_tier)
             if self.guard.down or not isinstance(self.engine, SynchronousSupport):
                 return None
             return self._take(plan, scope, send, user)
@@ -229,7 +229,7 @@ class Limiter:
             return self._storage_failed(None, send)
         application = ""
         if user is not None and user.application_tier is not None:
-            plan = self._with_application(plan, user.application_tier)
+            plan = self.with_application(plan, user.application_tier)
             application = user.application_key or self._caller(scope, user)
         if plan.take is not None or (plan.by_application and isinstance(self.engine, SynchronousSupport)):
             return self._take(plan, scope, send, user)
@@ -318,7 +318,7 @@ class Limiter:
             self._plans[key] = plan
         return plan
 
-    def _with_application(self, plan: Plan, application_tier: str) -> Plan:
+    def with_application(self, plan: Plan, application_tier: str) -> Plan:
         """``plan`` with the application level of ``application_tier`` added, made once per tier (an
         unknown one counts under the default tier, with a warning)."""
         found = plan.applications.get(application_tier)
