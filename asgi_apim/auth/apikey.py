@@ -124,9 +124,7 @@ class ApiKeyAuthenticator(RecallSupport):
     ) -> None:
         known = list(issuers)
         if public_key is not None:  # a private key is fine too: its public half is used
-            key = public_key.public_key() if hasattr(public_key, "public_key") else public_key
-            own = KeyIssuer((issuer_name, ISSUER), (algorithm_for(key),), static=key, own=True)
-            known.insert(0, own)
+            known.insert(0, KeyIssuer.own_key(public_key, issuer_name))
         if not known:
             raise ValueError("an API key authenticator needs a signing key or a trusted issuer")
         self.issuers: dict[str, KeyIssuer] = {}

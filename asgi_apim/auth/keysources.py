@@ -54,8 +54,9 @@ class KeyIssuer:
         self.leeway = leeway
 
     @classmethod
-    def own_key(cls, private_key: Any, name: str) -> KeyIssuer:
-        public = private_key.public_key()
+    def own_key(cls, key: Any, name: str) -> KeyIssuer:
+        """This instance, signing with ``key`` (private or public: its public half verifies)."""
+        public = key.public_key() if hasattr(key, "public_key") else key
         return cls((name, DEFAULT_ISSUER), (algorithm_for(public),), static=public, own=True)
 
     @classmethod

@@ -22,6 +22,7 @@ from asgi_apim.auth.signing import public_jwk
 from asgi_apim.certs.pki import issue_client, make_ca
 from asgi_apim.config import ApiConfig, load_config
 from asgi_apim.errors import ConfigError, InvalidCredentials
+from asgi_apim.gateway.app import gateway
 from tests.asgi import call
 
 PETS = ApiConfig(name="pets", context="/pets")
@@ -231,3 +232,14 @@ async def test_keys_of_the_earlier_format_still_validate(tmp_path: Path) -> None
     token = jwt.encode({**old, "jti": "a" * 32}, key, algorithm="EdDSA", headers={"typ": "JWT"})
     p = await auth.authenticate(token, PETS, {})
     assert (p.subject, p.tier, p.throttle_key) == ("partner", "Gold", f"key:{'a' * 32}")
+
+
+async def test_the_gateway_serves_it_too(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    path.write_text(
+        path.read_text().replace('context = "/pets"\n', 'context = "/pets"\nbackend = "http://127.0.0.1:9"\n')
+    )
+    stack = gateway(path)
+    r = await call(stack, "GET", "/apikey", [basic("alice", "pw")])
+    assert r.status == 200 and r.body.count(b".") == 2
+    assert (await call(stack, "GET", "/.well-known/jwks.json")).json()["keys"][0]["kty"] == "OKP"
