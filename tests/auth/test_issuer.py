@@ -14,6 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgi_apim import protect
 from asgi_apim.auth.apikey import ApiKeyAuthenticator
@@ -243,3 +245,20 @@ async def test_the_gateway_serves_it_too(tmp_path: Path) -> None:
     r = await call(stack, "GET", "/apikey", [basic("alice", "pw")])
     assert r.status == 200 and r.body.count(b".") == 2
     assert (await call(stack, "GET", "/.well-known/jwks.json")).json()["keys"][0]["kty"] == "OKP"
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return protect(app, write(tmp_path_factory.mktemp("issuer"), "validity = 100"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(query=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=60))
+async def test_any_query_is_a_key_or_a_400(short_lived: Any, query: str) -> None:
+    r = await call(short_lived, "GET", "/apikey", [basic("alice", "pw")], query=query)
+    assert r.status in (200, 400), (query, r.body)
+    if r.status == 200:
+        claims = jwt.decode(r.body.decode(), options={"verify_signature": False})
+        assert 0 < claims["exp"] - claims["iat"] <= 100
+    else:
+        assert r.json()["code"] == 900900 and "alice" not in r.body.decode()
