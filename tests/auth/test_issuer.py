@@ -109,6 +109,9 @@ async def test_a_certificate_the_configuration_trusts(tmp_path: Path) -> None:
     assert untrusted.status == 401  # a header from a peer outside trusted_proxies is never believed
     garbled = await call(stack, "GET", "/apikey", [("x-wso2-client-certificate", "garbage")])
     assert garbled.status == 400
+    tls = {"tls": {"client_cert_chain": [pem], "server_cert": None}}  # the ASGI TLS extension
+    direct = await call(stack, "GET", "/apikey", client=("192.0.2.1", 4000), extensions=tls)
+    assert direct.status == 200 and direct.body.count(b".") == 2
 
 
 async def test_jwks(tmp_path: Path) -> None:
