@@ -48,7 +48,7 @@ def _document(app: Any, config: Config) -> None:
         from asgi_apim.auth.fastapi import install_openapi
 
         install_openapi(app, config)
-        app._asgi_apim_openapi = True  # type: ignore[attr-defined]
+        app._asgi_apim_openapi = True  # type: ignore[attr-defined]  # a marker on the FastAPI app: its OpenAPI document is ours once
 
 
 def protect(

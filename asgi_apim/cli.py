@@ -69,6 +69,15 @@ def _positive_days(value: str) -> int:
     return days
 
 
+def _seconds(value: str) -> float:
+    from asgi_apim.server.deadline import parse_header_timeout
+
+    try:
+        return parse_header_timeout(value) or 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0") from None
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the configuration file (deployment.toml)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -118,6 +127,31 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--lifespan", default="auto", choices=("auto", "on", "off"), help="ASGI lifespan events (default: auto)"
+    )
+    # slow clients and load (issue 26)
+    p.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=None,
+        help="close a connection whose request head (and TLS handshake) has not arrived within SECONDS "
+        "(default: 10; 0: never)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        help="answer 503 beyond N concurrent connections or requests (uvicorn's)",
+    )
+    p.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=5,
+        help="close a keep-alive connection idle for SECONDS between requests (uvicorn's; default: 5)",
+    )
+    p.add_argument(
+        "--allow-per-worker-limits",
+        action="store_true",
+        help="with --workers > 1 and memory:// throttling storage, let each worker count on its own",
     )
 
 

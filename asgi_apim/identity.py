@@ -58,7 +58,7 @@ class Principal(BaseUser):
         (a cached principal serves many requests; after the first, a plain attribute read),
         its ``scopes`` a tuple that none of them can change."""
         credentials = AuthCredentials()
-        credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]
+        credentials.scopes = ("authenticated", *self.scopes)  # type: ignore[assignment]  # a read-only tuple where Starlette types a list
         return credentials
 
     def derive(self, **changes: Any) -> Principal:
@@ -98,7 +98,7 @@ class Principal(BaseUser):
 
 
 _CERTIFICATE_CREDENTIALS = AuthCredentials()
-_CERTIFICATE_CREDENTIALS.scopes = ("authenticated",)  # type: ignore[assignment]
+_CERTIFICATE_CREDENTIALS.scopes = ("authenticated",)  # type: ignore[assignment]  # a read-only tuple where Starlette types a list
 
 
 def certificate_subject(cert: Any) -> str:

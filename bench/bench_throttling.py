@@ -1,18 +1,16 @@
-"""Throttling in-process: our stack against a bare endpoint and slowapi, and the 100k idle keys case.
+"""Throttling in-process: our stack against a bare endpoint, asgi-ratelimit and slowapi, and 100k idle keys.
 
-    python bench/bench_throttling.py [--quick]
+    python bench/bench_throttling.py [--quick]      (pip install -e '.[bench]' for the peers)
 
 Part 1, round-robin in one run (bench/harness.py): a bare Starlette endpoint;
 ThrottlingMiddleware alone (a Gold caller, memory storage, headers on); the
 whole stack from a configuration (cached certificate from the proxy header,
-a tier limit in memory), with RateLimit headers (the default) and without
-them (``headers = "none"``, like slowapi's default ``headers_enabled=False``);
-the same stack with an unlimited tier (throttling costs nothing); slowapi's
-SlowAPIMiddleware (BaseHTTPMiddleware) and SlowAPIASGIMiddleware with a
-default limit, if slowapi is installed (``pip install slowapi``: a
-bench-only dependency). Both stacks are compared with slowapi's rate
-limiting alone; the ≤ 1.3× target is read on the row that does what slowapi
-does (count, no headers), the headers' own cost beside it.
+a tier limit in memory), with RateLimit headers (the default: the ≤ 1.3×
+target's row) and without them (``headers = "none"``); the same stack with an
+unlimited tier (throttling costs nothing); asgi-ratelimit's RateLimitMiddleware
+(a pure ASGI rate limiter, memory backend) and slowapi's SlowAPIMiddleware
+(BaseHTTPMiddleware) and SlowAPIASGIMiddleware, for rate limiting alone. The
+whole stack's overhead over bare is compared with each peer's.
 
 Part 2, the many-keys trap: the same middleware beside no key and beside
 100k live keys, on our storage (``memory://``) and on ``limits``' own
@@ -117,6 +115,23 @@ def slowapi_variants(plain: Callable[[], dict[str, Any]]) -> list[Variant]:
     return variants
 
 
+def asgi_ratelimit_variant(plain: Callable[[], dict[str, Any]]) -> list[Variant]:
+    """asgi-ratelimit's RateLimitMiddleware, memory backend, one rule per client IP (``pip install
+    asgi-ratelimit``: a bench-only dependency): rate limiting alone, in a pure ASGI middleware."""
+    try:
+        from ratelimit import RateLimitMiddleware, Rule
+        from ratelimit.backends.simple import MemoryBackend
+    except ImportError:
+        print("asgi-ratelimit is not installed (pip install asgi-ratelimit): its row is left out\n")
+        return []
+
+    async def by_ip(scope: dict[str, Any]) -> tuple[str, str]:
+        return scope["client"][0], "default"
+
+    app = RateLimitMiddleware(starlette_app(), by_ip, MemoryBackend(), {r"^/": [Rule(minute=10**9)]})
+    return [Variant("asgi-ratelimit RateLimitMiddleware", app, plain)]
+
+
 def part1(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
         (gold_stack, quiet_stack, unlimited_stack), header = stacks(
@@ -133,14 +148,23 @@ def part1(quick: bool) -> None:
             Variant("whole stack, cached cert, Gold tier", gold_stack, cert),
             Variant("whole stack, cached cert, Gold tier, headers off", quiet_stack, cert),
             Variant("whole stack, cached cert, Unlimited", unlimited_stack, cert),
+            *asgi_ratelimit_variant(cert),
             *slowapi_variants(cert),
         ]
         samples = asyncio.run(sample(variants, n=300 if quick else 1000, rounds=3 if quick else 21))
     results = {name: statistics.median(s) for name, s in samples.items()}
     bare = results["bare Starlette endpoint"]
-    targets = {"whole stack, cached cert, Gold tier, headers off": "≤ 1.30"}
+    targets = {"whole stack, cached cert, Gold tier": "≤ 1.30"}
     print("## In-process, µs per request\n")
     print(table(samples, "bare Starlette endpoint", targets))
+    peer = results.get("asgi-ratelimit RateLimitMiddleware")
+    if peer is not None:
+        for row in ("whole stack, cached cert, Gold tier", "whole stack, cached cert, Gold tier, headers off"):
+            ours = results[row] - bare
+            print(
+                f"\n{row}: overhead {ours:.1f} µs = {ours / (peer - bare):.2f} × asgi-ratelimit's rate limiting "
+                f"alone ({peer - bare:.1f} µs; target < 1.00)"
+            )
     slow = results.get("slowapi SlowAPIMiddleware")
     if slow is not None:
         for row in ("whole stack, cached cert, Gold tier", "whole stack, cached cert, Gold tier, headers off"):

@@ -107,12 +107,16 @@ class ApplicationSecurity:
         schemes = tuple(self.authenticators[s] for s in security.application)
         return Choice(api, schemes, tuple(scopes))
 
-    def recall_for(self, choice: Choice) -> Recall:
+    def recall_for(self, choice: Choice, *, strip: bool = False) -> Recall:
         """`recall` for the requests of one route, as one call (looked up on every request, so a
-        subclass's or a wrapper's rule holds)."""
+        subclass's or a wrapper's rule holds); with ``strip``, the credential of a recalled
+        caller is taken out of the request (`strip`)."""
 
         def recall(scope: Scope) -> Principal | None:
-            return self.recall(scope, choice)
+            principal = self.recall(scope, choice)
+            if strip and principal is not None:
+                self.strip(scope, principal)
+            return principal
 
         return recall
 

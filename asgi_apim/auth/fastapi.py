@@ -187,9 +187,9 @@ def install_openapi(app: FastAPI, config: Config | str | os.PathLike[str], *, pr
         if app.openapi_schema is None or not getattr(app, "_asgi_apim_security", False):
             schema = apply_security(original(), config)
             app.openapi_schema = schema
-            app._asgi_apim_security = True  # type: ignore[attr-defined]
+            app._asgi_apim_security = True  # type: ignore[attr-defined]  # FastAPI's own extension point: an attribute of the app
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's own extension point: an attribute of the app
     if problem_handler:
         install_problem_handler(app)

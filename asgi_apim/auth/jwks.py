@@ -64,7 +64,7 @@ def _serves(jwk: Mapping[str, Any], alg: str) -> bool:
 
 def _key_object(jwk: Mapping[str, Any]) -> Any:
     kty = jwk.get("kty")
-    loader: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]
+    loader: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}.get(kty)  # type: ignore[arg-type]  # kty is a str, checked just before
     if loader is None:
         raise InvalidKeyError(f"unsupported kty {kty!r}")
     key = loader.from_jwk(dict(jwk))

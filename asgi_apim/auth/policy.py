@@ -91,7 +91,7 @@ class RouteDecision:
         route: Route,
         security: SecurityConfig | None,
         choice: Choice | None,
-        recall: Callable[[Scope], Principal | None] | None,
+        recall: Callable[[Scope], Principal | None],
         plans: Plans | None,
         strip: Callable[[Scope, Principal], None] | None = None,
     ) -> None:
@@ -102,6 +102,11 @@ class RouteDecision:
         self.recall = recall
         self.plans = plans
         self.strip = strip  # removes the credentials that authenticated (None: they reach the app)
+
+
+def _undecided(scope: Scope) -> None:
+    """The ``recall`` of a route that only `APISecurityMiddleware.decide` can decide."""
+    return None
 
 
 class APISecurityMiddleware:
@@ -127,7 +132,8 @@ class APISecurityMiddleware:
         self.debug_headers = debug_headers
         self.explain = explain or debug_headers
         # path -> how requests on it are decided; path -> {method: ...} where a resource on the path names methods
-        self._routes: dict[str, RouteDecision | dict[str, RouteDecision]] = {}
+        self._routes: dict[str, RouteDecision] = {}
+        self._by_method: dict[str, dict[str, RouteDecision]] = {}  # paths whose route depends on the method
         authenticators = self.credentials.authenticators
         for api in router.apis:
             for security in [api.security, *(r.security for r in api.resources if r.security)]:
@@ -148,18 +154,18 @@ class APISecurityMiddleware:
             self.background.ensure_started()
         path = scope["path"]
         known = self._routes.get(path)
-        if type(known) is not RouteDecision:  # new, or a path whose route depends on the method
-            if known is None and "." in path and dot_segments(path):
+        if known is None:  # new, or a path whose route depends on the method
+            by_method = self._by_method.get(path)
+            if by_method is None and "." in path and dot_segments(path):
                 await reject(scope, send, BadRequest("the path has a '.' or '..' segment"))
                 return
-            known = self._route(scope.get("method", "GET"), path, known)  # type: ignore[arg-type]  # a dict or None here; WebSocket scopes have no method
+            known = self._route(scope.get("method", "GET"), path, by_method)  # a WebSocket scope has no method
         try:
             if known.public:
                 principal = None
                 scope["user"], scope["auth"] = ANONYMOUS, NO_CREDENTIALS
             else:
-                recall = known.recall
-                principal = recall(scope) if recall is not None else None
+                principal = known.recall(scope)  # the owners' call: the credentials already taken out
                 if principal is None:
                     if self.explain:
                         trace = _Trace()
@@ -169,11 +175,11 @@ class APISecurityMiddleware:
                         principal = await self.decide(scope, known, trace)
                     else:
                         principal = await self.decide(scope, known)
+                    strip = known.strip
+                    if strip is not None:
+                        strip(scope, principal)
                 scope["user"] = principal
                 scope["auth"] = principal.credentials
-                strip = known.strip
-                if strip is not None:
-                    strip(scope, principal)
             limiter = self.limiter
             if limiter is None:
                 if known.route.api is not None:
@@ -204,14 +210,15 @@ class APISecurityMiddleware:
             known = by_method.get(method)
             if known is not None:
                 return known
-        if len(self._routes) >= _MAX_ROUTES:
+        if len(self._routes) + len(self._by_method) >= _MAX_ROUTES:
             self._routes.clear()
+            self._by_method.clear()
             by_method = None
         route = self.router.match(method, path)
         known = self._decision(route)
         if self.router.varies_by_method(route, path):
             if by_method is None:
-                by_method = self._routes[path] = {}
+                by_method = self._by_method[path] = {}
             by_method[method] = known
         else:
             self._routes[path] = known
@@ -222,19 +229,21 @@ class APISecurityMiddleware:
         plans = self.limiter.plans_for(route if route.api is not None else None) if self.limiter else None
         api = route.api
         if api is None:
-            return RouteDecision(route, None, None, None, plans)
+            return RouteDecision(route, None, None, _undecided, plans)
         resource = route.resource
         security = resource.security if resource is not None and resource.security else api.security
         choice = None
         if security.application_mandatory or security.mutual_ssl != "mandatory":
             choice = self.credentials.choice(api, security, resource.scopes if resource is not None else ())
-        recall = None
+        strip = not api.forward_credentials
+        recall: Callable[[Scope], Principal | None] = _undecided
         if route.public or self.explain:
             pass
         elif security.mutual_ssl == "mandatory" and not security.application_mandatory:
-            recall = self.resolver.lookup_for(api.name) if self.resolver is not None else None
+            if self.resolver is not None:
+                recall = self.resolver.lookup_for(api.name, strip=strip)
         elif security.mutual_ssl == "disabled" and choice is not None and choice.schemes:
-            recall = self.credentials.recall_for(choice)
+            recall = self.credentials.recall_for(choice, strip=strip)
         return RouteDecision(route, security, choice, recall, plans, self._stripper(api, security, choice))
 
     def _stripper(
@@ -324,7 +333,7 @@ class APISecurityMiddleware:
             return cert_principal
         assert known.choice is not None  # built for every security that may need an application credential
         # a route that application credentials alone decide has just been through `recall`
-        recalled = known.recall is not None and security.mutual_ssl == "disabled"
+        recalled = known.recall is not _undecided and security.mutual_ssl == "disabled"
         principal = await self.credentials.authenticate(scope, known.choice, trace, cert_failure, recalled=recalled)
         if cert_principal is not None:
             principal = principal.derive(

@@ -22,7 +22,7 @@ from starlette.types import Scope
 from asgi_apim._keys import PEER
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim.certs.trust import TrustedProxies, peer_host
-from asgi_apim.certs.truststore import TrustReloader
+from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
 from asgi_apim.config import MutualSSLConfig
 from asgi_apim.errors import CertificateHeaderError, CertificateRejected, MissingCredentials, RequestError
@@ -120,27 +120,42 @@ class CertificateResolver:
         # raw[_HINT] -> (raw, outcome, expires): the header values seen before, found by a short slice
         self._hints: dict[bytes, tuple[bytes, CertificateOutcome, float]] = {}
         self._last_warning = 0.0
+        self._prepared: tuple[int, CertificateValidator] | None = None
+        trust.prepare(self._prepare)
+
+    def _prepare(self, material: TrustMaterial) -> None:
+        """The validator of a new generation, built in the reloader's thread (`TrustReloader.prepare`)."""
+        self._prepared = (material.generation, CertificateValidator(material, chain_validation=self.chain_validation))
 
     @property
     def validator(self) -> CertificateValidator:
         material = self.trust.current
         if material.generation != self._generation or self._validator is None:
-            self._validator = CertificateValidator(material, chain_validation=self.chain_validation)
+            prepared = self._prepared
+            if prepared is not None and prepared[0] == material.generation:
+                self._validator = prepared[1]
+            else:
+                self._validator = CertificateValidator(material, chain_validation=self.chain_validation)
+            self._prepared = None
             self._generation = material.generation
             self._cache = {}
             self._hints = {}
         return self._validator
 
-    def lookup_for(self, api: str) -> Lookup:
+    def lookup_for(self, api: str, *, strip: bool = False) -> Lookup:
         """The certificate decision for requests on ``api``, as one call: `resolve` (looked up on
-        every request, so a subclass's or a wrapper's rule holds) and the caller it accepts."""
+        every request, so a subclass's or a wrapper's rule holds) and the caller it accepts;
+        with ``strip``, an accepted request's certificate header is taken out (`strip`)."""
 
         def lookup(scope: Any) -> Principal | None:
             outcome = self.resolve(scope)
             verdict = outcome.verdict
             if verdict is None:
                 return None
-            return verdict.principals.get(api) or certificate_principal(outcome, api)
+            principal = verdict.principals.get(api) or certificate_principal(outcome, api)
+            if strip and principal is not None:
+                self.strip(scope)
+            return principal
 
         return lookup
 
@@ -167,7 +182,7 @@ class CertificateResolver:
         if raw is not None:
             peer = scope.get(PEER) or scope.get("client")
             host = peer[0] if peer else None
-            trusted = self._trusted_hosts.get(host) if host is not None else False  # TrustedProxies' memo
+            trusted = self._trusted_hosts.get(host)  # type: ignore[arg-type]  # TrustedProxies' memo; None: no key
             if trusted is None:
                 trusted = host in self.trusted
             if trusted:
@@ -181,11 +196,11 @@ class CertificateResolver:
                     hint is not None
                     and hint[0] == raw
                     and hint[2] > time.time()
-                    and self.trust.current.generation == self._generation
+                    and self.trust.generation == self._generation
                 ):
                     return hint[1]
                 hit = self._cache.get(raw)
-                if hit is not None and hit[1] > time.time() and self.trust.current.generation == self._generation:
+                if hit is not None and hit[1] > time.time() and self.trust.generation == self._generation:
                     self._hint(raw, hit[0], hit[1])  # another value with the same slice had the hint
                     return hit[0]
                 return self._lookup_header(raw)
@@ -243,7 +258,7 @@ class CertificateResolver:
         """A header value found in neither cache of the current generation (`resolve` has just
         looked, `_lookup` too): parsed, validated, kept in both (the uncached request's path)."""
         validator = self._validator
-        if validator is None or self.trust.current.generation != self._generation:
+        if validator is None or self.trust.generation != self._generation:
             validator = self.validator  # a new generation: its caches start empty
         now = time.time()
         try:

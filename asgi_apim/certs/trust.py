@@ -100,7 +100,7 @@ def forwarded_address(hop: str) -> str | None:
     Remembered (bounded), so a hop seen before costs one lookup."""
     known = _ADDRESSES.get(hop, _ADDRESSES)
     if known is not _ADDRESSES:
-        return known  # type: ignore[return-value]
+        return known  # type: ignore[return-value]  # a memo value (str or None), the sentinel excluded above
     text = hop.strip()
     if text.startswith("["):  # [v6] or [v6]:port
         text = text[1 : text.find("]")] if "]" in text else ""

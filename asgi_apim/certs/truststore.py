@@ -331,11 +331,13 @@ class TrustReloader:
         self.registry = registry
         self.interval = mutual_ssl.reload_interval
         self._current = load_trust(mutual_ssl, self.apis, registry=registry)
+        self.generation = self._current.generation  # read on every request: a plain attribute, set with the swap
         warn_closed_apis(self.apis, self._current.registrations)
         self._lock = threading.Lock()
         self._failure: str | None = None
         self._failed_digest: bytes | None = None
         self._subscribers: list[Callable[[TrustMaterial], None]] = []
+        self._preparers: list[Callable[[TrustMaterial], None]] = []
         self._notified = self._current.generation
 
     @property
@@ -343,7 +345,14 @@ class TrustReloader:
         return self._current
 
     def subscribe(self, callback: Callable[[TrustMaterial], None]) -> None:
+        """``callback(material)`` on the event loop, after each new generation is swapped in."""
         self._subscribers.append(callback)
+
+    def prepare(self, callback: Callable[[TrustMaterial], None]) -> None:
+        """``callback(material)`` in `check`'s thread, with each new generation before it is
+        swapped in: work that would otherwise stall the event loop on the next request (a
+        validator over 100 000 registrations) is done there."""
+        self._preparers.append(callback)
 
     def check(self) -> bool:
         """Rebuild if any source changed; True when a new generation was swapped in."""
@@ -375,7 +384,13 @@ class TrustReloader:
             except TruststoreError as exc:
                 self._failed(str(exc))
                 return False
+            for prepare in self._preparers:
+                try:
+                    prepare(material)
+                except Exception:  # the request path builds what was not prepared
+                    logger.exception("preparing truststore generation %d failed", material.generation)
             self._current = material
+            self.generation = material.generation
             self._recovered()
             logger.info(
                 "truststore reloaded: generation %d, %d trusted certificates, %d CRLs, %d registered certificates",

@@ -108,9 +108,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     q = sub.add_parser("add", help="register CERT.pem for an API under an alias, at a tier")
     q.add_argument("--config", required=True, help="deployment.toml")
-    q.add_argument("--api", required=True)
-    q.add_argument("--alias", required=True)
-    q.add_argument("--tier", required=True)
+    q.add_argument("--api", required=True, help="the API (an [[apis]] name)")
+    q.add_argument("--alias", required=True, help="the registration's alias, unique within the API")
+    q.add_argument("--tier", required=True, help="the throttling tier of its callers (a [throttling.tiers] name)")
     q.add_argument("cert", metavar="CERT.pem", help="the client certificate or CA certificate (PEM or DER)")
     q.set_defaults(handler=_add)
 
@@ -122,13 +122,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     q = sub.add_parser("remove", help="remove a registration (refused at once by every node's next reload)")
     q.add_argument("--config", required=True, help="deployment.toml")
-    q.add_argument("--api", required=True)
-    q.add_argument("--alias", required=True)
+    q.add_argument("--api", required=True, help="the API (an [[apis]] name)")
+    q.add_argument("--alias", required=True, help="the registration's alias, unique within the API")
     q.set_defaults(handler=_remove)
 
     q = sub.add_parser("update", help="change a registration's tier")
     q.add_argument("--config", required=True, help="deployment.toml")
-    q.add_argument("--api", required=True)
-    q.add_argument("--alias", required=True)
-    q.add_argument("--tier", required=True)
+    q.add_argument("--api", required=True, help="the API (an [[apis]] name)")
+    q.add_argument("--alias", required=True, help="the registration's alias, unique within the API")
+    q.add_argument("--tier", required=True, help="the throttling tier of its callers (a [throttling.tiers] name)")
     q.set_defaults(handler=_update)

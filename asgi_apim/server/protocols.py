@@ -28,7 +28,14 @@ The classes are module attributes (``H11TLSProtocol``, ``HttpToolsTLSProtocol``,
 ``WebSocketsSansIOTLSProtocol``, ``WebSocketsTLSProtocol``, ``WSProtoTLSProtocol``)
 built on first access, so an uninstalled implementation (wsproto) or a
 deprecated one (websockets.legacy) is imported only when chosen, and the
-classes pickle by name for ``--workers``.
+classes pickle by name for ``--workers``. ``HTTPProtocol`` and ``WSProtocol``
+are the classes for what uvicorn's own ``auto`` picks (httptools or h11;
+websockets or wsproto), for plain ``uvicorn --http ... --ws ...``.
+
+The HTTP classes also cut off a client whose request head is late (see
+`asgi_apim.server.deadline`) and, under ``asgi-apim serve``, run the TLS
+handshake themselves so that a refused one is logged (see
+`asgi_apim.server.handshake`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from cryptography import x509
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._keys import PEER
+from asgi_apim.server.deadline import H11HeadDeadline, HttpToolsHeadDeadline, header_timeout_for
+from asgi_apim.server.handshake import handshake_context, start_handshake
+from asgi_apim.server.ratelog import install_accept_log
 
 TLSInfo = dict[str, Any]
 
@@ -138,7 +148,12 @@ class TLSExtensionMixin:
     client: tuple[str, int] | None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after the mixin has it
+        config = getattr(self, "config", None)
+        context = handshake_context(config)
+        if context is not None and transport.get_extra_info("sslcontext") is None:
+            start_handshake(transport, self, context, header_timeout_for(config))  # comes back here once done
+            return
+        super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
         ssl_object = transport.get_extra_info("ssl_object")
         info = tls_info(ssl_object) if ssl_object is not None else None
         self.app = ConnectionApp(self.app, self.client or UNIX_PEER, info)
@@ -161,19 +176,41 @@ _WS_NAMES = {
 }
 
 
+_DEADLINES: dict[str, type] = {"H11TLSProtocol": H11HeadDeadline, "HttpToolsTLSProtocol": HttpToolsHeadDeadline}
+ALIASES = {"HTTPProtocol": "http", "WSProtocol": "ws"}  # what uvicorn's own ``auto`` would pick
+
+
+_BUILT: dict[str, type] = {}
+
+
 def __getattr__(name: str) -> type:
+    """The class ``name``, built once; not cached in the module's globals, so that every lookup
+    (uvicorn's ``--http`` import, inside its running loop) also installs the rate-limited
+    ``accept()`` log on that loop before the first connection is accepted."""
+    try:
+        install_accept_log(asyncio.get_running_loop())
+    except RuntimeError:
+        pass
+    if name in ALIASES:
+        http, ws = tls_protocols()
+        cls = http if ALIASES[name] == "http" else ws
+        if cls is None:
+            raise AttributeError(f"{__name__}.{name}: no WebSocket implementation is installed")
+        return cls
+    if name in _BUILT:
+        return _BUILT[name]
     target = HTTP_BASES.get(name) or WS_BASES.get(name)
     if target is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from uvicorn.importer import import_from_string
 
     base = import_from_string(target)
-    cls = type(
+    deadline = _DEADLINES.get(name)
+    _BUILT[name] = cls = type(
         name,
-        (TLSExtensionMixin, base),
+        (TLSExtensionMixin, deadline, base) if deadline is not None else (TLSExtensionMixin, base),
         {"__module__": __name__, "__qualname__": name, "__doc__": f"{target} with the ASGI TLS extension."},
     )
-    globals()[name] = cls
     return cls
 
 

@@ -196,7 +196,7 @@ class StrategyEngine:
     def __init__(self, storage: Storage, strategy: str, *, timeout: float | None = None) -> None:
         self.storage = storage
         # STRATEGIES holds the three concrete strategies, typed by their abstract base
-        self.limiter: RateLimiter = STRATEGIES[strategy](storage)  # type: ignore[abstract]
+        self.limiter: RateLimiter = STRATEGIES[strategy](storage)  # type: ignore[abstract]  # limits' strategies are concrete; typeshed marks the base abstract
         self.remote = True
         self.timeout = timeout
 

@@ -219,6 +219,33 @@ def test_new_truststore_generation_drops_the_cache(tmp_path: Path, pki: dict[str
     assert "pets" not in r.resolve(scope()).verdict.acceptances
 
 
+def test_a_new_generation_s_validator_is_built_in_the_reloader_s_thread(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request after a reload uses the validator `TrustReloader.check` prepared in its
+    thread: with 100 000 registrations, building it on the event loop stalled every request."""
+    import threading
+
+    r = build(tmp_path)
+    scope = lambda: make_scope("GET", "/pets", [(HDR, header(pki["client"]))])  # noqa: E731
+    assert "pets" in r.resolve(scope()).verdict.acceptances
+    built: list[str] = []
+    real = resolver_mod.CertificateValidator
+
+    def counting(*args: object, **kwargs: object) -> object:
+        built.append(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resolver_mod, "CertificateValidator", counting)
+    (tmp_path / "ca.pem").write_bytes(make_ca("Replacement").cert_pem())
+    reloader = threading.Thread(target=r.trust.check, name="reloader")
+    reloader.start()
+    reloader.join()
+    assert built == ["reloader"]
+    assert "pets" not in r.resolve(scope()).verdict.acceptances  # the new generation decides
+    assert built == ["reloader"], "nothing built on the request path"
+
+
 def test_relay_model_requires_a_trusted_proxy_certificate(tmp_path: Path, pki: dict[str, Issued]) -> None:
     r = build(tmp_path, "enable_client_validation = true")
     h = [(HDR, header(pki["client"]))]

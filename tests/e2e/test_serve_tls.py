@@ -221,7 +221,9 @@ def test_websocket_and_http_scopes_carry_the_tls_extension(serve: Callable[..., 
 
 
 def test_every_worker_gets_the_extension_and_live_trust(serve: Callable[..., Served], setup: Setup) -> None:
-    served = serve("example_app.main:app", setup.open_config, "--workers", "2", tls_pki=setup.pki)
+    served = serve(
+        "example_app.main:app", setup.open_config, "--workers", "2", "--allow-per-worker-limits", tls_pki=setup.pki
+    )
     assert wait_until(lambda: _status(served, setup.pki.client_context("client")) == 200, timeout=20), served.log()
     assert wait_until(lambda: served.log().count("Application startup complete") == 2, timeout=20), served.log()
     ctx = setup.pki.client_context("client-b")

@@ -39,10 +39,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_gateway_runs_the_serve_runner_with_the_gateway_factory(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(run.uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.setattr(run, "_run", lambda config: calls.append(dict(vars(config))) or 0)
     config = workdir / "gateway.toml"
     config.write_text(WITH_BACKEND.format(key="ab" * 32))
-    assert main(["gateway", "--config", str(config), "--port", "8123", "--workers", "2"]) == 0
+    argv = ["gateway", "--config", str(config), "--port", "8123", "--workers", "2"]
+    assert main(argv) == 2  # memory:// limits would be counted per worker: refused, as for serve
+    assert main([*argv, "--allow-per-worker-limits"]) == 0
     assert calls[0]["app"] == FACTORY and calls[0]["factory"] is True
     assert calls[0]["port"] == 8123 and calls[0]["workers"] == 2
     assert isinstance(create_app(), GatewayHealth)  # what every worker builds

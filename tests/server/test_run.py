@@ -43,10 +43,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
-    def fake_run(app: str, **kwargs: Any) -> None:
-        calls.append({"app": app, **kwargs})
+    def fake_run(config: Any) -> int:
+        calls.append(dict(vars(config)))
+        return 0
 
-    monkeypatch.setattr(run.uvicorn, "run", fake_run)
+    monkeypatch.setattr(run, "_run", fake_run)
     return calls
 
 
@@ -66,6 +67,7 @@ def test_tls_serve_passes_our_classes_and_trust_factory(workdir: Path, uvicorn_r
         "8443",
         "--workers",
         "2",
+        "--allow-per-worker-limits",
         "--http",
         "h11",
         "--ws",
@@ -153,10 +155,10 @@ def test_failed_selftest_stops_serve(
 
 
 def test_uvicorn_startup_failure_is_exit_1(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_run(app: str, **kwargs: Any) -> None:
+    def failing_run(self: Any, sockets: Any = None) -> None:
         raise SystemExit(3)
 
-    monkeypatch.setattr(run.uvicorn, "run", failing_run)
+    monkeypatch.setattr(run.HandshakeServer, "run", failing_run)
     assert _serve(workdir) == 1
 
 
@@ -173,7 +175,7 @@ def test_config_is_loaded_once_per_process(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["no_such_module_xyz:app", "example_app.main:no_such_app"])
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2", "--allow-per-worker-limits"]])
 def test_unimportable_app_is_one_line_exit_1(
     workdir: Path,
     uvicorn_run: list[dict[str, Any]],
@@ -190,7 +192,7 @@ def test_workers_build_the_stack_once_up_front(
     workdir: Path, uvicorn_run: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (workdir / "pki" / "ca.pem").unlink()  # the truststore the stack needs
-    assert _serve(workdir, "--workers", "2") == 1
+    assert _serve(workdir, "--workers", "2", "--allow-per-worker-limits") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ca.pem" in err and uvicorn_run == []
 
@@ -230,3 +232,16 @@ def test_httpx_s_request_lines_are_not_logged(capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
     assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+
+
+def test_slow_client_flags_reach_uvicorn_and_our_protocols(workdir: Path, uvicorn_run: list[dict[str, Any]]) -> None:
+    flags = ("--header-timeout", "2.5", "--limit-concurrency", "100", "--timeout-keep-alive", "7")
+    assert _serve(workdir, *flags, config="plain.toml") == 0
+    (kw,) = uvicorn_run
+    assert (kw["header_timeout"], kw["limit_concurrency"], kw["timeout_keep_alive"]) == (2.5, 100, 7)
+    uvicorn_run.clear()
+    assert _serve(workdir, "--header-timeout", "0", config="plain.toml") == 0
+    assert uvicorn_run[0]["header_timeout"] == 0.0  # off: parse_header_timeout gives None from it
+    with pytest.raises(SystemExit) as info:
+        _serve(workdir, "--header-timeout", "-1", config="plain.toml")
+    assert info.value.code == 2
