@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from asgi_apim import metrics
 from asgi_apim._lifecycle import BackgroundTasks
+from asgi_apim.auth import issuer
 from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
@@ -117,4 +118,4 @@ def protect(
         explain=explain,
         accepted=accepted,
     )
-    return metrics.mount(admin.mount(secured, cfg), cfg, accepted, resolver, feed)
+    return metrics.mount(admin.mount(issuer.mount(secured, cfg, resolver), cfg), cfg, accepted, resolver, feed)

@@ -18,6 +18,7 @@ from typing import Any
 
 from asgi_apim._schema import Decrypt, Secrets, Table, plain_path, read_toml, resolve_document
 from asgi_apim._tiers import DEFAULT_TIERS, parse_tiers
+from asgi_apim.apikeys_config import ApiKeyIssuerConfig, TrustedIssuerConfig, parse_issuer, parse_trusted_issuers
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway_config import BackendConfig, BackendSecurityConfig, GatewayApiConfig, parse_gateway
 from asgi_apim.secrets.keys import (
@@ -83,6 +84,8 @@ class KeyManagerConfig:
     jwks_wait: float = 5.0  # how long a token with an unknown kid waits for the refetch
     introspection_negative_ttl: float = 5.0  # an inactive token is remembered this long
     introspection_max_concurrency: int = 32  # calls in flight to the endpoint; more are refused
+    # True: a JWT must list the API in its subscribedAPIs (else 403 900908); see asgi_apim.auth.subscriptions
+    validate_subscription: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class ApiKeysConfig:
     query_param: str = "apikey"
     signing_key: Path | None = None
     revoked: tuple[str, ...] = ()
+    issuer: ApiKeyIssuerConfig = field(default_factory=ApiKeyIssuerConfig)  # the token service
+    trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()  # see asgi_apim.apikeys_config
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,7 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
         jwks_wait=t.number("jwks_wait", 5, maximum=300),
         introspection_negative_ttl=t.number("introspection_negative_ttl", 5, maximum=3600),
         introspection_max_concurrency=t.integer("introspection_max_concurrency", 32, minimum=1, maximum=10_000),
+        validate_subscription=t.bool("validate_subscription", False),
     )
     t.done()
     if not (km.jwks_url or km.jwks_file or km.shared_secret or km.introspection_url):
@@ -584,6 +590,41 @@ def _check_tiers(cfg: Config) -> None:
         raise ConfigError("basic_auth.tier", f"unknown tier {cfg.basic_auth.tier!r}")
 
 
+def _check_issuer(cfg: Config) -> None:
+    """The token service's paths are its own, its APIs and tiers exist, and it has a key to sign with."""
+    issuer = cfg.api_keys.issuer
+    known = cfg.throttling.tiers
+    for i, t in enumerate(cfg.api_keys.trusted_issuers):
+        if t.default_tier not in known:
+            raise ConfigError(f"api_keys.trusted_issuers[{i}].default_tier", f"unknown tier {t.default_tier!r}")
+    if issuer.tier not in known:
+        raise ConfigError("api_keys.issuer.tier", f"unknown tier {issuer.tier!r}")
+    names = {a.name for a in cfg.apis}
+    for i, entry in enumerate(issuer.apis):
+        if entry.name not in names:
+            raise ConfigError(f"api_keys.issuer.apis[{i}].name", f"no [[apis]] entry is named {entry.name!r}")
+        if entry.tier is not None and entry.tier not in known:
+            raise ConfigError(f"api_keys.issuer.apis[{i}].tier", f"unknown tier {entry.tier!r}")
+    if not issuer.enabled:
+        return
+    if cfg.api_keys.signing_key is None:
+        raise ConfigError("api_keys.signing_key", "is needed by [api_keys.issuer]: the key it signs API keys with")
+    if cfg.basic_auth.users_file is None and not (cfg.uses_mutual_ssl or cfg.mutual_ssl.truststore):
+        raise ConfigError(
+            "api_keys.issuer.enabled",
+            "no caller could authenticate: set [basic_auth] users_file, or trust client certificates"
+            " ([mutual_ssl] truststore or an API's registered certificates)",
+        )
+    taken = [(f"apis[{a.name}].context", a.context) for a in cfg.apis] + [("public_paths", p) for p in cfg.public_paths]
+    if cfg.registry.admin.enabled:
+        taken.append(("registry.admin.path", cfg.registry.admin.path))
+    for setting, path in (("path", issuer.path), ("jwks_path", issuer.jwks_path)):
+        for key, other in taken:
+            other = other.rstrip("/") or "/"
+            if other == "/" or other == path or path.startswith(other + "/") or other.startswith(path + "/"):
+                raise ConfigError(f"api_keys.issuer.{setting}", f"{path!r} overlaps {key} {other!r}: give it its own")
+
+
 def parse_config(
     raw: dict[str, Any], *, base: Path, path: Path | None = None, decrypt: Decrypt | None = None
 ) -> Config:
@@ -639,11 +680,14 @@ def parse_config(
             )
         issuers[km.issuer] = km.name
     api_keys_t = root.table("api_keys")
+    issuer = parse_issuer(api_keys_t)
     api_keys = ApiKeysConfig(
         header=api_keys_t.header_name("header", "apikey").lower(),
         query_param=api_keys_t.str("query_param", "apikey", required=True),
         signing_key=api_keys_t.path("signing_key"),
         revoked=api_keys_t.strs("revoked"),
+        issuer=issuer,
+        trusted_issuers=parse_trusted_issuers(api_keys_t, issuer),
     )
     api_keys_t.done()
     basic_t = root.table("basic_auth")
@@ -679,6 +723,7 @@ def parse_config(
     _check_tiers(cfg)
     _check_admin_path(cfg)
     _check_metrics_path(cfg)
+    _check_issuer(cfg)
     return cfg
 
 

@@ -28,7 +28,10 @@ class Principal(BaseUser):
     ``method`` is the scheme that decided (``mutual_ssl``, ``oauth2``,
     ``api_key``, ``basic``); ``methods`` every scheme that succeeded, in order
     (both, when mutual SSL and an application credential are mandatory).
-    ``throttle_key`` is what rate limits count this caller by.
+    ``throttle_key`` is what rate limits count this caller by. ``tier`` is the caller's
+    (subscription) tier; ``application_tier``, when a token names its application's tier
+    (WSO2's ``application.tier``), is counted too, by ``application_key`` (the application
+    and its user), across every API.
     """
 
     method: str
@@ -41,6 +44,8 @@ class Principal(BaseUser):
     certificate: Any = None  # cryptography.x509.Certificate for mutual_ssl callers
     claims: dict[str, Any] = field(default_factory=dict)
     throttle_key: str = ""
+    application_tier: str | None = None
+    application_key: str = ""
 
     @property
     def is_authenticated(self) -> bool:

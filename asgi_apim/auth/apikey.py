@@ -1,28 +1,26 @@
-"""Self-contained API keys: JWTs that ``asgi-apim apikey issue`` signs.
+"""API keys: self-contained JWTs, from this instance or from issuers it trusts.
 
-The algorithm follows the type of ``[api_keys] signing_key``: Ed25519/Ed448 ->
-EdDSA, EC P-256/P-384/P-521 -> ES256/ES384/ES512, RSA -> RS256. A key carries
-``iss`` ("asgi-apim"), ``sub``, ``apis`` (the API names it opens), ``tier``,
-``iat``, ``exp`` and ``jti``. Validation uses the public half of the signing
-key, loaded once, and checks the signature, the algorithm (exactly the one the
-key type gives), expiry, that the request's API is listed and that the ``jti``
-is not in ``[api_keys] revoked``. The key is read from the ``[api_keys] header``
-or, failing that, the ``query_param``.
+Keys are made by ``asgi-apim apikey issue`` and by the token service (``GET
+/apikey``, `asgi_apim.auth.issuer`), in one format (`asgi_apim.auth.signing`).
+A key's ``iss`` picks its issuer (`asgi_apim.auth.keysources`): this instance,
+whose keys are checked with the public half of ``[api_keys] signing_key``, or
+one of ``[[api_keys.trusted_issuers]]`` (another instance, WSO2 API Manager's
+Developer Portal). Validation checks the signature, the algorithm, expiry,
+the audience (a trusted issuer's, when configured), that the ``jti`` is not in
+``[api_keys] revoked``, and that the key opens the request's API: its
+``subscribedAPIs`` (or ``allowedAPIs``, or, in keys made before those claims,
+``apis``) must list it, else 403 with code 900908 (`asgi_apim.auth.subscriptions`),
+which also gives the subscription and application tiers. The key is read from
+the ``[api_keys] header`` or, failing that, the ``query_param``.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
 from starlette.types import Scope
 
 from asgi_apim.auth.base import (
@@ -31,6 +29,7 @@ from asgi_apim.auth.base import (
     ExpiringCache,
     RecallSupport,
     Verified,
+    audiences,
     header_value,
     invalid,
     known_tiers,
@@ -38,51 +37,24 @@ from asgi_apim.auth.base import (
     without_header,
 )
 from asgi_apim.auth.jwt import check_times, parse_compact, verify_signature
+from asgi_apim.auth.keysources import KeyIssuer
+from asgi_apim.auth.signing import Grant, Signer, algorithm_for, load_signing_key
+from asgi_apim.auth.subscriptions import (
+    NotSubscribed,
+    Subscription,
+    SubscriptionClaimError,
+    Subscriptions,
+    read_subscriptions,
+)
 from asgi_apim.config import ApiConfig, Config
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
 
+__all__ = ["ApiKeyAuthenticator", "algorithm_for", "api_key_refusal", "issue_api_key", "load_signing_key"]
+
 ISSUER = "asgi-apim"
 DEFAULT_EXPIRES = 365 * 86_400
-LEEWAY = 30.0
-_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _KEY_SETTING = "api_keys.signing_key"
-
-
-def algorithm_for(key: Any) -> str:
-    """The JWS algorithm a private or public key signs with. Raises ValueError for other key types."""
-    if isinstance(
-        key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, ed448.Ed448PrivateKey, ed448.Ed448PublicKey)
-    ):
-        return "EdDSA"
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        alg = _EC_ALGORITHMS.get(key.curve.name)
-        if alg is None:
-            raise ValueError(f"EC curve {key.curve.name} is not supported (use P-256, P-384 or P-521)")
-        return alg
-    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        if key.key_size < 2048:
-            raise ValueError("RSA keys must have at least 2048 bits")
-        return "RS256"
-    raise ValueError(f"{type(key).__name__} keys are not supported (use Ed25519, EC or RSA)")
-
-
-def load_signing_key(path: Path) -> Any:
-    """The private key at ``path`` (PEM or DER, unencrypted). Raises `ConfigError` naming the setting."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(_KEY_SETTING, f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        key = (
-            load_pem_private_key(data, password=None)
-            if b"-----BEGIN" in data
-            else load_der_private_key(data, password=None)
-        )
-        algorithm_for(key)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(_KEY_SETTING, f"{path} is not a usable private key: {exc}") from None
-    return key
 
 
 def api_key_refusal(api: ApiConfig) -> str | None:
@@ -125,34 +97,24 @@ def issue_api_key(
         raise ValueError(f"unknown tier {tier!r} (configured: {', '.join(sorted(config.throttling.tiers))})")
     if expires <= 0:
         raise ValueError("--expires must be a positive number of seconds")
-    if config.api_keys.signing_key is None:
-        raise ConfigError(_KEY_SETTING, "is not configured: no key to sign API keys with")
-    key = load_signing_key(config.api_keys.signing_key)
-    iat = int(time.time()) if issued_at is None else issued_at
-    jti = secrets.token_hex(16)
-    claims: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": subject or f"apikey-{jti[:12]}",
-        "apis": [api],
-        "tier": tier,
-        "iat": iat,
-        "exp": iat + int(expires),
-        "jti": jti,
-    }
-    if scopes:
-        claims["scope"] = " ".join(scopes)
-    return jwt.encode(claims, key, algorithm=algorithm_for(key), headers={"typ": "JWT"})
+    signer = Signer.from_config(config)
+    grants = [Grant(config.api(api), tier)]
+    return signer.sign(
+        signer.claims(grants, subject=subject, tier=tier, validity=expires, scopes=scopes, issued_at=issued_at)
+    )
 
 
 class ApiKeyAuthenticator(RecallSupport):
-    """API keys from a header or query parameter, verified with the signing key's public half."""
+    """API keys from a header or query parameter, verified with their issuer's keys."""
 
     scheme = "api_key"
 
     def __init__(
         self,
-        public_key: Any,
+        public_key: Any = None,
         *,
+        issuers: Sequence[KeyIssuer] = (),
+        issuer_name: str = ISSUER,
         header: str = "apikey",
         query_param: str | None = "apikey",
         revoked: Collection[str] = (),
@@ -160,10 +122,15 @@ class ApiKeyAuthenticator(RecallSupport):
         cache_size: int = 10_000,
         realm: str = DEFAULT_REALM,
     ) -> None:
-        if hasattr(public_key, "public_key"):
-            public_key = public_key.public_key()
-        self.algorithm = algorithm_for(public_key)
-        self.key = public_key
+        known = list(issuers)
+        if public_key is not None:  # a private key is fine too: its public half is used
+            known.insert(0, KeyIssuer.own_key(public_key, issuer_name))
+        if not known:
+            raise ValueError("an API key authenticator needs a signing key or a trusted issuer")
+        self.issuers: dict[str, KeyIssuer] = {}
+        for issuer in known:
+            for name in issuer.names:
+                self.issuers.setdefault(name, issuer)
         self.header: bytes | None = header.lower().encode("latin-1")
         self.query_param = query_param or None
         self._needle = f"{query_param}=".encode() if query_param else b""
@@ -175,10 +142,16 @@ class ApiKeyAuthenticator(RecallSupport):
     @classmethod
     def from_config(cls, config: Config) -> ApiKeyAuthenticator:
         ak = config.api_keys
-        if ak.signing_key is None:
-            raise ConfigError(_KEY_SETTING, "an API lists api_key but no [api_keys] signing_key is configured")
+        if ak.signing_key is None and not ak.trusted_issuers:
+            raise ConfigError(
+                _KEY_SETTING,
+                "an API lists api_key but neither [api_keys] signing_key"
+                " nor [[api_keys.trusted_issuers]] is configured",
+            )
         return cls(
-            load_signing_key(ak.signing_key),
+            load_signing_key(ak.signing_key) if ak.signing_key is not None else None,
+            issuers=[KeyIssuer.trusted(t, i) for i, t in enumerate(ak.trusted_issuers)],
+            issuer_name=ak.issuer.name,
             header=ak.header,
             query_param=ak.query_param,
             revoked=ak.revoked,
@@ -206,9 +179,12 @@ class ApiKeyAuthenticator(RecallSupport):
 
     @staticmethod
     def _for_api(verified: Verified | None, api: ApiConfig) -> Principal | None:
-        if verified is None or api.name not in verified.claims["apis"]:
+        if verified is None or not verified.current():
             return None
-        return verified.principal(api.name)
+        try:
+            return verified.principal(api)
+        except NotSubscribed:
+            return None  # `authenticate` says why
 
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached key by the raw header value it was read from."""
@@ -227,47 +203,96 @@ class ApiKeyAuthenticator(RecallSupport):
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         t = now()
         verified = self._cache.get(credential, t)
-        if verified is None:
-            verified = self._verify(credential, t)
+        if verified is None or not verified.current():
+            verified = await self._verify(credential, t)
             self._cache.put(credential, verified, verified.expires, t)
-        if api.name not in verified.claims["apis"]:
-            raise invalid(f"API key is not valid for API {api.name!r}", self.challenge)
-        return verified.principal(api.name)
+        return verified.principal(api)  # NotSubscribed: 403, 900908
 
-    def _verify(self, token: str, t: float) -> Verified:
+    async def _verify(self, token: str, t: float) -> Verified:
+        challenge = self.challenge
         if len(token) > MAX_TOKEN_BYTES:
-            raise invalid("API key is larger than 16 KiB", self.challenge)
-        jws = parse_compact(token, self.challenge)
-        if jws.header.get("alg") != self.algorithm:
-            raise invalid("API key algorithm does not match the signing key", self.challenge)
-        if not verify_signature(jws, self.algorithm, (self.key,)):
-            raise invalid("API key signature is invalid", self.challenge)
+            raise invalid("API key is larger than 16 KiB", challenge)
+        jws = parse_compact(token, challenge)
         claims = jws.payload
-        exp = check_times(claims, t, LEEWAY, self.challenge)
-        if claims.get("iss") != ISSUER:
-            raise invalid("API key was not issued by asgi-apim", self.challenge)
-        jti, sub, tier, apis = claims.get("jti"), claims.get("sub"), claims.get("tier"), claims.get("apis")
-        if not (isinstance(jti, str) and jti and isinstance(sub, str) and sub):
-            raise invalid("API key lacks its jti or sub", self.challenge)
+        iss = claims.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise invalid("API key was not issued by a trusted issuer", challenge)
+        alg, kid = jws.header.get("alg"), jws.header.get("kid")
+        if not isinstance(alg, str) or alg not in issuer.algorithms:
+            raise invalid("API key algorithm is not allowed for its issuer", challenge)
+        if kid is not None and not isinstance(kid, str):
+            raise invalid('malformed API key: "kid" must be a string', challenge)
+        generation = issuer.generation
+        keys = await issuer.keys(kid, alg)
+        if not keys or not verify_signature(jws, alg, keys):
+            raise invalid("API key signature is invalid", challenge)
+        exp = check_times(claims, t, issuer.leeway, challenge)
+        if issuer.audience and not issuer.audience.intersection(audiences(claims.get("aud"))):
+            raise invalid("API key audience is not accepted", challenge)
+        jti, sub = claims.get("jti"), claims.get("sub")
+        if not (isinstance(sub, str) and sub) or (jti is not None and not (isinstance(jti, str) and jti)):
+            raise invalid("API key lacks its sub, or has an empty jti", challenge)
+        if issuer.own and jti is None:
+            raise invalid("API key lacks its jti", challenge)
         if jti in self.revoked:
-            raise invalid("API key has been revoked", self.challenge)
-        if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
-            raise invalid("API key does not list its APIs", self.challenge)
-        if not isinstance(tier, str) or (self.tiers is not None and tier not in self.tiers):
-            raise invalid("API key names an unknown tier", self.challenge)
+            raise invalid("API key has been revoked", challenge)
+        tier, subscriptions = self._tier_and_subscriptions(issuer, claims)
         scope = claims.get("scope")
+        application = subscriptions.application if subscriptions is not None else None
         return Verified(
             method="api_key",
             subject=sub,
             tier=tier,
-            throttle_key=f"key:{jti}",
+            throttle_key=self._counted_by(issuer, jti, application, sub),
             scopes=tuple(scope.split()) if isinstance(scope, str) else (),
             claims=claims,
             expires=exp,
+            source=issuer.source,
+            at_generation=generation,
+            subscriptions=subscriptions,
+            tiers=self.tiers,
+            issuer=issuer.name,
         )
 
+    def _tier_and_subscriptions(self, issuer: KeyIssuer, claims: dict[str, Any]) -> tuple[str, Subscriptions | None]:
+        """The key's own tier (its ``tier`` claim, else the issuer's default) and its subscriptions
+        (None when they are not validated)."""
+        challenge = self.challenge
+        tier = claims.get("tier")
+        if issuer.own or tier is not None:
+            if not isinstance(tier, str) or (self.tiers is not None and tier not in self.tiers):
+                raise invalid("API key names an unknown tier", challenge)
+        else:
+            tier = issuer.default_tier
+        if not issuer.validate_subscription:
+            return tier, None
+        try:
+            subscriptions = read_subscriptions(claims)
+        except SubscriptionClaimError as exc:
+            raise invalid(f"malformed API key: {exc}", challenge) from None
+        if subscriptions is None:
+            apis = claims.get("apis")  # keys made before subscribedAPIs: the API names
+            if issuer.own and not (isinstance(apis, list) and all(isinstance(a, str) for a in apis)):
+                raise invalid("API key does not list its APIs", challenge)
+            names = apis if isinstance(apis, list) else []
+            subscriptions = Subscriptions(tuple(Subscription(name=a) for a in names if isinstance(a, str)))
+        return tier, subscriptions
+
+    @staticmethod
+    def _counted_by(issuer: KeyIssuer, jti: str | None, application: str | None, subject: str) -> str:
+        """Own keys count by their ``jti``, as they always have; a trusted issuer's by the
+        application the key belongs to (WSO2 counts a subscription per application), else the key."""
+        if issuer.own:
+            return f"key:{jti}"
+        if application is not None:
+            return f"app:{issuer.name}:{application}"
+        return f"key:{issuer.name}:{jti}" if jti else f"sub:{issuer.name}:{subject}"
+
     async def start(self) -> None:
-        return None
+        for issuer in dict.fromkeys(self.issuers.values()):
+            await issuer.start()
 
     async def aclose(self) -> None:
-        return None
+        for issuer in dict.fromkeys(self.issuers.values()):
+            await issuer.aclose()

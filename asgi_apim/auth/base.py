@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from starlette.types import Scope
 
+from asgi_apim.auth.subscriptions import Subscriptions, tiers_for
 from asgi_apim.config import ApiConfig, Config
 from asgi_apim.errors import InvalidCredentials
 from asgi_apim.identity import Principal
@@ -142,6 +144,9 @@ class Verified:
     """A credential that passed, independent of the API it is used for.
 
     Cached by the schemes; `principal` makes (and remembers) the per-API `Principal`.
+    With ``subscriptions`` (a token whose subscriptions are validated), the API must be
+    among them (else `NotSubscribed`, 403 900908) and gives the tiers; ``tiers`` are the
+    configured ones, ``issuer`` who signed it (it keeps applications of issuers apart).
     """
 
     method: str
@@ -153,25 +158,36 @@ class Verified:
     expires: float = 0.0
     source: Any = None  # an object with a ``generation`` (a JWKSource): stale when it moves on
     at_generation: int = 0
+    subscriptions: Subscriptions | None = None
+    tiers: Collection[str] | None = None
+    issuer: str = ""
     _principals: dict[str, Principal] = field(default_factory=dict)
 
     def current(self) -> bool:
         return self.source is None or self.source.generation == self.at_generation
 
-    def principal(self, api: str) -> Principal:
-        p = self._principals.get(api)
+    def principal(self, api: ApiConfig) -> Principal:
+        p = self._principals.get(api.name)
         if p is None:
+            tier, application_tier, application_key = self.tier, None, ""
+            subscriptions = self.subscriptions
+            if subscriptions is not None:  # raises NotSubscribed: never cached, raised anew each time
+                tier, application_tier = tiers_for(subscriptions, api, self.tier, self.tiers)
+                if application_tier is not None:
+                    application_key = f"{self.issuer}|{subscriptions.application}|{self.subject}"
             p = Principal(
                 method=self.method,
                 subject=self.subject,
-                api=api,
-                tier=self.tier,
+                api=api.name,
+                tier=tier,
                 scopes=self.scopes,
                 methods=(self.method,),
                 claims=self.claims,
                 throttle_key=self.throttle_key,
+                application_tier=application_tier,
+                application_key=application_key,
             )
-            self._principals[api] = p
+            self._principals[api.name] = p
         return p
 
 

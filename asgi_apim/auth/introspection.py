@@ -30,6 +30,7 @@ import httpx
 from asgi_apim._fetch import FetchError, fetch
 from asgi_apim._redact import redact
 from asgi_apim.auth.base import ExpiringCache, Verified, audiences
+from asgi_apim.auth.subscriptions import SubscriptionClaimError, Subscriptions, read_subscriptions
 from asgi_apim.config import KeyManagerConfig
 from asgi_apim.errors import concealed
 
@@ -215,7 +216,19 @@ class Introspector:
             scopes=tuple(scope.split()) if isinstance(scope, str) else (),
             claims=answer,
             expires=min(exp, t + 86_400.0) if exp is not None else t + self.default_ttl,
+            subscriptions=self._subscriptions(answer) if km.validate_subscription else None,
+            tiers=self.tiers,
+            issuer=km.name,
         )
+
+    @staticmethod
+    def _subscriptions(answer: dict[str, Any]) -> Subscriptions:
+        """An introspection answer's subscriptions (WSO2's claims, if the server adds them): none,
+        or claims of another shape, subscribe to nothing (every API refused, 403)."""
+        try:
+            return read_subscriptions(answer) or Subscriptions()
+        except SubscriptionClaimError:
+            return Subscriptions()
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -119,6 +119,7 @@ class JWKSource:
         timeout: float = 5.0,
         wait: float = 5.0,
         name: str = "",
+        setting: str | None = None,
     ) -> None:
         if (url is None) == (file is None):
             raise ValueError("exactly one of url or file")
@@ -142,7 +143,8 @@ class JWKSource:
                 document = json.loads(Path(file).read_bytes())
                 self._install(*parse_jwks(document, self.algorithms))
             except (OSError, ValueError) as exc:
-                raise ConfigError(f"key_managers[{name}].jwks_file", f"cannot load {file}: {exc}") from None
+                where = setting or f"key_managers[{name}].jwks_file"  # the key that named the file
+                raise ConfigError(where, f"cannot load {file}: {exc}") from None
 
     def get(self, kid: str | None, alg: str) -> list[Any]:
         """Keys that may verify a token with this ``kid`` (any, when None) and ``alg``."""

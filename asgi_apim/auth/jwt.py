@@ -40,6 +40,7 @@ from asgi_apim.auth.base import (
 )
 from asgi_apim.auth.introspection import IntrospectionError, Introspector
 from asgi_apim.auth.jwks import ALGORITHMS, JWKSource
+from asgi_apim.auth.subscriptions import SubscriptionClaimError, Subscriptions, read_subscriptions
 from asgi_apim.config import ApiConfig, Config, KeyManagerConfig
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
@@ -142,6 +143,15 @@ def subscriber_key(claims: Mapping[str, Any], names: Sequence[str], manager: str
     return f"sub:{manager}:{fallback}"
 
 
+def subscriptions_of(claims: Mapping[str, Any], challenge: str) -> Subscriptions:
+    """The token's subscriptions, when they are validated: none listed is none at all (every API
+    refused, 403); claims of another shape make the token malformed (401)."""
+    try:
+        return read_subscriptions(claims) or Subscriptions()
+    except SubscriptionClaimError as exc:
+        raise invalid(f"malformed token: {exc}", challenge) from None
+
+
 def tier_of(claims: Mapping[str, Any], km: KeyManagerConfig, tiers: Collection[str] | None, challenge: str) -> str:
     if not km.tier_claim or km.tier_claim not in claims:
         return km.default_tier
@@ -220,6 +230,9 @@ class JWTIssuer:
             expires=exp,
             source=self.keys,
             at_generation=generation,
+            subscriptions=subscriptions_of(claims, challenge) if self.km.validate_subscription else None,
+            tiers=self.tiers,
+            issuer=self.km.name,
         )
 
 
@@ -278,7 +291,7 @@ class OAuth2Authenticator(RecallSupport):
                 hit = item[1]
                 source = hit.source
                 if source is None or source.generation == hit.at_generation:
-                    return hit._principals.get(api.name) or hit.principal(api.name)
+                    return hit._principals.get(api.name) or hit.principal(api)
         return None
 
     @staticmethod
@@ -286,7 +299,7 @@ class OAuth2Authenticator(RecallSupport):
         """The principal of a cache item (expiry, `Verified`) that has not expired and whose
         issuer's keys have not changed since (`Verified.current`)."""
         if item is not None and item[0] > now() and item[1].current():
-            return item[1].principal(api.name)
+            return item[1].principal(api)
         return None
 
     def remember(self, raw: bytes, credential: str) -> None:
@@ -306,7 +319,7 @@ class OAuth2Authenticator(RecallSupport):
             return recalled
         t = now()
         if credential.count(".") != 2:
-            return (await self._introspect(credential, t)).principal(api.name)
+            return (await self._introspect(credential, t)).principal(api)
         jws = parse_compact(credential, self.invalid_challenge)
         iss = jws.payload.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
@@ -314,7 +327,7 @@ class OAuth2Authenticator(RecallSupport):
             raise invalid("token issuer is not trusted", self.invalid_challenge)
         verified = await issuer.verify(jws, t, self.invalid_challenge)
         self._cache.put(credential, verified, verified.expires, t)
-        return verified.principal(api.name)
+        return verified.principal(api)
 
     async def _introspect(self, token: str, t: float) -> Verified:
         if not self.introspectors:

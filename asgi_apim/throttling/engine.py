@@ -111,6 +111,11 @@ class SynchronousSupport(ABC):
     def bind(self, limits: Sequence[Limit], prefix: str) -> Callable[[str], list[float]]:
         """The synchronous charge of a plan of ``limits``: ``take(caller)``."""
 
+    @abstractmethod
+    def take_ids(self, limits: Sequence[Limit], ids: Sequence[str]) -> list[float]:
+        """The synchronous charge of ``limits`` counted under ``ids`` (one each), answering what
+        ``take`` answers: for plans whose counts are not all the caller's or shared."""
+
 
 class MemoryEngine(SynchronousSupport):
     """`LazyMemoryStorage`, every limit of a request in one synchronous call."""
@@ -138,6 +143,12 @@ class MemoryEngine(SynchronousSupport):
         if len(limits) != 1 or limits[0].shared is not None:
             return None
         return OneLimit(self.storage.charger(self.strategy), limits[0], prefix)
+
+    def take_ids(self, limits: Sequence[Limit], ids: Sequence[str]) -> list[float]:
+        return self.storage.acquire_all(
+            self.strategy,
+            [(limit.key(ident), limit.amount, limit.expiry, limit.report) for limit, ident in zip(limits, ids)],
+        )
 
     def bind(self, limits: Sequence[Limit], prefix: str) -> Callable[[str], list[float]]:
         """The synchronous charge of one plan: ``take(caller)`` is `acquire` of ``limits`` with the ids

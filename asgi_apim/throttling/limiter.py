@@ -1,6 +1,6 @@
 """`Limiter`: the throttling charge, WSO2's tiers on `limits`, in memory or Redis.
 
-Three levels, checked together (all or nothing) and reported in WSO2's order:
+Four levels, checked together (all or nothing) and reported in WSO2's order:
 
 =============  ========================================  =======  ============================
 level          counts                                    code     WSO2 name
@@ -10,7 +10,14 @@ resource       all callers of the resource, its ``tier`` 900802   resource level
 subscription   one caller of one API, the caller's tier  900804   subscription level throttled
   burst        a tier's shorter windows (``10/second``   900807   burst control limit exceeded
                in ``"10/second;1000/hour"``)
+application    one application and its user, across      900803   application level throttled
+               APIs, the token's application tier
 =============  ========================================  =======  ============================
+
+The application level applies to callers whose token names its application's tier
+(WSO2's ``application.tier``: `Principal.application_tier`, counted by
+`Principal.application_key`); their plan is the route's plan for their tier with
+that level added (`Plan.applications`), made once per application tier.
 
 Every request that is throttled passes through `Limiter.charge`, whoever calls it
 (`ThrottlingMiddleware` on its own, or the security stage with the plans it
@@ -54,7 +61,13 @@ from asgi_apim.throttling.tiers import Tier, parse_tiers
 logger = logging.getLogger("asgi_apim.throttling")
 
 API_CODE, RESOURCE_CODE, SUBSCRIPTION_CODE, BURST_CODE = 900800, 900802, 900804, 900807
-_LEVEL_TEXT = {"api": "the API's", "resource": "the resource's", "subscription": "your"}
+APPLICATION_CODE = 900803
+_LEVEL_TEXT = {
+    "api": "the API's",
+    "resource": "the resource's",
+    "subscription": "your",
+    "application": "your application's",
+}
 _MAX_TIERS = 64  # caller tiers remembered per route (the configured ones, plus None)
 
 
@@ -65,7 +78,7 @@ class Plan:
     other plan in memory synchronously (``[0, remaining, reset, ...]`` or ``[i, retry_after]``
     with the i-th, from 1, exhausted); both None when the counts are remote."""
 
-    __slots__ = ("api", "resource", "limits", "prefix", "wrap", "take", "one")
+    __slots__ = ("api", "resource", "limits", "prefix", "wrap", "take", "one", "applications", "by_application")
 
     def __init__(
         self,
@@ -84,9 +97,16 @@ class Plan:
         self.wrap = advertiser.wrap if advertiser is not None else None
         self.take = take
         self.one = one
+        self.applications: dict[str, Plan] = {}  # this plan with an application level, by application tier
+        self.by_application = False  # whether one of its limits counts an application
 
-    def ids(self, caller: str) -> list[str]:
+    def ids(self, caller: str, application: str = "") -> list[str]:
         prefix = self.prefix
+        if self.by_application:
+            return [
+                limit.shared or ("app|" + application if limit.level == "application" else prefix + caller)
+                for limit in self.limits
+            ]
         return [limit.shared or prefix + caller for limit in self.limits]
 
 
@@ -175,6 +195,11 @@ class Limiter:
         ``send`` to go on with (adding the success headers); None when the counts are remote
         or the storage is being retried (then `charge_later`). Raises `Throttled` (429) or
         `StorageUnavailable` (503)."""
+        if user is not None and user.application_tier is not None:
+            plan = self.with_application(plan, user.application_tier)
+            if self.guard.down or not isinstance(self.engine, SynchronousSupport):
+                return None
+            return self._take(plan, scope, send, user)
         if not plan.limits:
             return send
         one = plan.one
@@ -202,12 +227,16 @@ class Limiter:
         guard = self.guard
         if guard.down and not guard.available():
             return self._storage_failed(None, send)
-        if plan.take is not None:
+        application = ""
+        if user is not None and user.application_tier is not None:
+            plan = self.with_application(plan, user.application_tier)
+            application = user.application_key or self._caller(scope, user)
+        if plan.take is not None or (plan.by_application and isinstance(self.engine, SynchronousSupport)):
             return self._take(plan, scope, send, user)
         wrap = plan.wrap if scope["type"] == "http" else None
         caller = self._caller(scope, user)
         try:
-            verdict = await self.engine.acquire(plan.limits, plan.ids(caller), wrap is not None)
+            verdict = await self.engine.acquire(plan.limits, plan.ids(caller, application), wrap is not None)
         except STORAGE_ERRORS as exc:
             return self._storage_failed(exc, send)
         if guard.down:
@@ -217,11 +246,16 @@ class Limiter:
         return send if wrap is None else wrap(send, [0, *verdict.windows])
 
     def _take(self, plan: Plan, scope: Scope, send: Send, user: Principal | None) -> Send:
-        """A memory plan of several limits (or a shared one), charged at once."""
+        """A memory plan of several limits (or a shared one, or an application's), charged at once."""
         take = plan.take
-        assert take is not None
         try:
-            result = take(self._caller(scope, user))
+            if take is not None:
+                result = take(self._caller(scope, user))
+            else:
+                engine = self.engine
+                assert isinstance(engine, SynchronousSupport) and user is not None
+                caller = self._caller(scope, user)
+                result = engine.take_ids(plan.limits, plan.ids(caller, user.application_key or caller))
         except STORAGE_ERRORS as exc:
             return self._storage_failed(exc, send)
         if self.guard.down:
@@ -283,6 +317,22 @@ class Limiter:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
+
+    def with_application(self, plan: Plan, application_tier: str) -> Plan:
+        """``plan`` with the application level of ``application_tier`` added, made once per tier (an
+        unknown one counts under the default tier, with a warning)."""
+        found = plan.applications.get(application_tier)
+        if found is not None:
+            return found
+        if len(plan.applications) >= _MAX_TIERS:
+            plan.applications.clear()
+        tier = self.tiers[self.callers.tier(application_tier)]
+        limits = plan.limits + tuple(self._limits("application", tier, APPLICATION_CODE, None, f"app.{tier.name}"))
+        extended = Plan(plan.api, plan.resource, limits, plan.prefix, None, None, None)
+        extended.wrap = plan.wrap
+        extended.by_application = True
+        plan.applications[application_tier] = extended
+        return extended
 
     def _tier(self, name: str | None, where: str) -> Tier:
         tier = self.tiers.get(name or "")

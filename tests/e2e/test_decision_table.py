@@ -377,8 +377,9 @@ def test_one_challenge_per_scheme_and_missing_vs_invalid(clients: dict[str, http
     assert [www.index(s) for s in ("APIKey", "Bearer", "Basic")] == sorted(
         www.index(s) for s in ("APIKey", "Bearer", "Basic")
     )
+    other_api = client.get("/multi/whoami", headers={"apikey": _api_key(world, "d")})  # a key for another API
+    assert other_api.status_code == 403 and other_api.json()["code"] == 900908  # WSO2: not subscribed
     refused = [
-        {"apikey": _api_key(world, "d")},  # a key for another API
         _bearer(world.token(T_BAD_SIG)),
         _basic("bob", "wrong"),
         _basic("mallory", "whatever"),
