@@ -45,7 +45,8 @@ def write(tmp_path: Path, issuer: str = "", extra: str = "", *, key: Any = None)
     ca.write(tmp_path / "ca.pem")
     issue_client(ca, "robot").write(tmp_path / "robot.pem", tmp_path / "robot.key")
     text = (
-        f'{extra}\n[encryption]\nkey = "{"ab" * 32}"\n[mutual_ssl]\ntruststore = ["ca.pem"]\n'
+        f'{extra}\n[encryption]\nkey = "{"ab" * 32}"\n'
+        '[mutual_ssl]\ntruststore = ["ca.pem"]\ntrusted_proxies = ["127.0.0.1/32"]\n'
         '[basic_auth]\nusers_file = "users"\n'
         f'[api_keys]\nsigning_key = "signing.pem"\n[api_keys.issuer]\nenabled = true\n{issuer}\n'
     )

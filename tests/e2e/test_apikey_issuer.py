@@ -91,7 +91,7 @@ def world(module_servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> 
     a_config = tmp / "a.toml"
     a_config.write_text(
         f'[encryption]\nkey = "{"ab" * 32}"\n'
-        f'[mutual_ssl]\ntruststore = ["{pki.path("ca.pem")}"]\n'
+        f'[mutual_ssl]\ntruststore = ["{pki.path("ca.pem")}"]\ntrusted_proxies = ["127.0.0.1/32"]\n'
         '[basic_auth]\nusers_file = "users.htpasswd"\n'
         '[api_keys]\nsigning_key = "signing.pem"\n'
         '[api_keys.issuer]\nenabled = true\nname = "edge-1"\nvalidity = 600\n'
