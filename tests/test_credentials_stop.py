@@ -129,6 +129,19 @@ async def test_the_certificate_header(setup: dict[str, Any]) -> None:
     assert doc["headers"][:2] == [list(h) for h in OTHER[:2]]
 
 
+async def test_the_certificate_header_last_and_first(setup: dict[str, Any]) -> None:
+    """Where a proxy appends it (last), and where another puts it first: taken out either way,
+    the other headers in their order."""
+    cert = ("x-wso2-client-certificate", setup["cert"])
+    for headers in ([*OTHER, cert], [cert, *OTHER]):
+        for _ in range(2):  # validated, then cached
+            r = await call(setup["app"], "GET", "/certs/x", headers)
+            doc = r.json()
+            assert r.status == 200 and doc["user"]["alias"] == "partners"
+            expected = [list(h) for h in headers if setup["forward"] or h is not cert]
+            assert doc["headers"] == expected
+
+
 async def test_both_the_certificate_and_the_token(setup: dict[str, Any]) -> None:
     doc = await _seen(
         setup,

@@ -187,16 +187,23 @@ class CertificateResolver:
                 return None
             principal = verdict.principals.get(api) or certificate_principal(outcome, api)
             if strip and principal is not None:
-                self.strip(scope)
+                self.strip(scope, outcome)
             return principal
 
         return lookup
 
-    def strip(self, scope: Scope) -> None:
+    def strip(self, scope: Scope, outcome: CertificateOutcome | None = None) -> None:
         """Remove the certificate header from the request before the app sees it (the other
-        headers, their order and their bytes unchanged)."""
+        headers, their order and their bytes unchanged). ``outcome``: what `resolve` found for
+        this request; a certificate taken from the header means the header came exactly once
+        (twice from a trusted proxy is refused), so where a proxy appends it, last, it is cut off
+        without a scan."""
         header = self.header
-        scope["headers"] = [h for h in scope["headers"] if h[0] != header]
+        headers = scope["headers"]
+        if outcome is not None and outcome.source == "header" and type(headers) is list and headers[-1][0] == header:
+            scope["headers"] = headers[:-1]
+        else:
+            scope["headers"] = [h for h in headers if h[0] != header]
 
     def resolve(self, scope: Scope) -> CertificateOutcome:
         """The client certificate of a request and its verdict: the one entry of the certificate
