@@ -41,6 +41,7 @@ class Principal(BaseUser):
     certificate: Any = None  # cryptography.x509.Certificate for mutual_ssl callers
     claims: dict[str, Any] = field(default_factory=dict)
     throttle_key: str = ""
+    version: str | None = None  # the version of the API called (`[[apis]] version`), if it has one
 
     @property
     def is_authenticated(self) -> bool:
@@ -89,6 +90,7 @@ class Principal(BaseUser):
             "tier": self.tier,
             "scopes": list(self.scopes),
             "api": self.api,
+            "version": self.version,
         }
 
 
@@ -117,7 +119,9 @@ class CertificatePrincipal(Principal):
     the verdict, whose ``principals`` hold it: no reference cycle, so a verdict dropped from
     the caches is freed at once, not by the garbage collector."""
 
-    def __init__(self, verdict: Any, api: str, tier: str, alias: str | None, claims: Any) -> None:
+    def __init__(
+        self, verdict: Any, api: str, tier: str, alias: str | None, claims: Any, version: str | None = None
+    ) -> None:
         # the frozen dataclass's fields, straight into the instance dict; subject and throttle_key stay lazy
         attrs = self.__dict__
         attrs["method"] = "mutual_ssl"
@@ -128,6 +132,7 @@ class CertificatePrincipal(Principal):
         attrs["methods"] = ("mutual_ssl",)
         attrs["certificate"] = verdict.leaf
         attrs["claims"] = claims
+        attrs["version"] = version
         attrs["credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
@@ -153,6 +158,7 @@ def anonymous_dict(api: str | None = None) -> dict[str, Any]:
         "tier": None,
         "scopes": [],
         "api": api,
+        "version": None,
     }
 
 

@@ -12,6 +12,7 @@ or, failing that, the ``query_param``.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import time
@@ -29,6 +30,7 @@ from asgi_apim.auth.base import (
     DEFAULT_REALM,
     MAX_TOKEN_BYTES,
     ExpiringCache,
+    LocationSupport,
     RecallSupport,
     Verified,
     header_value,
@@ -38,7 +40,7 @@ from asgi_apim.auth.base import (
     without_header,
 )
 from asgi_apim.auth.jwt import check_times, parse_compact, verify_signature
-from asgi_apim.config import ApiConfig, Config
+from asgi_apim.config import ApiConfig, Config, SecurityConfig
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
 
@@ -144,7 +146,7 @@ def issue_api_key(
     return jwt.encode(claims, key, algorithm=algorithm_for(key), headers={"typ": "JWT"})
 
 
-class ApiKeyAuthenticator(RecallSupport):
+class ApiKeyAuthenticator(RecallSupport, LocationSupport):
     """API keys from a header or query parameter, verified with the signing key's public half."""
 
     scheme = "api_key"
@@ -185,6 +187,20 @@ class ApiKeyAuthenticator(RecallSupport):
             tiers=known_tiers(config),
         )
 
+    def located(self, security: SecurityConfig) -> ApiKeyAuthenticator:
+        """Keys read from ``security``'s ``api_key_header`` / ``api_key_query`` ("" : not there), the
+        same keys, revocations and cache."""
+        header, query = security.api_key_header, security.api_key_query
+        if header is None and query is None:
+            return self
+        other = copy.copy(self)
+        if header is not None:
+            other.header = header.lower().encode("latin-1") if header else None
+        if query is not None:
+            other.query_param = query or None
+            other._needle = f"{query}=".encode() if query else b""
+        return other
+
     def credential(self, scope: Scope) -> str | None:
         raw = header_value(scope, self.header) if self.header is not None else None
         if raw is not None:
@@ -208,7 +224,7 @@ class ApiKeyAuthenticator(RecallSupport):
     def _for_api(verified: Verified | None, api: ApiConfig) -> Principal | None:
         if verified is None or api.name not in verified.claims["apis"]:
             return None
-        return verified.principal(api.name)
+        return verified.principal(api.name, api.version)
 
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find a cached key by the raw header value it was read from."""
@@ -232,7 +248,7 @@ class ApiKeyAuthenticator(RecallSupport):
             self._cache.put(credential, verified, verified.expires, t)
         if api.name not in verified.claims["apis"]:
             raise invalid(f"API key is not valid for API {api.name!r}", self.challenge)
-        return verified.principal(api.name)
+        return verified.principal(api.name, api.version)
 
     def _verify(self, token: str, t: float) -> Verified:
         if len(token) > MAX_TOKEN_BYTES:

@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from starlette.types import Scope
 
-from asgi_apim.config import ApiConfig, Config
+from asgi_apim.config import ApiConfig, Config, SecurityConfig
 from asgi_apim.errors import InvalidCredentials
 from asgi_apim.identity import Principal
 
@@ -70,6 +70,16 @@ class RecallSupport(ABC):
     @abstractmethod
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find ``credential`` by the raw header value it was read from."""
+
+
+class LocationSupport(ABC):
+    """Capability of an authenticator whose credential an API or a resource may read from a header
+    (or query parameter) of its own (``[apis.security] api_key_header``, ``auth_header``...)."""
+
+    @abstractmethod
+    def located(self, security: SecurityConfig) -> Authenticator:
+        """This authenticator reading its credential where ``security`` says (itself where it names
+        no place of this scheme), sharing its keys and caches."""
 
 
 class ExpiringCache(Generic[K, V]):
@@ -158,7 +168,8 @@ class Verified:
     def current(self) -> bool:
         return self.source is None or self.source.generation == self.at_generation
 
-    def principal(self, api: str) -> Principal:
+    def principal(self, api: str, version: str | None = None) -> Principal:
+        """The caller on ``api`` (its version, if it has one: one per API name)."""
         p = self._principals.get(api)
         if p is None:
             p = Principal(
@@ -170,6 +181,7 @@ class Verified:
                 methods=(self.method,),
                 claims=self.claims,
                 throttle_key=self.throttle_key,
+                version=version,
             )
             self._principals[api] = p
         return p
@@ -188,9 +200,9 @@ def header_value(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def authorization(scope: Scope, scheme: str) -> str | None:
-    """The credential after ``Authorization: <scheme> `` (case-insensitive scheme), or None."""
-    raw = header_value(scope, b"authorization")
+def authorization(scope: Scope, scheme: str, header: bytes = b"authorization") -> str | None:
+    """The credential after ``Authorization: <scheme> `` (case-insensitive scheme; or in ``header``), or None."""
+    raw = header_value(scope, header)
     if raw is None:
         return None
     value = raw.decode("latin-1").strip()

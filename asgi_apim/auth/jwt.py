@@ -16,6 +16,7 @@ managers that have an ``introspection_url`` (`asgi_apim.auth.introspection`).
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from asgi_apim.auth.base import (
     MAX_TOKEN_BYTES,
     TAIL,
     ExpiringCache,
+    LocationSupport,
     RecallSupport,
     Verified,
     audiences,
@@ -40,7 +42,7 @@ from asgi_apim.auth.base import (
 )
 from asgi_apim.auth.introspection import IntrospectionError, Introspector
 from asgi_apim.auth.jwks import ALGORITHMS, JWKSource
-from asgi_apim.config import ApiConfig, Config, KeyManagerConfig
+from asgi_apim.config import ApiConfig, Config, KeyManagerConfig, SecurityConfig
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
 
@@ -223,7 +225,7 @@ class JWTIssuer:
         )
 
 
-class OAuth2Authenticator(RecallSupport):
+class OAuth2Authenticator(RecallSupport, LocationSupport):
     """``Authorization: Bearer`` tokens: JWTs by issuer, opaque ones by introspection."""
 
     scheme = "oauth2"
@@ -261,8 +263,18 @@ class OAuth2Authenticator(RecallSupport):
         introspectors = [Introspector(km, tiers=tiers) for km in config.key_managers if km.introspection_url]
         return cls(issuers, introspectors)
 
+    def located(self, security: SecurityConfig) -> OAuth2Authenticator:
+        """Tokens read from ``security``'s ``auth_header`` (``Bearer <token>`` there, WSO2's custom
+        authorization header), the same issuers and cache."""
+        if security.auth_header is None:
+            return self
+        other = copy.copy(self)
+        other.header = security.auth_header.lower().encode("latin-1")
+        return other
+
     def credential(self, scope: Scope) -> str | None:
-        return authorization(scope, "bearer")
+        header = self.header
+        return authorization(scope, "bearer") if header == b"authorization" else authorization(scope, "bearer", header)
 
     def recall(self, credential: str, api: ApiConfig) -> Principal | None:
         """The caller of a token validated before and still good (cached, keys unchanged), else None."""
@@ -278,7 +290,7 @@ class OAuth2Authenticator(RecallSupport):
                 hit = item[1]
                 source = hit.source
                 if source is None or source.generation == hit.at_generation:
-                    return hit._principals.get(api.name) or hit.principal(api.name)
+                    return hit._principals.get(api.name) or hit.principal(api.name, api.version)
         return None
 
     @staticmethod
@@ -286,7 +298,7 @@ class OAuth2Authenticator(RecallSupport):
         """The principal of a cache item (expiry, `Verified`) that has not expired and whose
         issuer's keys have not changed since (`Verified.current`)."""
         if item is not None and item[0] > now() and item[1].current():
-            return item[1].principal(api.name)
+            return item[1].principal(api.name, api.version)
         return None
 
     def remember(self, raw: bytes, credential: str) -> None:
@@ -294,7 +306,7 @@ class OAuth2Authenticator(RecallSupport):
         self._cache.alias(raw, credential)
 
     def strip(self, scope: Scope) -> None:
-        without_header(scope, b"authorization")
+        without_header(scope, self.header or b"authorization")
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         if len(credential) > MAX_TOKEN_BYTES:
@@ -306,7 +318,7 @@ class OAuth2Authenticator(RecallSupport):
             return recalled
         t = now()
         if credential.count(".") != 2:
-            return (await self._introspect(credential, t)).principal(api.name)
+            return (await self._introspect(credential, t)).principal(api.name, api.version)
         jws = parse_compact(credential, self.invalid_challenge)
         iss = jws.payload.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
@@ -314,7 +326,7 @@ class OAuth2Authenticator(RecallSupport):
             raise invalid("token issuer is not trusted", self.invalid_challenge)
         verified = await issuer.verify(jws, t, self.invalid_challenge)
         self._cache.put(credential, verified, verified.expires, t)
-        return verified.principal(api.name)
+        return verified.principal(api.name, api.version)
 
     async def _introspect(self, token: str, t: float) -> Verified:
         if not self.introspectors:

@@ -232,7 +232,7 @@ class APISecurityMiddleware:
         if route.public or self.explain:
             pass
         elif security.mutual_ssl == "mandatory" and not security.application_mandatory:
-            recall = self.resolver.lookup_for(api.name) if self.resolver is not None else None
+            recall = self.resolver.lookup_for(api.name, api.version) if self.resolver is not None else None
         elif security.mutual_ssl == "disabled" and choice is not None and choice.schemes:
             recall = self.credentials.recall_for(choice)
         return RouteDecision(route, security, choice, recall, plans, self._stripper(api, security, choice))
@@ -246,13 +246,13 @@ class APISecurityMiddleware:
         if api.forward_credentials:
             return None
         resolver = self.resolver if security.mutual_ssl != "disabled" else None
-        credentials = self.credentials if choice is not None and choice.schemes else None
+        credentials = self.credentials.strip_for(choice) if choice is not None and choice.schemes else None
         if resolver is not None and credentials is not None:
 
             def both(scope: Scope, principal: Principal) -> None:
                 resolver.strip(scope)
                 if principal.method != "mutual_ssl":
-                    credentials.strip(scope, principal)
+                    credentials(scope, principal)
 
             return both
         if resolver is not None:
@@ -261,9 +261,7 @@ class APISecurityMiddleware:
                 resolver.strip(scope)
 
             return certificate
-        if credentials is not None:
-            return credentials.strip
-        return None
+        return credentials
 
     def _with_decision(self, send: Send, trace: _Trace) -> Send:
         async def wrapped(message: Message) -> None:
@@ -299,7 +297,7 @@ class APISecurityMiddleware:
         cert_failure: RequestError | None = None
         if security.mutual_ssl != "disabled":
             outcome = self._certificate(scope)
-            cert_principal = _principal_of(outcome, api.name)
+            cert_principal = _principal_of(outcome, api.name, api.version)
             if cert_principal is None:
                 cert_failure = certificate_error(outcome, api.name)
                 if explain:
