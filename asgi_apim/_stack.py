@@ -23,6 +23,7 @@ from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.config import Config, load_config
+from asgi_apim.edge import APICORSMiddleware, InterceptorMiddleware, TransportMiddleware
 from asgi_apim.registry import admin, feed_for
 from asgi_apim.routing import Router
 from asgi_apim.throttling.limiter import Limiter
@@ -74,9 +75,11 @@ def protect(
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
     credentials = ApplicationSecurity.from_config(cfg)
     background.add(credentials.start)
-    secured = APISecurityMiddleware(
-        app,
-        router=Router.from_config(cfg),
+    router = Router.from_config(cfg)
+    interceptors = InterceptorMiddleware(app, router=router)  # after authentication and throttling
+    secured: ASGIApp = APISecurityMiddleware(
+        interceptors if interceptors else app,
+        router=router,
         credentials=credentials,
         resolver=resolver,
         limiter=Limiter.from_config(cfg),
@@ -84,4 +87,8 @@ def protect(
         debug_headers=cfg.debug_headers,
         explain=explain,
     )
+    if any(api.cors is not None for api in cfg.apis):  # a preflight is answered before authentication
+        secured = APICORSMiddleware(secured, router=router)
+    if any("http" not in api.transports for api in cfg.apis):
+        secured = TransportMiddleware(secured, router=router)
     return admin.mount(secured, cfg)

@@ -597,7 +597,9 @@ def _check_admin_path(cfg: Config) -> None:
     if not admin.enabled:
         return
     prefix = admin.path
-    taken = [(f"apis[{a.name}].context", c) for a in cfg.apis for c in a.contexts] + [("public_paths", p) for p in cfg.public_paths]
+    taken = [(f"apis[{a.name}].context", c) for a in cfg.apis for c in a.contexts] + [
+        ("public_paths", p) for p in cfg.public_paths
+    ]
     for key, other in taken:
         other = other.rstrip("/") or "/"
         if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):

@@ -274,7 +274,9 @@ class OAuth2Authenticator(RecallSupport, LocationSupport):
 
     def credential(self, scope: Scope) -> str | None:
         header = self.header
-        return authorization(scope, "bearer") if header == b"authorization" else authorization(scope, "bearer", header)
+        if header is None or header == b"authorization":
+            return authorization(scope, "bearer")
+        return authorization(scope, "bearer", header)
 
     def recall(self, credential: str, api: ApiConfig) -> Principal | None:
         """The caller of a token validated before and still good (cached, keys unchanged), else None."""

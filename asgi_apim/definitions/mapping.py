@@ -135,25 +135,31 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
         table_cors = cors(doc, data["x-wso2-cors"], "/x-wso2-cors")
         if table_cors is not None:
             table["cors"] = table_cors
-    for ext, key in (("x-wso2-request-interceptor", "interceptors"), ("x-wso2-response-interceptor", "response_interceptors")):
+    for ext, key in (
+        ("x-wso2-request-interceptor", "interceptors"),
+        ("x-wso2-response-interceptor", "response_interceptors"),
+    ):
         if ext in data:
             table[key] = callables(doc, data[ext], f"/{ext}")
     known = schemes(doc)
     api_ext = Extensions().over(data, "")
     global_reqs = data.get("security")
     api_security, api_scopes = route_security(doc, known, global_reqs, "/security", api_ext)
-    api_public = _bool(doc, data, "x-wso2-disable-security", "") or bool(api_security and api_security.get("public"))
+    api_public = _bool(doc, data, "x-wso2-disable-security", "")
     if api_security is not None and not api_security.get("public"):
         table["security"] = api_security
     resources = []
-    for path, method, op, where in _operations(doc):
+    for route_path, method, op, where in _operations(doc):
         check_known(doc, op, where, OPERATION_EXTENSIONS)
         _operation_endpoints(doc, op, where)
-        resource: dict[str, Any] = {"path": path, "methods": [method.upper()]}
+        resource: dict[str, Any] = {"path": route_path, "methods": [method.upper()]}
         op_tier = _tier(doc, op, where)
         if op_tier is not None:
             resource["tier"] = op_tier
-        for ext, key in (("x-wso2-request-interceptor", "interceptors"), ("x-wso2-response-interceptor", "response_interceptors")):
+        for ext, key in (
+            ("x-wso2-request-interceptor", "interceptors"),
+            ("x-wso2-response-interceptor", "response_interceptors"),
+        ):
             if ext in op:
                 resource[key] = callables(doc, op[ext], f"{where}/{ext}")
         if api_public or _bool(doc, op, "x-wso2-disable-security", where):

@@ -102,10 +102,12 @@ def _requirements(doc: Document, known: dict[str, Scheme], reqs: Any, where: str
     for i, req in enumerate(reqs):
         if not req:
             raise doc.error(
-                f"{where}/{i}", "an empty requirement beside others makes authentication optional, which WSO2's model"
+                f"{where}/{i}",
+                "an empty requirement beside others makes authentication optional, which WSO2's model"
                 " cannot express (make the operation public with x-wso2-disable-security, or remove {})",
             )
-        mtls, apps, scopes = False, [], ()
+        mtls, apps = False, []
+        scopes: tuple[str, ...] = ()
         for name, wanted in req.items():
             scheme = known.get(name)
             if scheme is None:
@@ -203,8 +205,11 @@ def route_security(
             raise doc.error(f"{at}/optional", "must be true or false")
         kinds = list(dict.fromkeys(_APP_TYPES[t] for t in types))
         if table is not None and table["application"] and set(table["application"]) != set(kinds):
-            raise doc.error(at, f"names {', '.join(kinds)} but the security requirements ({reqs_at}) name"
-                            f" {', '.join(table['application'])}")
+            raise doc.error(
+                at,
+                f"names {', '.join(kinds)} but the security requirements ({reqs_at}) name"
+                f" {', '.join(table['application'])}",
+            )
         table = dict(table or {"mutual_ssl": "disabled"})
         table["application"] = kinds
         table["application_mandatory"] = not optional
@@ -212,7 +217,9 @@ def route_security(
         if ext.mutual_ssl not in _MUTUAL:
             raise doc.error(ext.mutual_at, f"must be one of {', '.join(_MUTUAL)}")
         if table is not None and table["mutual_ssl"] not in ("disabled", ext.mutual_ssl):
-            raise doc.error(ext.mutual_at, f"says {ext.mutual_ssl} but the security requirements say {table['mutual_ssl']}")
+            raise doc.error(
+                ext.mutual_at, f"says {ext.mutual_ssl} but the security requirements say {table['mutual_ssl']}"
+            )
         table = dict(table or {"application": ["oauth2"]})
         if table.get("mutual_ssl", "disabled") == "disabled" and ext.application is None:
             table["application_mandatory"] = bool(table["application"])  # WSO2: both, unless the application's optional
