@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -166,8 +167,15 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
             resource["public"] = True
             resources.append(resource)
             continue
+        # the more specific level decides the application schemes: an operation's own security requirements
+        # over the API's x-wso2-application-security, an operation's own extension over the global requirements
+        ext = api_ext.over(op, where)
         reqs, reqs_at = (op["security"], f"{where}/security") if "security" in op else (global_reqs, "/security")
-        security, scopes = route_security(doc, known, reqs, reqs_at, api_ext.over(op, where))
+        if "security" in op and "x-wso2-application-security" not in op:
+            ext = replace(ext, application=None)
+        elif "x-wso2-application-security" in op and "security" not in op:
+            reqs = None
+        security, scopes = route_security(doc, known, reqs, reqs_at, ext)
         if security is not None and security.get("public"):
             resource["public"] = True
         elif security is not None and security != api_security:
