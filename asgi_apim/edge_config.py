@@ -117,7 +117,7 @@ def parse_cors(t: Table) -> CorsConfig | None:
     if not origins:
         raise ConfigError(f"{c.key}.allow_origins", "must list at least one origin (or '*')")
     for i, o in enumerate(origins):
-        if o != "*" and not _ORIGIN.match(o):
+        if o != "*" and not _ORIGIN.match(o.rstrip("/")):
             raise ConfigError(f"{c.key}.allow_origins[{i}]", f"{o!r} is not an origin such as https://app.example")
     methods = tuple(m.upper() for m in c.strs("allow_methods", WSO2_CORS_METHODS))
     for m in methods:
