@@ -169,13 +169,13 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
             continue
         # the more specific level decides the application schemes: an operation's own security requirements
         # over the API's x-wso2-application-security, an operation's own extension over the global requirements
-        ext = api_ext.over(op, where)
+        extensions = api_ext.over(op, where)
         reqs, reqs_at = (op["security"], f"{where}/security") if "security" in op else (global_reqs, "/security")
         if "security" in op and "x-wso2-application-security" not in op:
-            ext = replace(ext, application=None)
+            extensions = replace(extensions, application=None)
         elif "x-wso2-application-security" in op and "security" not in op:
             reqs = None
-        security, scopes = route_security(doc, known, reqs, reqs_at, ext)
+        security, scopes = route_security(doc, known, reqs, reqs_at, extensions)
         if security is not None and security.get("public"):
             resource["public"] = True
         elif security is not None and security != api_security:
