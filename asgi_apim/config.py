@@ -334,9 +334,8 @@ def _with_definition(t: Table, resolve: Resolve) -> Table:
 
 
 def _api(t: Table, forward_credentials: bool = False, resolve: Resolve | None = None) -> ApiConfig:
-    definition = None
-    if t.has("definition"):
-        definition = t.path("definition", required=True)
+    definition = t.path("definition")
+    if definition is not None:
         t = _with_definition(t, resolve or _unresolved)
     name = t.str("name", required=True)
     contexts = parse_contexts(t)
@@ -370,9 +369,11 @@ def _api(t: Table, forward_credentials: bool = False, resolve: Resolve | None = 
                 tier=_optional_name(r, "tier"),
                 security=_security(r.table("security")) if r.has("security") else None,
                 public=r.bool("public", False),
-                interceptors=parse_callables(r, "interceptors") if r.has("interceptors") else None,
+                interceptors=parse_callables(r, "interceptors") if r.value("interceptors") is not None else None,
                 response_interceptors=(
-                    parse_callables(r, "response_interceptors") if r.has("response_interceptors") else None
+                    parse_callables(r, "response_interceptors")
+                    if r.value("response_interceptors") is not None
+                    else None
                 ),
             )
         )
