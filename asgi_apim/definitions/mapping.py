@@ -111,6 +111,8 @@ def _operations(doc: Document) -> list[tuple[str, str, Mapping[str, Any], str]]:
         path = _template(doc, raw_path, where)
         for method in METHODS:
             if method in item:
+                if method == "trace":
+                    raise doc.error(f"{where}/trace", "TRACE cannot be a resource (it is never routed to an API)")
                 ops.append((path, method, item[method], f"{where}/{method}"))
     return ops
 

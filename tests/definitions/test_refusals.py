@@ -165,6 +165,11 @@ CASES = [
         lambda d: d["paths"]["/pets"]["get"].update({"responses": "none"}),
         "#/paths/~1pets/get/responses: invalid OpenAPI document",
     ),
+    (
+        "trace",
+        lambda d: d["paths"]["/pets"].update({"trace": {"responses": {"200": {"description": "x"}}}}),
+        "#/paths/~1pets/trace: TRACE cannot be a resource",
+    ),
     ("no version", lambda d: d.pop("openapi"), "#/: names no openapi"),
 ]
 
