@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgi_apim.config import parse_config
 from asgi_apim.edge_config import WSO2_CORS_HEADERS, WSO2_CORS_METHODS, CorsConfig
@@ -84,3 +86,27 @@ def test_bad_values_name_the_key(keys: dict[str, Any], key: str, message: str) -
     with pytest.raises(ConfigError, match=message) as caught:
         api(**keys)
     assert str(caught.value).startswith(key + ":"), str(caught.value)
+
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100_000),
+    st.text(max_size=20),
+    st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["*", "https://a.example", "GET", "x-h"])), max_size=3),
+)
+_CORS_KEYS = ["allow_origins", "allow_methods", "allow_headers", "allow_credentials", "expose_headers", "max_age"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_CORS_KEYS), _ANY, max_size=6), st.one_of(st.none(), _ANY))
+def test_any_cors_table_or_transports_is_read_or_refused_naming_the_key(cors: dict[str, Any], transports: Any) -> None:
+    keys: dict[str, Any] = {"cors": {k: v for k, v in cors.items() if v is not None}}
+    if transports is not None:
+        keys["transports"] = transports
+    try:
+        got = api(**keys)
+    except ConfigError as exc:
+        assert str(exc).startswith(("apis[0].cors", "apis[0].transports")), str(exc)
+        return
+    assert got.cors is not None and got.cors.allow_origins and set(got.transports) <= {"http", "https"}
