@@ -104,3 +104,36 @@ async def test_the_version_reaches_request_user(tmp_path: Path) -> None:
         r = await call(stack, "GET", path, basic)
         assert r.status == 200 and r.json()["version"] == "3.1" and r.json()["subject"] == "bob"
     assert (await call(stack, "GET", "/a/3.0/x")).status == 401  # below /a: the default version's context
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["fast path", "general path"])
+async def test_a_certificate_caller_carries_the_version_too(tmp_path: Path, explain: bool) -> None:
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from asgi_apim.certs.pki import issue_client, make_ca
+
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
+    client = issue_client(ca, "partner")
+    raw = {
+        "encryption": {"key": "ab" * 32},
+        "mutual_ssl": {"truststore": ["ca.pem"]},
+        "apis": [
+            {
+                "name": "certs",
+                "context": "/c",
+                "version": "4",
+                "default_version": True,
+                "security": {"mutual_ssl": "mandatory"},
+                "certificates": [{"alias": "partners", "certificate": "ca.pem"}],
+            }
+        ],
+    }
+    stack = protect(app, parse_config(raw, base=tmp_path), explain=explain)
+    header = [("x-wso2-client-certificate", quote(client.cert.public_bytes(Encoding.PEM).decode(), safe=""))]
+    for path in ("/c/4/x", "/c/x", "/c/4/y"):
+        r = await call(stack, "GET", path, header)
+        assert r.status == 200, r.body
+        assert (r.json()["method"], r.json()["alias"], r.json()["version"]) == ("mutual_ssl", "partners", "4")
