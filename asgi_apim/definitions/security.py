@@ -79,6 +79,7 @@ class Extensions:
     mutual_ssl: str | None = None
     mutual_at: str = ""
     auth_header: str | None = None
+    auth_at: str = "/x-wso2-auth-header"
 
     def over(self, node: Mapping[str, Any], where: str) -> Extensions:
         """These extensions with those of ``node`` (an operation) in their place."""
@@ -91,6 +92,7 @@ class Extensions:
             mutual_ssl=mutual if mutual is not None else self.mutual_ssl,
             mutual_at=f"{where}/x-wso2-mutual-ssl" if mutual is not None else self.mutual_at,
             auth_header=header if header is not None else self.auth_header,
+            auth_at=f"{where}/x-wso2-auth-header" if header is not None else self.auth_at,
         )
 
 
@@ -228,7 +230,7 @@ def route_security(
         raise doc.error(ext.application_at, "optional: true needs x-wso2-mutual-ssl (the certificate instead)")
     if ext.auth_header is not None:
         if not isinstance(ext.auth_header, str) or not ext.auth_header:
-            raise doc.error("/x-wso2-auth-header", "must be a header name")
+            raise doc.error(ext.auth_at, "must be a header name")
         table = dict(table or {})
         table["auth_header"] = ext.auth_header
     return table, scopes
