@@ -22,6 +22,7 @@ is refused, naming the file and the JSON pointer, rather than approximated.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from asgi_apim.definitions.document import Document
 PUBLIC: dict[str, Any] = {"public": True}
 _APP_TYPES = {"oauth2": "oauth2", "api_key": "api_key", "basic_auth": "basic"}  # x-wso2-application-security
 _MUTUAL = ("mandatory", "optional")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110: a header name
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ def route_security(
     if table is not None and not table.get("application_mandatory", True) and table["mutual_ssl"] == "disabled":
         raise doc.error(ext.application_at, "optional: true needs x-wso2-mutual-ssl (the certificate instead)")
     if ext.auth_header is not None:
-        if not isinstance(ext.auth_header, str) or not ext.auth_header:
+        if not isinstance(ext.auth_header, str) or not _TOKEN.fullmatch(ext.auth_header):
             raise doc.error(ext.auth_at, "must be a header name")
         table = dict(table or {})
         table["auth_header"] = ext.auth_header

@@ -166,6 +166,11 @@ CASES = [
         "#/paths/~1pets/get/responses: invalid OpenAPI document",
     ),
     (
+        "auth header",
+        lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-auth-header": "X Auth"}),
+        "#/paths/~1pets/get/x-wso2-auth-header: must be a header name",
+    ),
+    (
         "trace",
         lambda d: d["paths"]["/pets"].update({"trace": {"responses": {"200": {"description": "x"}}}}),
         "#/paths/~1pets/trace: TRACE cannot be a resource",
