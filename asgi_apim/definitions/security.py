@@ -57,7 +57,12 @@ def schemes(doc: Document) -> dict[str, Scheme]:
         if kind == "apiKey":
             if scheme.get("in") not in ("header", "query"):
                 raise doc.error(f"{at}/in", f"API keys in {scheme.get('in')!r} are not supported (header or query)")
-            found[name] = Scheme("api_key", scheme["in"], scheme["name"])
+            key_name = scheme.get("name")
+            if not isinstance(key_name, str) or not (
+                _TOKEN.fullmatch(key_name) if scheme["in"] == "header" else key_name
+            ):
+                raise doc.error(f"{at}/name", f"must be a {scheme['in']} name")
+            found[name] = Scheme("api_key", scheme["in"], key_name)
         elif kind == "basic" or (kind == "http" and str(scheme.get("scheme", "")).lower() == "basic"):
             found[name] = Scheme("basic")
         elif kind == "http" and str(scheme.get("scheme", "")).lower() == "bearer":

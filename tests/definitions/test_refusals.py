@@ -166,6 +166,11 @@ CASES = [
         "#/paths/~1pets/get/responses: invalid OpenAPI document",
     ),
     (
+        "key header name",
+        lambda d: d["components"]["securitySchemes"]["pet_key"].update({"name": "X Pet"}),
+        "#/components/securitySchemes/pet_key/name: must be a header name",
+    ),
+    (
         "auth header",
         lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-auth-header": "X Auth"}),
         "#/paths/~1pets/get/x-wso2-auth-header: must be a header name",
