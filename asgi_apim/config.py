@@ -335,8 +335,20 @@ def _with_definition(t: Table, resolve: Resolve) -> Table:
 
 def _api(t: Table, forward_credentials: bool = False, resolve: Resolve | None = None) -> ApiConfig:
     definition = t.path("definition")
-    if definition is not None:
-        t = _with_definition(t, resolve or _unresolved)
+    if definition is None:
+        return _read_api(t, forward_credentials, None)
+    merged = _with_definition(t, resolve or _unresolved)
+    try:
+        return _read_api(merged, forward_credentials, definition)
+    except ConfigError as exc:  # a value the definition gave (not a TOML key beside it): say where it came from
+        own = exc.key[len(t.key) + 1 :].split(".")[0].split("[")[0] if exc.key.startswith(t.key + ".") else ""
+        if not own or own in t.raw:
+            raise
+        message = str(exc)[len(exc.key) + 2 :]
+        raise ConfigError(exc.key, f"{message} (given by {definition})") from None
+
+
+def _read_api(t: Table, forward_credentials: bool, definition: Path | None) -> ApiConfig:
     name = t.str("name", required=True)
     contexts = parse_contexts(t)
     context = contexts.context

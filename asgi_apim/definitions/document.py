@@ -14,6 +14,16 @@ from openapi_spec_validator import validate
 from asgi_apim.errors import ConfigError
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: a character that is not printable (a newline in a key) escaped."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def located(path: Path, where: str, message: str) -> ConfigError:
+    """The one-line error of a definition: the file, ``#``, the JSON pointer, and why."""
+    return ConfigError(printable(f"{path}#{where}"), printable(message))
+
+
 def pointer(*parts: object) -> str:
     """The JSON pointer of ``parts`` (``~`` and ``/`` escaped as RFC 6901 says)."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
@@ -28,7 +38,7 @@ class Document:
         self.swagger = "swagger" in data
 
     def error(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}#{where}", message)
+        return located(self.path, where, message)
 
     def resolve(self, value: Any, where: str) -> tuple[Any, str]:
         """``value`` with a local ``$ref`` (``#/...``) followed, and where it was found."""
@@ -78,20 +88,20 @@ def read_document(path: Path) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot read the definition: {exc.strerror or exc}") from None
+        raise ConfigError(printable(str(path)), f"cannot read the definition: {exc.strerror or exc}") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}#/", f"is neither valid JSON nor YAML: {_first_line(str(exc))}") from None
+        raise located(path, "/", f"is neither valid JSON nor YAML: {_first_line(str(exc))}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}#/", "is not an OpenAPI document (an object with openapi or swagger)")
+        raise located(path, "/", "is not an OpenAPI document (an object with openapi or swagger)")
     data = _strings(data)
     if not isinstance(data.get("openapi", data.get("swagger")), str):
-        raise ConfigError(f"{path}#/", "names no openapi (3.0, 3.1) or swagger (2.0) version")
+        raise located(path, "/", "names no openapi (3.0, 3.1) or swagger (2.0) version")
     try:
         validate(data)
     except Exception as exc:  # the validator's own tree (jsonschema errors, version detection, references)
         where = _where(getattr(exc, "absolute_path", ()) or ())
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        raise ConfigError(f"{path}#{where}", f"invalid OpenAPI document: {_first_line(message)}") from None
+        raise located(path, where, f"invalid OpenAPI document: {_first_line(message)}") from None
     return Document(path, data)

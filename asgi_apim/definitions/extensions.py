@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from asgi_apim.definitions.document import Document
+from asgi_apim.definitions.document import Document, printable
 
 Resolve = Callable[[Any, str], Any]  # (raw value, key) -> the value: $env{}, $secret{}, ciphertexts
 
@@ -132,7 +132,7 @@ def _security_config(doc: Document, value: Any, where: str, resolve: Resolve) ->
         if not isinstance(value.get(key), str) or not value[key]:
             raise doc.error(f"{where}/{key}", "is required")
     # the password is written as in deployment.toml: an asgi-apim encrypt ciphertext or $secret{NAME}
-    password = resolve(value["password"], f"{doc.path}#{where}/password")
+    password = resolve(value["password"], printable(f"{doc.path}#{where}/password"))
     return {"type": "basic", "username": value["username"], "password": password}
 
 

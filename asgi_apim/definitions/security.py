@@ -53,6 +53,8 @@ def schemes(doc: Document) -> dict[str, Scheme]:
     found: dict[str, Scheme] = {}
     for name, value in raw.items():
         scheme, at = doc.resolve(value, f"{where}/{name}")
+        if not isinstance(scheme, Mapping):
+            raise doc.error(at, "must be a security scheme object")
         kind = scheme.get("type")
         if kind == "apiKey":
             if scheme.get("in") not in ("header", "query"):
@@ -207,7 +209,7 @@ def route_security(
         if unknown:
             raise doc.error(f"{at}/{unknown[0]}", "is not a key of x-wso2-application-security")
         types = app.get("security-types", ["oauth2"])
-        if not isinstance(types, list) or not all(t in _APP_TYPES for t in types):
+        if not isinstance(types, list) or not all(isinstance(t, str) and t in _APP_TYPES for t in types):
             raise doc.error(f"{at}/security-types", f"must list some of {', '.join(_APP_TYPES)}")
         optional = app.get("optional", False)
         if not isinstance(optional, bool):

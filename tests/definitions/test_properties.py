@@ -4,6 +4,7 @@ definition is read or refused with the file and a pointer, never another error."
 from __future__ import annotations
 
 import copy
+import json
 import itertools
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from asgi_apim._schema import Table
 from asgi_apim.config import parse_config
 from asgi_apim.definitions import load_definition
 from asgi_apim.definitions.document import Document
+from asgi_apim.definitions.extensions import API_EXTENSIONS
 from asgi_apim.definitions.security import Extensions, route_security, schemes
 from asgi_apim.edge_config import parse_contexts
 from asgi_apim.errors import ConfigError
@@ -99,7 +101,11 @@ def test_contexts_are_read_or_refused_naming_the_key(context: str, version: str 
     assert got.default_version == default
 
 
-PETSTORE = yaml.safe_load((HERE / "petstore.yaml").read_text())
+DOCUMENTS = {
+    "petstore.yaml": yaml.safe_load((HERE / "petstore.yaml").read_text()),
+    "pizzashack.json": yaml.safe_load((HERE / "pizzashack.json").read_text()),
+    "vault.yaml": yaml.safe_load((HERE / "vault.yaml").read_text()),
+}
 
 
 def _nodes(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -113,7 +119,7 @@ def _nodes(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-NODES = [p for p in _nodes(PETSTORE) if p]
+NODES = [(name, p) for name, doc in DOCUMENTS.items() for p in _nodes(doc) if p]
 values = st.one_of(
     st.none(),
     st.booleans(),
@@ -124,21 +130,28 @@ values = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(NODES), st.one_of(st.just("delete"), values))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(NODES),
+    st.one_of(st.just("delete"), values),
+    st.one_of(st.none(), st.sampled_from(sorted(API_EXTENSIONS))),
+)
 def test_any_edit_of_a_definition_is_read_or_refused_with_a_pointer(
-    tmp_path: Path, where: tuple[Any, ...], value: Any
+    tmp_path: Path, node: tuple[str, tuple[Any, ...]], value: Any, extension: str | None
 ) -> None:
-    doc = copy.deepcopy(PETSTORE)
+    name, where = node
+    doc = copy.deepcopy(DOCUMENTS[name])
     parent = doc
     for part in where[:-1]:
         parent = parent[part]
     if value == "delete":
         del parent[where[-1]]
+    elif extension is not None and isinstance(parent, dict):
+        parent[extension] = value  # an extension, with any value, anywhere
     else:
         parent[where[-1]] = value
-    path = tmp_path / "edited.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = tmp_path / f"edited-{name}"
+    path.write_text(json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc))
     try:
         table = load_definition(path, lambda v, k: v)
     except ConfigError as exc:

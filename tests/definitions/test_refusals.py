@@ -234,3 +234,13 @@ def test_a_toml_value_the_definition_makes_invalid_is_named_by_its_key(tmp_path:
     apis = '[[apis]]\ndefinition = "{here}/petstore.yaml"\ntier = "Platinum"\n'
     with pytest.raises(ConfigError, match=r"apis\[Swagger Petstore\]\.tier: unknown tier 'Platinum'"):
         load_config(write_setup(tmp_path, apis))
+
+
+def test_a_value_the_definition_gives_that_the_configuration_refuses_names_the_file(tmp_path: Path) -> None:
+    doc = edited(lambda d: d["x-wso2-sandbox-endpoints"].update({"urls": ["ftp://127.0.0.1/x"]}))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_setup(tmp_path, '[[apis]]\ndefinition = "p.yaml"\n'))
+    message = str(caught.value)
+    assert message.startswith("apis[0].sandbox_backend.urls[0]: must be an http:// or https:// URL")
+    assert message.endswith(f"(given by {tmp_path / 'p.yaml'})")
