@@ -4,8 +4,8 @@ definition is read or refused with the file and a pointer, never another error."
 from __future__ import annotations
 
 import copy
-import json
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
