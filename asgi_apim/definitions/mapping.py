@@ -147,7 +147,8 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
     known = schemes(doc)
     api_ext = Extensions().over(data, "")
     global_reqs = data.get("security")
-    api_security, api_scopes = route_security(doc, known, global_reqs, "/security", api_ext)
+    # the API's own security (its scopes apply through each operation that inherits the requirements)
+    api_security, _ = route_security(doc, known, global_reqs, "/security", api_ext)
     api_public = _bool(doc, data, "x-wso2-disable-security", "")
     if api_security is not None and not api_security.get("public"):
         table["security"] = api_security
@@ -189,5 +190,4 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
         table["resources"] = resources
     if api_public and not resources:
         raise doc.error("/x-wso2-disable-security", "is true but the document has no operation to make public")
-    del api_scopes  # the API-level requirements' scopes apply through each operation that inherits them
     return table
