@@ -4,7 +4,8 @@
     app = protect(app, config="deployment.toml")
 
 or compose the middlewares yourself with ``app.add_middleware(...)``:
-`MutualTLSMiddleware`, `APISecurityMiddleware`, `ThrottlingMiddleware`.
+`MutualTLSMiddleware`, `APISecurityMiddleware`, `ThrottlingMiddleware`, and per API
+`TransportMiddleware`, `APICORSMiddleware` (in front) and `InterceptorMiddleware` (behind).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ if TYPE_CHECKING:  # imported on first use, by __getattr__
     from asgi_apim._stack import protect
     from asgi_apim.auth.policy import APISecurityMiddleware
     from asgi_apim.certs.middleware import MutualTLSMiddleware
+    from asgi_apim.edge import (
+        APICORSMiddleware,
+        InterceptorContext,
+        InterceptorMiddleware,
+        ResponseContext,
+        TransportMiddleware,
+    )
     from asgi_apim.routing import Router
     from asgi_apim.throttling import ThrottlingMiddleware
 
@@ -28,19 +36,29 @@ _LAZY = {
     "APISecurityMiddleware": "asgi_apim.auth.policy",
     "ThrottlingMiddleware": "asgi_apim.throttling",
     "Router": "asgi_apim.routing",
+    "APICORSMiddleware": "asgi_apim.edge",
+    "InterceptorMiddleware": "asgi_apim.edge",
+    "TransportMiddleware": "asgi_apim.edge",
+    "InterceptorContext": "asgi_apim.edge",
+    "ResponseContext": "asgi_apim.edge",
 }
 
 __all__ = [
+    "APICORSMiddleware",
     "APIMError",
     "APISecurityMiddleware",
     "Config",
     "ConfigError",
     "CryptoError",
+    "InterceptorContext",
+    "InterceptorMiddleware",
     "MutualTLSMiddleware",
     "Principal",
     "RequestError",
+    "ResponseContext",
     "Router",
     "ThrottlingMiddleware",
+    "TransportMiddleware",
     "load_config",
     "load_secrets",
     "protect",

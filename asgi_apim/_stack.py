@@ -26,6 +26,7 @@ from asgi_apim.auth.policy import APISecurityMiddleware
 from asgi_apim.certs.resolver import CertificateResolver
 from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
 from asgi_apim.config import Config, load_config
+from asgi_apim.edge import APICORSMiddleware, InterceptorMiddleware, TransportMiddleware
 from asgi_apim.errors import AlreadyProtected
 from asgi_apim.metrics import Accepted
 from asgi_apim.registry import admin, feed_for
@@ -107,9 +108,11 @@ def protect(
     credentials = ApplicationSecurity.from_config(cfg)
     accepted: Accepted | None = {} if cfg.metrics.enabled else None
     background.add(credentials.start)
-    secured = APISecurityMiddleware(
-        app,
-        router=Router.from_config(cfg),
+    router = Router.from_config(cfg)
+    interceptors = InterceptorMiddleware(app, router=router)  # after authentication and throttling
+    secured: ASGIApp = APISecurityMiddleware(
+        interceptors if interceptors else app,
+        router=router,
         credentials=credentials,
         resolver=resolver,
         limiter=Limiter.from_config(cfg),
@@ -118,4 +121,8 @@ def protect(
         explain=explain,
         accepted=accepted,
     )
+    if any(api.cors is not None for api in cfg.apis):  # a preflight is answered before authentication
+        secured = APICORSMiddleware(secured, router=router)
+    if any("http" not in api.transports for api in cfg.apis):
+        secured = TransportMiddleware(secured, router=router)
     return metrics.mount(admin.mount(issuer.mount(secured, cfg, resolver), cfg), cfg, accepted, resolver, feed)

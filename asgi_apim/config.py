@@ -10,15 +10,18 @@ value stops loading with one `ConfigError` that names the key.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asgi_apim._schema import Decrypt, Secrets, Table, plain_path, read_toml, resolve_document
+from asgi_apim._schema import Decrypt, Resolver, Secrets, Table, plain_path, read_toml, resolve_document
 from asgi_apim._tiers import DEFAULT_TIERS, parse_tiers
 from asgi_apim.apikeys_config import ApiKeyIssuerConfig, TrustedIssuerConfig, parse_issuer, parse_trusted_issuers
+from asgi_apim.definitions import load_definition
+from asgi_apim.edge_config import CorsConfig, parse_callables, parse_contexts, parse_cors, parse_transports
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway_config import BackendConfig, BackendSecurityConfig, GatewayApiConfig, parse_gateway
 from asgi_apim.secrets.keys import (
@@ -29,6 +32,8 @@ from asgi_apim.secrets.keys import (
     generate_key,
     key_absent,
 )
+
+logger = logging.getLogger("asgi_apim.config")
 
 HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
 MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
@@ -131,6 +136,16 @@ class SecurityConfig:
     mutual_ssl: str = "disabled"
     application: tuple[str, ...] = ("oauth2",)
     application_mandatory: bool = True
+    # where this API's (or resource's) credentials are read; None: the global [api_keys] / Authorization,
+    # "" (API keys): not read from that place at all
+    api_key_header: str | None = None
+    api_key_query: str | None = None
+    auth_header: str | None = None
+
+    @property
+    def located(self) -> bool:
+        """Whether a credential is read from somewhere else than the global places."""
+        return self.api_key_header is not None or self.api_key_query is not None or self.auth_header is not None
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,8 @@ class ResourceConfig:
     tier: str | None = None
     security: SecurityConfig | None = None
     public: bool = False
+    interceptors: tuple[str, ...] | None = None  # None: the API's
+    response_interceptors: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,21 @@ class ApiConfig:
     # True: the credential that authenticated a request also reaches the app or backend
     forward_credentials: bool = False
     gateway: GatewayApiConfig = field(default_factory=GatewayApiConfig)  # every gateway key, backend included
+    version: str | None = None
+    unversioned_context: str | None = None  # with a version: the context without it
+    default_version: bool = False  # also serve unversioned_context (WSO2's default version)
+    transports: tuple[str, ...] = ("http", "https")
+    cors: CorsConfig | None = None
+    interceptors: tuple[str, ...] = ()  # "module:function", async request interceptors
+    response_interceptors: tuple[str, ...] = ()
+    definition: Path | None = None  # the OpenAPI document it was read from, if any
+
+    @property
+    def contexts(self) -> tuple[str, ...]:
+        """The path prefixes the API owns: its (versioned) context, and the default version's."""
+        if self.default_version and self.unversioned_context is not None:
+            return (self.context, self.unversioned_context)
+        return (self.context,)
 
 
 @dataclass(frozen=True)
@@ -246,13 +278,28 @@ def _optional_name(t: Table, name: str) -> str | None:
     return value
 
 
+def _location(t: Table, name: str, header: bool) -> str | None:
+    """A credential's own header or query parameter name; "" (API keys): not read there."""
+    value = t.str(name)
+    if value and header:
+        value = t.header_name(name, value).lower()
+    return value
+
+
 def _security(t: Table) -> SecurityConfig:
     mutual = t.str("mutual_ssl", "disabled", choices=MUTUAL_SSL_MODES)
     sec = SecurityConfig(
         mutual_ssl=mutual,
         application=t.strs("application", ("oauth2",) if mutual == "disabled" else (), choices=APPLICATION_SCHEMES),
         application_mandatory=t.bool("application_mandatory", mutual != "mandatory"),
+        api_key_header=_location(t, "api_key_header", True),
+        api_key_query=_location(t, "api_key_query", False),
+        auth_header=_location(t, "auth_header", True),
     )
+    if sec.auth_header == "":
+        raise ConfigError(f"{t.key}.auth_header", "is empty: name a header, or leave the key out")
+    if sec.api_key_header == "" and sec.api_key_query == "":
+        raise ConfigError(f"{t.key}.api_key_query", "and api_key_header are both empty: no API key could be read")
     t.done()
     if mutual != "mandatory" and not sec.application:
         raise ConfigError(
@@ -278,9 +325,47 @@ def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: Se
         )
 
 
-def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
+Resolve = Callable[[Any, str], Any]  # (raw value, key) -> the value: $env{}, $secret{}, ciphertexts
+
+
+def _unresolved(value: Any, key: str) -> Any:
+    return value
+
+
+def _with_definition(t: Table, resolve: Resolve) -> Table:
+    """The API table ``t`` over the OpenAPI document its ``definition`` names: each key of ``t`` replaces
+    the definition's (logged), and the result is read as if it had been written in TOML."""
+    path = t.path("definition", required=True)
+    mapped = load_definition(path, resolve)
+    merged = dict(mapped)
+    for key, value in t.raw.items():
+        if key == "definition":
+            continue
+        if key in mapped:
+            logger.info("%s.%s overrides what %s gives", t.key, key, path.name)
+        merged[key] = value
+    return Table(merged, t.key, t.base)
+
+
+def _api(t: Table, forward_credentials: bool = False, resolve: Resolve | None = None) -> ApiConfig:
+    definition = t.path("definition")
+    if definition is None:
+        return _read_api(t, forward_credentials, None)
+    merged = _with_definition(t, resolve or _unresolved)
+    try:
+        return _read_api(merged, forward_credentials, definition)
+    except ConfigError as exc:  # a value the definition gave (not a TOML key beside it): say where it came from
+        own = exc.key[len(t.key) + 1 :].split(".")[0].split("[")[0] if exc.key.startswith(t.key + ".") else ""
+        if not own or own in t.raw:
+            raise
+        message = str(exc)[len(exc.key) + 2 :]
+        raise ConfigError(exc.key, f"{message} (given by {definition})") from None
+
+
+def _read_api(t: Table, forward_credentials: bool, definition: Path | None) -> ApiConfig:
     name = t.str("name", required=True)
-    context = t.path_prefix("context")
+    contexts = parse_contexts(t)
+    context = contexts.context
     gateway = parse_gateway(t)
     tier = t.str("tier", "Unlimited", required=True)
     truststore_tier = _optional_name(t, "truststore_tier")
@@ -310,6 +395,12 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
                 tier=_optional_name(r, "tier"),
                 security=_security(r.table("security")) if r.has("security") else None,
                 public=r.bool("public", False),
+                interceptors=parse_callables(r, "interceptors") if r.value("interceptors") is not None else None,
+                response_interceptors=(
+                    parse_callables(r, "response_interceptors")
+                    if r.value("response_interceptors") is not None
+                    else None
+                ),
             )
         )
         for m in resources[-1].methods:
@@ -322,6 +413,10 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
         _check_scopes_reachable(r, resources[-1], security)
         r.done()
     forward_credentials = t.bool("forward_credentials", forward_credentials)
+    transports = parse_transports(t)
+    cors = parse_cors(t)
+    interceptors = parse_callables(t, "interceptors")
+    response_interceptors = parse_callables(t, "response_interceptors")
     t.done()
     return ApiConfig(
         name=name,
@@ -335,6 +430,14 @@ def _api(t: Table, forward_credentials: bool = False) -> ApiConfig:
         truststore_tier=truststore_tier,
         forward_credentials=forward_credentials,
         gateway=gateway,
+        version=contexts.version,
+        unversioned_context=contexts.unversioned,
+        default_version=contexts.default_version,
+        transports=transports,
+        cors=cors,
+        interceptors=interceptors,
+        response_interceptors=response_interceptors,
+        definition=definition,
     )
 
 
@@ -522,7 +625,9 @@ def _check_admin_path(cfg: Config) -> None:
     if not admin.enabled:
         return
     prefix = admin.path
-    taken = [(f"apis[{a.name}].context", a.context) for a in cfg.apis] + [("public_paths", p) for p in cfg.public_paths]
+    taken = [(f"apis[{a.name}].context", c) for a in cfg.apis for c in a.contexts] + [
+        ("public_paths", p) for p in cfg.public_paths
+    ]
     for key, other in taken:
         other = other.rstrip("/") or "/"
         if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):
@@ -633,6 +738,7 @@ def parse_config(
     if decrypt is None and (encryption.key is not None or encryption.old_keys):
         decrypt = decryptor_for(encryption)
     resolved, secrets = resolve_document(raw, decrypt)
+    resolve = Resolver(secrets, decrypt)
     root = Table(resolved, "", base)
     root.seen.update(("encryption", "secrets"))
     public_paths = root.strs("public_paths")
@@ -644,23 +750,23 @@ def parse_config(
                 " space or dot-segment: it could never be matched)",
             )
     forward_credentials = root.bool("forward_credentials", False)
-    apis = tuple(_api(t, forward_credentials) for t in root.tables("apis"))
+    apis = tuple(_api(t, forward_credentials, resolve) for t in root.tables("apis"))
     names = [a.name for a in apis]
     if len(set(names)) != len(names):
         raise ConfigError("apis", "API names must be unique")
-    contexts = [a.context for a in apis]
+    contexts = [c for a in apis for c in a.contexts]
     if len(set(contexts)) != len(contexts):
-        raise ConfigError("apis", "two APIs share a context")
+        raise ConfigError("apis", "two APIs share a context (a default version's unversioned context included)")
     for p in public_paths:  # matched first, by path segments: a public path at or above a context takes the whole API
         prefix = p.rstrip("/") or "/"
         for a in apis:
-            context = a.context.rstrip("/") or "/"
-            if prefix == "/" or context == prefix or context.startswith(prefix + "/"):
-                raise ConfigError(
-                    "public_paths",
-                    f"{p!r} covers API {a.name!r} (context {a.context}): its security would never apply;"
-                    " make resources public with `public = true` instead",
-                )
+            for context in a.contexts:
+                if prefix == "/" or context == prefix or context.startswith(prefix + "/"):
+                    raise ConfigError(
+                        "public_paths",
+                        f"{p!r} covers API {a.name!r} (context {context}): its security would never apply;"
+                        " make resources public with `public = true` instead",
+                    )
     throttling = _throttling(root.table("throttling"))
     kms = tuple(_key_manager(t, throttling.subscriber_claim) for t in root.tables("key_managers"))
     km_names = [km.name for km in kms]

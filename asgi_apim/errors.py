@@ -20,10 +20,12 @@ Every error a caller can catch has a place in this tree::
         │   └── InvalidCredentials ......... 401  900901
         │       └── CertificateRejected .... 401  900901  a certificate that does not pass
         ├── Forbidden ...................... 403  900908
-        │   └── ScopeMismatch .............. 403  900910
+        │   ├── ScopeMismatch .............. 403  900910
+        │   └── TransportRefused ........... 403  900906  plain HTTP on an API served over HTTPS only
         ├── NotFound ....................... 404  900906  no API owns the path
         ├── Throttled ...................... 429  900800-series, with Retry-After
         ├── StorageUnavailable ............. 503  900899  throttling storage away (fail closed; no WSO2 code)
+        ├── InterceptorFailed .............. 500  101500  a request or response interceptor raised (no WSO2 code)
         └── BackendError ................... 502  101503  gateway mode: connecting to the backend failed
             ├── BackendConnectTimeout ...... 504  101508  no connection within the connect timeout
             ├── BackendTimeout ............. 504  101504  no answer within the read (or total) timeout
@@ -196,6 +198,17 @@ class Forbidden(RequestError):
 class ScopeMismatch(Forbidden):
     code = 900910
     title = "The access token does not allow you to access the requested resource"
+
+
+class TransportRefused(Forbidden):
+    code = 900906  # WSO2: the API is not published on this transport, so no resource matches
+    title = "Forbidden"
+
+
+class InterceptorFailed(RequestError):
+    status = 500
+    code = 101500  # WSO2 has no code for a failing interceptor
+    title = "Internal Server Error"
 
 
 class NotFound(RequestError):

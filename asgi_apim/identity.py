@@ -46,6 +46,7 @@ class Principal(BaseUser):
     throttle_key: str = ""
     application_tier: str | None = None
     application_key: str = ""
+    version: str | None = None  # the version of the API called (`[[apis]] version`), if it has one
 
     @property
     def is_authenticated(self) -> bool:
@@ -94,6 +95,7 @@ class Principal(BaseUser):
             "tier": self.tier,
             "scopes": list(self.scopes),
             "api": self.api,
+            "version": self.version,
         }
 
 
@@ -122,7 +124,9 @@ class CertificatePrincipal(Principal):
     the verdict, whose ``principals`` hold it: no reference cycle, so a verdict dropped from
     the caches is freed at once, not by the garbage collector."""
 
-    def __init__(self, verdict: Any, api: str, tier: str, alias: str | None, claims: Any) -> None:
+    def __init__(
+        self, verdict: Any, api: str, tier: str, alias: str | None, claims: Any, version: str | None = None
+    ) -> None:
         # the frozen dataclass's fields, straight into the instance dict; subject and throttle_key stay lazy
         attrs = self.__dict__
         attrs["method"] = "mutual_ssl"
@@ -133,6 +137,7 @@ class CertificatePrincipal(Principal):
         attrs["methods"] = ("mutual_ssl",)
         attrs["certificate"] = verdict.leaf
         attrs["claims"] = claims
+        attrs["version"] = version
         attrs["credentials"] = _CERTIFICATE_CREDENTIALS  # no scopes: one read-only AuthCredentials for all
 
     @cached_property
@@ -158,6 +163,7 @@ def anonymous_dict(api: str | None = None) -> dict[str, Any]:
         "tier": None,
         "scopes": [],
         "api": api,
+        "version": None,
     }
 
 

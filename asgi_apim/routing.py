@@ -3,7 +3,10 @@
 An API owns its ``context`` path prefix (at a segment boundary: ``/pets`` owns
 ``/pets`` and ``/pets/1``, not ``/petshop``); the longest context wins.
 Resource paths are Starlette-style templates (``/pets/{id}``), written either
-in full (starting with the context) or relative to the context.
+in full (starting with the context, with or without its version) or relative to
+the context; an API read from an OpenAPI definition has them relative, as
+OpenAPI does. A versioned API owns ``/context/version``; with
+``default_version`` it owns the unversioned context too, with the same resources.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
+def relative_path(api: ApiConfig, path: str) -> str:
+    """A resource path below the API's context (``""`` for the context itself)."""
+    if api.definition is not None:
+        return "" if path == "/" else path
+    for context in (api.context, api.unversioned_context):
+        if context is not None and _under(path, context):
+            return path if context == "/" else path[len(context) :]
+    return path
+
+
 class Router:
     """Built once from the configuration; `match` is the per-request call."""
 
@@ -40,17 +53,20 @@ class Router:
         self, apis: tuple[ApiConfig, ...] | list[ApiConfig], public_paths: tuple[str, ...] | list[str] = ()
     ) -> None:
         self.public_paths = tuple(p.rstrip("/") or "/" for p in public_paths)
-        self.apis = tuple(sorted(apis, key=lambda a: len(a.context), reverse=True))
+        self.apis = tuple(apis)
+        # (context, api), longest first: a default version's unversioned context is one more prefix of its API
+        self._prefixes = sorted(((c, a) for a in apis for c in a.contexts), key=lambda p: len(p[0]), reverse=True)
         self._resources: dict[str, list[tuple[re.Pattern[str], frozenset[str], ResourceConfig]]] = {}
         for api in self.apis:
             compiled = []
             for r in api.resources:
-                full = r.path if _under(r.path, api.context) else api.context.rstrip("/") + r.path
-                regex, _, _ = compile_path(full)
+                rel = relative_path(api, r.path)
                 methods = frozenset(r.methods)
                 if "GET" in methods:  # Starlette (and HTTP) serve HEAD with the GET handler: the same rules apply
                     methods |= {"HEAD"}
-                compiled.append((regex, methods, r))
+                for context in api.contexts:
+                    regex, _, _ = compile_path((context.rstrip("/") + rel) or "/")
+                    compiled.append((regex, methods, r))
             self._resources[api.name] = compiled
         self._cache: dict[tuple[str, str], Route] = {}
 
@@ -78,8 +94,8 @@ class Router:
         for p in self.public_paths:
             if _under(path, p):
                 return PUBLIC
-        for api in self.apis:
-            if _under(path, api.context):
+        for context, api in self._prefixes:
+            if _under(path, context):
                 for regex, methods, resource in self._resources[api.name]:
                     if (not methods or method in methods) and regex.match(path):
                         return Route(api=api, resource=resource, public=resource.public)

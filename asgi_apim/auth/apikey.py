@@ -16,6 +16,7 @@ the ``[api_keys] header`` or, failing that, the ``query_param``.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from asgi_apim.auth.base import (
     DEFAULT_REALM,
     MAX_TOKEN_BYTES,
     ExpiringCache,
+    LocationSupport,
     RecallSupport,
     Verified,
     audiences,
@@ -46,7 +48,7 @@ from asgi_apim.auth.subscriptions import (
     Subscriptions,
     read_subscriptions,
 )
-from asgi_apim.config import ApiConfig, Config
+from asgi_apim.config import ApiConfig, Config, SecurityConfig
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
 
@@ -104,7 +106,7 @@ def issue_api_key(
     )
 
 
-class ApiKeyAuthenticator(RecallSupport):
+class ApiKeyAuthenticator(RecallSupport, LocationSupport):
     """API keys from a header or query parameter, verified with their issuer's keys."""
 
     scheme = "api_key"
@@ -157,6 +159,20 @@ class ApiKeyAuthenticator(RecallSupport):
             revoked=ak.revoked,
             tiers=known_tiers(config),
         )
+
+    def located(self, security: SecurityConfig) -> ApiKeyAuthenticator:
+        """Keys read from ``security``'s ``api_key_header`` / ``api_key_query`` ("" : not there), the
+        same keys, revocations and cache."""
+        header, query = security.api_key_header, security.api_key_query
+        if header is None and query is None:
+            return self
+        other = copy.copy(self)
+        if header is not None:
+            other.header = header.lower().encode("latin-1") if header else None
+        if query is not None:
+            other.query_param = query or None
+            other._needle = f"{query}=".encode() if query else b""
+        return other
 
     def credential(self, scope: Scope) -> str | None:
         raw = header_value(scope, self.header) if self.header is not None else None

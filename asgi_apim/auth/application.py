@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from starlette.types import Scope
 
 from asgi_apim.auth.apikey import ApiKeyAuthenticator
-from asgi_apim.auth.base import Authenticator, RecallSupport, schemes_in_use
+from asgi_apim.auth.base import Authenticator, LocationSupport, RecallSupport, schemes_in_use
 from asgi_apim.auth.basic import BasicAuthenticator
 from asgi_apim.auth.jwt import OAuth2Authenticator
 from asgi_apim.config import ApiConfig, Config, SecurityConfig
@@ -92,6 +92,8 @@ class ApplicationSecurity:
 
     def __init__(self, authenticators: Mapping[str, Authenticator]) -> None:
         self.authenticators = dict(authenticators)
+        # (scheme, api_key_header, api_key_query, auth_header) -> the scheme reading its credential there
+        self._located: dict[tuple[str, str | None, str | None, str | None], Authenticator] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> ApplicationSecurity:
@@ -104,18 +106,31 @@ class ApplicationSecurity:
             raise ConfigError(
                 "apis.security.application", f"API {api.name!r} uses {missing[0]!r} but no authenticator for it"
             )
-        schemes = tuple(self.authenticators[s] for s in security.application)
+        schemes = tuple(self._located_scheme(s, security) for s in security.application)
         return Choice(api, schemes, tuple(scopes))
+
+    def _located_scheme(self, scheme: str, security: SecurityConfig) -> Authenticator:
+        """The scheme's authenticator, reading its credential where ``security`` says (one per place)."""
+        auth = self.authenticators[scheme]
+        if not security.located or not isinstance(auth, LocationSupport):
+            return auth
+        key = (scheme, security.api_key_header, security.api_key_query, security.auth_header)
+        located = self._located.get(key)
+        if located is None:
+            located = self._located[key] = auth.located(security)
+        return located
 
     def recall_for(self, choice: Choice, *, strip: bool = False) -> Recall:
         """`recall` for the requests of one route, as one call (looked up on every request, so a
         subclass's or a wrapper's rule holds); with ``strip``, the credential of a recalled
         caller is taken out of the request (`strip`)."""
 
+        stripper = self.strip_for(choice) if strip else None
+
         def recall(scope: Scope) -> Principal | None:
             principal = self.recall(scope, choice)
-            if strip and principal is not None:
-                self.strip(scope, principal)
+            if stripper is not None and principal is not None:
+                stripper(scope, principal)
             return principal
 
         return recall
@@ -241,6 +256,20 @@ class ApplicationSecurity:
         auth = self.authenticators.get(principal.method)
         if auth is not None:
             auth.strip(scope)
+
+    def strip_for(self, choice: Choice) -> Callable[[Scope, Principal], None]:
+        """`strip` for the requests of one route: the credential is removed from where the route's
+        schemes read it (an API's own API-key header or query parameter, its own auth header)."""
+        own = {a.scheme: a for a in choice.schemes if a is not self.authenticators.get(a.scheme)}
+        if not own:
+            return self.strip
+
+        def strip(scope: Scope, principal: Principal) -> None:
+            auth = own.get(principal.method) or self.authenticators.get(principal.method)
+            if auth is not None:
+                auth.strip(scope)
+
+        return strip
 
     def challenge(self, failure: RequestError, choice: Choice) -> RequestError:
         """A certificate failure on an API that also demands an application credential

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from starlette.types import Scope
 
 from asgi_apim.auth.subscriptions import Subscriptions, tiers_for
-from asgi_apim.config import ApiConfig, Config
+from asgi_apim.config import ApiConfig, Config, SecurityConfig
 from asgi_apim.errors import InvalidCredentials
 from asgi_apim.identity import Principal
 
@@ -72,6 +72,16 @@ class RecallSupport(ABC):
     @abstractmethod
     def remember(self, raw: bytes, credential: str) -> None:
         """Let `recall_raw` find ``credential`` by the raw header value it was read from."""
+
+
+class LocationSupport(ABC):
+    """Capability of an authenticator whose credential an API or a resource may read from a header
+    (or query parameter) of its own (``[apis.security] api_key_header``, ``auth_header``...)."""
+
+    @abstractmethod
+    def located(self, security: SecurityConfig) -> Authenticator:
+        """This authenticator reading its credential where ``security`` says (itself where it names
+        no place of this scheme), sharing its keys and caches."""
 
 
 class ExpiringCache(Generic[K, V]):
@@ -186,6 +196,7 @@ class Verified:
                 throttle_key=self.throttle_key,
                 application_tier=application_tier,
                 application_key=application_key,
+                version=api.version,
             )
             self._principals[api.name] = p
         return p
@@ -204,9 +215,9 @@ def header_value(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def authorization(scope: Scope, scheme: str) -> str | None:
-    """The credential after ``Authorization: <scheme> `` (case-insensitive scheme), or None."""
-    raw = header_value(scope, b"authorization")
+def authorization(scope: Scope, scheme: str, header: bytes = b"authorization") -> str | None:
+    """The credential after ``Authorization: <scheme> `` (case-insensitive scheme; or in ``header``), or None."""
+    raw = header_value(scope, header)
     if raw is None:
         return None
     value = raw.decode("latin-1").strip()

@@ -195,6 +195,7 @@ class BasicAuthenticator:
             tier=self.tier,
             methods=("basic",),
             throttle_key=f"user:{user}",
+            version=api.version,
         )
 
     async def start(self) -> None:

@@ -126,7 +126,50 @@ def security_schemes(config: Config | str | os.PathLike[str]) -> dict[str, dict[
         }
         if config.api_keys.query_param:
             schemes["apiKeyQuery"] = {"type": "apiKey", "in": "query", "name": config.api_keys.query_param}
+    for security in _securities(config):  # an API's or resource's own credential places
+        for name, scheme in _located_schemes(security).items():
+            schemes[name] = scheme
     return schemes
+
+
+def _located_schemes(security: SecurityConfig) -> dict[str, dict[str, Any]]:
+    """The schemes of the places ``security`` reads its credentials from, where they are its own."""
+    found: dict[str, dict[str, Any]] = {}
+    if "api_key" in security.application:
+        if security.api_key_header:
+            found[f"apiKey.{security.api_key_header}"] = {
+                "type": "apiKey",
+                "in": "header",
+                "name": security.api_key_header,
+            }
+        if security.api_key_query:
+            found[f"apiKeyQuery.{security.api_key_query}"] = {
+                "type": "apiKey",
+                "in": "query",
+                "name": security.api_key_query,
+            }
+    if "oauth2" in security.application and security.auth_header:
+        found[f"bearerAuth.{security.auth_header}"] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": security.auth_header,
+            "description": "OAuth2 access token, as Bearer <token>.",
+        }
+    return found
+
+
+def _scheme_names(security: SecurityConfig, scheme: str) -> tuple[str, ...]:
+    """The OpenAPI scheme names of one application scheme of ``security``."""
+    if scheme == "api_key" and (security.api_key_header is not None or security.api_key_query is not None):
+        header = security.api_key_header
+        query = security.api_key_query
+        return (
+            *(("apiKey",) if header is None else (f"apiKey.{header}",) if header else ()),
+            *(("apiKeyQuery",) if query is None else (f"apiKeyQuery.{query}",) if query else ()),
+        )
+    if scheme == "oauth2" and security.auth_header:
+        return (f"bearerAuth.{security.auth_header}",)
+    return _APP_SCHEMES[scheme]
 
 
 def security_requirements(
@@ -144,7 +187,7 @@ def security_requirements(
     app: list[dict[str, list[str]]] = []
     listed = [s for s in security.application if s in _SCOPED] if scopes else security.application
     for scheme in listed or security.application:  # none can: refused by load_config, never documented as open
-        for name in _APP_SCHEMES[scheme]:
+        for name in _scheme_names(security, scheme):
             if available is None or name in available:
                 app.append({name: list(scopes)})
     if security.mutual_ssl == "mandatory":

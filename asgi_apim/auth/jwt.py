@@ -16,6 +16,7 @@ managers that have an ``introspection_url`` (`asgi_apim.auth.introspection`).
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from asgi_apim.auth.base import (
     MAX_TOKEN_BYTES,
     TAIL,
     ExpiringCache,
+    LocationSupport,
     RecallSupport,
     Verified,
     audiences,
@@ -41,7 +43,7 @@ from asgi_apim.auth.base import (
 from asgi_apim.auth.introspection import IntrospectionError, Introspector
 from asgi_apim.auth.jwks import ALGORITHMS, JWKSource
 from asgi_apim.auth.subscriptions import SubscriptionClaimError, Subscriptions, read_subscriptions
-from asgi_apim.config import ApiConfig, Config, KeyManagerConfig
+from asgi_apim.config import ApiConfig, Config, KeyManagerConfig, SecurityConfig
 from asgi_apim.errors import ConfigError
 from asgi_apim.identity import Principal
 
@@ -236,7 +238,7 @@ class JWTIssuer:
         )
 
 
-class OAuth2Authenticator(RecallSupport):
+class OAuth2Authenticator(RecallSupport, LocationSupport):
     """``Authorization: Bearer`` tokens: JWTs by issuer, opaque ones by introspection."""
 
     scheme = "oauth2"
@@ -274,8 +276,20 @@ class OAuth2Authenticator(RecallSupport):
         introspectors = [Introspector(km, tiers=tiers) for km in config.key_managers if km.introspection_url]
         return cls(issuers, introspectors)
 
+    def located(self, security: SecurityConfig) -> OAuth2Authenticator:
+        """Tokens read from ``security``'s ``auth_header`` (``Bearer <token>`` there, WSO2's custom
+        authorization header), the same issuers and cache."""
+        if security.auth_header is None:
+            return self
+        other = copy.copy(self)
+        other.header = security.auth_header.lower().encode("latin-1")
+        return other
+
     def credential(self, scope: Scope) -> str | None:
-        return authorization(scope, "bearer")
+        header = self.header
+        if header is None or header == b"authorization":
+            return authorization(scope, "bearer")
+        return authorization(scope, "bearer", header)
 
     def recall(self, credential: str, api: ApiConfig) -> Principal | None:
         """The caller of a token validated before and still good (cached, keys unchanged), else None."""
@@ -307,7 +321,7 @@ class OAuth2Authenticator(RecallSupport):
         self._cache.alias(raw, credential)
 
     def strip(self, scope: Scope) -> None:
-        without_header(scope, b"authorization")
+        without_header(scope, self.header or b"authorization")
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         if len(credential) > MAX_TOKEN_BYTES:

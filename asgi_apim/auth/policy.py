@@ -256,7 +256,7 @@ class APISecurityMiddleware:
             pass
         elif security.mutual_ssl == "mandatory" and not security.application_mandatory:
             if self.resolver is not None:
-                recall = self.resolver.lookup_for(api.name, strip=strip)
+                recall = self.resolver.lookup_for(api.name, api.version, strip=strip)
         elif security.mutual_ssl == "disabled" and choice is not None and choice.schemes:
             recall = self.credentials.recall_for(choice, strip=strip)
         return RouteDecision(route, security, choice, recall, plans, self._stripper(api, security, choice))
@@ -270,13 +270,13 @@ class APISecurityMiddleware:
         if api.forward_credentials:
             return None
         resolver = self.resolver if security.mutual_ssl != "disabled" else None
-        credentials = self.credentials if choice is not None and choice.schemes else None
+        credentials = self.credentials.strip_for(choice) if choice is not None and choice.schemes else None
         if resolver is not None and credentials is not None:
 
             def both(scope: Scope, principal: Principal) -> None:
                 resolver.strip(scope)
                 if principal.method != "mutual_ssl":
-                    credentials.strip(scope, principal)
+                    credentials(scope, principal)
 
             return both
         if resolver is not None:
@@ -285,9 +285,7 @@ class APISecurityMiddleware:
                 resolver.strip(scope)
 
             return certificate
-        if credentials is not None:
-            return credentials.strip
-        return None
+        return credentials
 
     def _with_decision(self, send: Send, trace: _Trace) -> Send:
         async def wrapped(message: Message) -> None:
@@ -323,7 +321,7 @@ class APISecurityMiddleware:
         cert_failure: RequestError | None = None
         if security.mutual_ssl != "disabled":
             outcome = self._certificate(scope)
-            cert_principal = _principal_of(outcome, api.name)
+            cert_principal = _principal_of(outcome, api.name, api.version)
             if cert_principal is None:
                 cert_failure = certificate_error(outcome, api.name)
                 if explain:

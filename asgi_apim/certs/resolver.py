@@ -65,8 +65,8 @@ _CHALLENGE = 'Mutual realm="asgi-apim"'
 Lookup = Callable[[Any], "Principal | None"]
 
 
-def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | None:
-    """The caller as mutual SSL knows it, if the certificate is accepted for ``api``."""
+def certificate_principal(outcome: CertificateOutcome, api: str, version: str | None = None) -> Principal | None:
+    """The caller as mutual SSL knows it, if the certificate is accepted for ``api`` (of ``version``)."""
     verdict = outcome.verdict
     if verdict is None:
         return None
@@ -76,7 +76,7 @@ def certificate_principal(outcome: CertificateOutcome, api: str) -> Principal | 
         if accepted is None:
             return None
         principal = verdict.principals[api] = CertificatePrincipal(
-            verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS
+            verdict, api, accepted.tier, accepted.alias, _NO_CLAIMS, version
         )
     return principal
 
@@ -175,7 +175,7 @@ class CertificateResolver:
             self._hints = {}
         return self._validator
 
-    def lookup_for(self, api: str, *, strip: bool = False) -> Lookup:
+    def lookup_for(self, api: str, version: str | None = None, *, strip: bool = False) -> Lookup:
         """The certificate decision for requests on ``api``, as one call: `resolve` (looked up on
         every request, so a subclass's or a wrapper's rule holds) and the caller it accepts;
         with ``strip``, an accepted request's certificate header is taken out (`strip`)."""
@@ -185,7 +185,7 @@ class CertificateResolver:
             verdict = outcome.verdict
             if verdict is None:
                 return None
-            principal = verdict.principals.get(api) or certificate_principal(outcome, api)
+            principal = verdict.principals.get(api) or certificate_principal(outcome, api, version)
             if strip and principal is not None:
                 self.strip(scope, outcome)
             return principal

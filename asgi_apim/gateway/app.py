@@ -74,8 +74,9 @@ def gateway(
     if not any(api.backend is not None for api in cfg.apis):
         raise ConfigError("apis", "no API has a backend: the gateway would have nothing to serve")
     for api in cfg.apis:
-        if api.context == HEALTH or api.context.startswith(HEALTH + "/"):
-            raise ConfigError(f"apis[{api.name}].context", f"{api.context} is the gateway's own {HEALTH}")
+        for context in api.contexts:
+            if context == HEALTH or context.startswith(HEALTH + "/"):
+                raise ConfigError(f"apis[{api.name}].context", f"{context} is the gateway's own {HEALTH}")
     profiles = None
     if ssl_contexts is None and any(u.startswith("https:") for a in cfg.apis for u in _urls(a.gateway)):
         profiles = SSLProfiles(cfg)

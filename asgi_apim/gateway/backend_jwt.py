@@ -45,7 +45,14 @@ def load_key(cfg: BackendJWTConfig, key: str) -> Any:
 
 class BackendJWT:
     def __init__(
-        self, cfg: BackendJWTConfig, api: str, context: str, *, key: str, clock: Callable[[], float] = time.time
+        self,
+        cfg: BackendJWTConfig,
+        api: str,
+        context: str,
+        *,
+        key: str,
+        clock: Callable[[], float] = time.time,
+        version: str | None = None,
     ) -> None:
         self.header = cfg.header.encode("latin-1")
         self._cfg = cfg
@@ -53,6 +60,7 @@ class BackendJWT:
         self._algorithm = algorithm_for(self._key)
         self._api = api
         self._context = context
+        self._version = version
         self._clock = clock
         self._cache: dict[tuple[Any, ...], tuple[bytes, float]] = {}
 
@@ -79,6 +87,8 @@ class BackendJWT:
             CLAIMS + "keytype": user.key_type,
             CLAIMS + "authmethod": user.method,
         }
+        if self._version is not None:
+            claims[CLAIMS + "version"] = self._version
         if user.alias:
             claims[CLAIMS + "certalias"] = user.alias
         if user.scopes:

@@ -144,6 +144,10 @@ class GatewayProxy:
     def __init__(self, config: Config, *, ssl_contexts: SSLContexts | None = None) -> None:
         self.config = config
         self.targets = targets(config)
+        # (context, target), longest first: a default version's unversioned context routes to its API too
+        self._prefixes = sorted(
+            ((c, t) for t in self.targets for c in t.api.contexts), key=lambda p: len(p[0]), reverse=True
+        )
         self._trusted = TrustedPeers(config.mutual_ssl.trusted_proxies)
         self._ssl_contexts = ssl_contexts
         self._pools: dict[Address, UpstreamPool] = {}
@@ -154,8 +158,7 @@ class GatewayProxy:
     # ---- shared ----------------------------------------------------------------------------------
 
     def match(self, path: str) -> Target | None:
-        for target in self.targets:
-            context = target.api.context
+        for context, target in self._prefixes:
             if context == "/" or path == context or path.startswith(context + "/"):
                 return target
         return None
@@ -204,7 +207,12 @@ class GatewayProxy:
         return out, host
 
     def target_path(self, scope: Scope, target: Target, endpoint: Endpoint) -> bytes:
-        rest = remainder(raw_path_of(scope), target.api.context)
+        raw = raw_path_of(scope)
+        rest = None
+        for context in target.api.contexts:  # the versioned context, then a default version's unversioned one
+            rest = remainder(raw, context)
+            if rest is not None:
+                break
         if rest is None:
             raise BadRequest("the request path's encoding does not match its API's context")
         return endpoint.path + rest if endpoint.path or rest else b"/"

@@ -77,7 +77,7 @@ class SecretOwner(Protocol):
 
 
 # Modules that may provide a ``secret_owner(config_path, raw) -> SecretOwner | None``.
-SECRET_OWNER_PROVIDERS: tuple[str, ...] = ("asgi_apim.registry.rotation",)
+SECRET_OWNER_PROVIDERS: tuple[str, ...] = ("asgi_apim.registry.rotation", "asgi_apim.secrets.definition_files")
 
 
 def default_owners(config_path: Path, raw: Mapping[str, Any]) -> list[SecretOwner]:

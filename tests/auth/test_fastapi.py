@@ -279,3 +279,32 @@ def test_a_resource_security_of_its_own_decides_what_carries_its_scopes() -> Non
             },
             base=Path("/"),
         )
+
+
+def test_an_apis_own_credential_places_are_documented() -> None:
+    from pathlib import Path
+
+    from asgi_apim.auth.fastapi import apply_security
+    from asgi_apim.config import parse_config
+
+    raw = {
+        "encryption": {"key": "ab" * 32},
+        "apis": [
+            {
+                "name": "pets",
+                "context": "/pets",
+                "security": {"application": ["oauth2", "api_key"], "api_key_header": "X-Pet-Key", "api_key_query": ""},
+                "resources": [
+                    {"path": "/pets/own", "security": {"application": ["oauth2"], "auth_header": "X-Auth"}},
+                ],
+            }
+        ],
+    }
+    cfg = parse_config(raw, base=Path("."))
+    schema = {"paths": {"/pets/a": {"get": {}}, "/pets/own": {"get": {}}}}
+    apply_security(schema, cfg)
+    schemes = schema["components"]["securitySchemes"]  # type: ignore[index]
+    assert schemes["apiKey.x-pet-key"] == {"type": "apiKey", "in": "header", "name": "x-pet-key"}  # type: ignore[index]
+    assert schemes["bearerAuth.x-auth"]["name"] == "x-auth"  # type: ignore[index]
+    assert schema["paths"]["/pets/a"]["get"]["security"] == [{"bearerAuth": []}, {"apiKey.x-pet-key": []}]
+    assert schema["paths"]["/pets/own"]["get"]["security"] == [{"bearerAuth.x-auth": []}]

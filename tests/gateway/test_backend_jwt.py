@@ -51,3 +51,16 @@ def test_a_bad_key_names_its_setting(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             BackendJWT(BackendJWTConfig(signing_key=path), "a", "/a", key="apis[a].backend_jwt.signing_key")
         assert info.value.key == "apis[a].backend_jwt.signing_key"
+
+
+def test_the_apis_version_is_a_claim(tmp_path: Path) -> None:
+    path, key = key_file(tmp_path)
+    signer = BackendJWT(BackendJWTConfig(signing_key=path), "pets", "/pets/1.0.0", key="k", version="1.0.0")
+    token = signer.token(Principal(method="basic", subject="bob", tier="Gold", version="1.0.0"))
+    assert token is not None
+    claims = jwt.decode(token, key.public_key(), algorithms=["ES256"])
+    assert claims[CLAIMS + "version"] == "1.0.0" and claims[CLAIMS + "apicontext"] == "/pets/1.0.0"
+    unversioned = BackendJWT(BackendJWTConfig(signing_key=path), "pets", "/pets", key="k")
+    plain = unversioned.token(Principal(method="basic", subject="bob", tier="Gold"))
+    assert plain is not None
+    assert CLAIMS + "version" not in jwt.decode(plain, key.public_key(), algorithms=["ES256"])
