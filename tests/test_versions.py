@@ -119,7 +119,7 @@ async def test_a_certificate_caller_carries_the_version_too(tmp_path: Path, expl
     client = issue_client(ca, "partner")
     raw = {
         "encryption": {"key": "ab" * 32},
-        "mutual_ssl": {"truststore": ["ca.pem"]},
+        "mutual_ssl": {"truststore": ["ca.pem"], "trusted_proxies": ["127.0.0.1/32"]},
         "apis": [
             {
                 "name": "certs",

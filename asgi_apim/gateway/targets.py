@@ -52,27 +52,22 @@ def targets(config: Config) -> list[Target]:
             continue
         dropped = set(HOP_BY_HOP | FORWARDED | {b"host", cert_header, CLIENT_CERTIFICATE, JWT_ASSERTION})
         query: set[str] = set()
-        for sec in (api.security, *(r.security for r in api.resources if r.security)):
-            schemes = set(sec.application)
-            if "basic" in schemes or ("oauth2" in schemes and sec.auth_header is None):
-                dropped.add(b"authorization")
-            if "oauth2" in schemes and sec.auth_header:
-                dropped.add(sec.auth_header.encode("latin-1"))
-            if "api_key" in schemes:
-                header = config.api_keys.header if sec.api_key_header is None else sec.api_key_header
-                param = config.api_keys.query_param if sec.api_key_query is None else sec.api_key_query
-                if header:
-                    dropped.add(header.lower().encode("latin-1"))
-                if param:
-                    query.add(param)
         auth = backend_auth(gw.backend_security) if gw.backend_security else None
         # forward_credentials: the client's own credential goes on, unless the gateway presents its own
         if not api.forward_credentials or auth is not None:
-            if schemes & {"oauth2", "basic"}:
-                dropped.add(b"authorization")
-            if "api_key" in schemes:
-                dropped.add(config.api_keys.header.lower().encode("latin-1"))
-                query.add(config.api_keys.query_param)
+            for sec in (api.security, *(r.security for r in api.resources if r.security)):
+                schemes = set(sec.application)
+                if "basic" in schemes or ("oauth2" in schemes and sec.auth_header is None):
+                    dropped.add(b"authorization")
+                if "oauth2" in schemes and sec.auth_header:
+                    dropped.add(sec.auth_header.encode("latin-1"))
+                if "api_key" in schemes:
+                    header = config.api_keys.header if sec.api_key_header is None else sec.api_key_header
+                    param = config.api_keys.query_param if sec.api_key_query is None else sec.api_key_query
+                    if header:
+                        dropped.add(header.lower().encode("latin-1"))
+                    if param:
+                        query.add(param)
         if auth is not None:
             if auth.header_name:
                 dropped.add(auth.header_name)
