@@ -16,8 +16,9 @@ WSO2 API Microgateway's own keys write ``allowedAPIs`` (``[{"name", "version"}]`
 
 An entry opens an API when its ``name`` is the API's name, or its ``context``
 is the API's context (or the context followed by ``/`` and the entry's
-``version``, as WSO2 writes versioned contexts); configured APIs carry no
-version, so an entry's ``version`` is not compared. The entry's
+``version``, as WSO2 writes versioned contexts), and, when both the entry and
+the API (``[[apis]] version``) name a version, they are the same (``"*"``: any
+version). The entry's
 ``subscriptionTier`` is the caller's tier (the subscription level, 900804);
 ``application.tier`` is the application tier (the application level, 900803),
 counted per application and user, across APIs, as WSO2 does. ``tierInfo``
@@ -56,15 +57,19 @@ class Subscription:
     tier: str | None = None  # subscriptionTier
 
     def opens(self, api: ApiConfig) -> bool:
+        version = self.version if self.version != "*" else None
+        if version is not None and api.version is not None and version != api.version:
+            return False  # a subscription to another version of the API
         if self.name is not None and self.name == api.name:
             return True
         if self.context is None:
             return False
         context = self.context.rstrip("/") or "/"
-        own = api.context.rstrip("/") or "/"
-        if context == own:
-            return True
-        return self.version is not None and self.version != "*" and context == f"{own.rstrip('/')}/{self.version}"
+        owns = [api.context] if api.unversioned_context is None else [api.context, api.unversioned_context]
+        for own in (c.rstrip("/") or "/" for c in owns):
+            if context == own or (version is not None and context == f"{own.rstrip('/')}/{version}"):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)

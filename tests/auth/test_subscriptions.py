@@ -132,3 +132,21 @@ def test_tiers_for() -> None:
     assert (info.value.status, info.value.code) == (403, 900908)
     with pytest.raises(NotSubscribed, match="'Silver'"):
         tiers_for(subs, PETS, "Gold", {"Gold"})
+
+
+@pytest.mark.parametrize(
+    ("entry", "opens"),
+    [
+        ({"name": "shop", "version": "1.0.0"}, True),
+        ({"name": "shop", "version": "2.0.0"}, False),  # another version of the API
+        ({"name": "shop", "version": "*"}, True),
+        ({"name": "shop"}, True),
+        ({"context": "/shop/1.0.0", "version": "1.0.0"}, True),  # the versioned context, as WSO2 writes it
+        ({"context": "/shop", "version": "1.0.0"}, True),  # the unversioned context and the version
+        ({"context": "/shop/2.0.0", "version": "2.0.0"}, False),
+        ({"context": "/shop", "version": "2.0.0"}, False),
+    ],
+)
+def test_a_versioned_api_is_opened_by_its_own_version_only(entry: dict[str, Any], opens: bool) -> None:
+    api = ApiConfig(name="shop", context="/shop/1.0.0", version="1.0.0", unversioned_context="/shop")
+    assert Subscription(**{k if k != "subscriptionTier" else "tier": v for k, v in entry.items()}).opens(api) is opens
