@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -30,6 +31,7 @@ from asgi_apim.edge import APICORSMiddleware, InterceptorMiddleware, TransportMi
 from asgi_apim.errors import AlreadyProtected
 from asgi_apim.metrics import Accepted
 from asgi_apim.registry import admin, feed_for
+from asgi_apim.registry.feed import log_configured_expiry
 from asgi_apim.routing import Router
 from asgi_apim.throttling.limiter import Limiter
 
@@ -101,6 +103,7 @@ def protect(
         feed = feed_for(cfg)
         trust = TrustReloader(cfg.mutual_ssl, cfg.apis, registry=feed)
         background.add(trust.run)
+        background.add(partial(log_configured_expiry, trust, cfg.registry.expiry_warning_days))
         for listener in trust_listeners:
             trust.subscribe(listener)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)

@@ -16,6 +16,7 @@ successful read and then once a day.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 
-from asgi_apim.certs.truststore import RegisteredCertificate, registered
+from asgi_apim.certs.truststore import RegisteredCertificate, TrustReloader, registered
 from asgi_apim.config import Config
 from asgi_apim.errors import RegistryUnavailable
 from asgi_apim.registry.store import RegistryStore, StoredCertificate
@@ -178,3 +179,13 @@ def as_json(r: RegisteredCertificate) -> dict[str, Any]:
         "ca": r.is_ca,
         "source": r.source,
     }
+
+
+async def log_configured_expiry(trust: TrustReloader, warning_days: int) -> None:
+    """Log the certificates registered in the configuration file (``[[apis.certificates]]``) that
+    expire within ``warning_days``, at start-up and then once a day (the database's own
+    registrations are logged by their `RegistryFeed`)."""
+    while True:
+        configured = [r for r in trust.current.registrations if r.source == "config"]
+        log_expiring(configured, warning_days)
+        await asyncio.sleep(EXPIRY_LOG_EVERY)
