@@ -12,7 +12,7 @@ from asgi_apim.cli import main
 from asgi_apim.gateway.app import GatewayHealth
 from asgi_apim.gateway.websocket import _close_code
 from asgi_apim.server import run
-from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, GATEWAY_ENV, create_app
+from asgi_apim.server.app import APP_DIR_ENV, APP_ENV, CONFIG_ENV, FACTORY, GATEWAY_ENV, GC_THRESHOLD, create_app
 from asgi_apim.server.configs import forget_configs
 
 WITH_BACKEND = """
@@ -49,9 +49,12 @@ def test_gateway_runs_the_serve_runner_with_the_gateway_factory(workdir: Path, m
     assert calls[0]["app"] == FACTORY and calls[0]["factory"] is True
     assert calls[0]["port"] == 8123 and calls[0]["workers"] == 2
     gc.unfreeze()
+    threshold = gc.get_threshold()
     assert isinstance(create_app(), GatewayHealth)  # what every worker builds
     assert gc.get_freeze_count() > 0  # and then keeps out of the collector's sight
+    assert gc.get_threshold() == GC_THRESHOLD
     gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def test_a_configuration_without_a_backend_is_one_line_and_exit_1(
