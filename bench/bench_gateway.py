@@ -209,12 +209,12 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def wrk(port: int, duration: int, connections: int) -> tuple[float, float]:
-    proc = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-    )
+def wrk(port: int, duration: int, connections: int, header: str | None = None) -> tuple[float, float]:
+    """One ``wrk -t1`` run against ``port`` (with ``header`` on every request): requests/s and p99 ms."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if header:
+        argv += ["-H", header]
+    proc = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed on port {port}: {proc.stderr.strip() or proc.stdout.strip()}")
     out = proc.stdout
@@ -224,6 +224,38 @@ def wrk(port: int, duration: int, connections: int) -> tuple[float, float]:
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"  warning: errors on port {port}: {out.strip().splitlines()[-3:]}", file=sys.stderr)
     return rate, p99_ms
+
+
+def measure(
+    ports: dict[str, int], order: list[str], args: argparse.Namespace, headers: dict[str, str] | None = None
+) -> None:
+    """Every target in turn, round after round (after a warm-up run each), then the table."""
+    headers = headers or {}
+    for kind in order:  # warm up: connections, pools, caches
+        wrk(ports[kind], 1, args.connections, headers.get(kind))
+    rates: dict[str, list[float]] = {k: [] for k in order}
+    p99s: dict[str, list[float]] = {k: [] for k in order}
+    for _ in range(args.rounds):
+        for kind in order:
+            rate, p99 = wrk(ports[kind], args.duration, args.connections, headers.get(kind))
+            rates[kind].append(rate)
+            p99s[kind].append(p99)
+    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s, one worker each\n")
+    print(f"{'target':<10} {'req/s':>10} {'x direct':>9} {'p99 ms':>8}")
+    for kind in order:
+        ratio = statistics.median(r / d for r, d in zip(rates[kind], rates["direct"], strict=True))
+        print(f"{kind:<10} {statistics.median(rates[kind]):>10.0f} {ratio:>9.2f} {max(p99s[kind]):>8.2f}")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -258,29 +290,9 @@ def main() -> None:
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], start_new_session=True))
             wait_listening(ports["nginx"], procs[-1], "nginx")
             order = ["direct", "lean", "aiohttp", "httpx", "nginx"]
-            for kind in order:  # warm up: connections, pools, caches
-                wrk(ports[kind], 1, args.connections)
-            rates: dict[str, list[float]] = {k: [] for k in order}
-            p99s: dict[str, list[float]] = {k: [] for k in order}
-            for _ in range(args.rounds):
-                for kind in order:
-                    rate, p99 = wrk(ports[kind], args.duration, args.connections)
-                    rates[kind].append(rate)
-                    p99s[kind].append(p99)
+            measure(ports, order, args)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s, one worker each\n")
-    print(f"{'target':<10} {'req/s':>10} {'x direct':>9} {'p99 ms':>8}")
-    for kind in order:
-        ratio = statistics.median(r / d for r, d in zip(rates[kind], rates["direct"]))
-        print(f"{kind:<10} {statistics.median(rates[kind]):>10.0f} {ratio:>9.2f} {max(p99s[kind]):>8.2f}")
+            stop(procs)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +27,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_gateway import NGINX, free_port, wait_listening  # noqa: E402
+from bench.bench_gateway import NGINX, free_port, measure, stop, wait_listening  # noqa: E402
 
 CONFIG = """
 [encryption]
@@ -53,21 +50,6 @@ alias = "client"
 certificate = "client.pem"
 tier = "Gold"
 """
-
-
-def wrk(port: int, duration: int, connections: int, header: str | None) -> tuple[float, float]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if header:
-        argv += ["-H", header]
-    proc = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed on port {port}: {proc.stderr.strip() or proc.stdout.strip()}")
-    out = proc.stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        print(f"  warning: errors on port {port}: {out.strip().splitlines()[-3:]}", file=sys.stderr)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def main() -> None:
@@ -109,29 +91,9 @@ def main() -> None:
             wait_listening(ports["nginx"], procs[-1], "nginx")
             order = ["direct", "lean", "gateway", "nginx"]
             headers = {"gateway": header}
-            for kind in order:
-                wrk(ports[kind], 1, args.connections, headers.get(kind))
-            rates: dict[str, list[float]] = {k: [] for k in order}
-            p99s: dict[str, list[float]] = {k: [] for k in order}
-            for _ in range(args.rounds):
-                for kind in order:
-                    rate, p99 = wrk(ports[kind], args.duration, args.connections, headers.get(kind))
-                    rates[kind].append(rate)
-                    p99s[kind].append(p99)
+            measure(ports, order, args, headers)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s, one worker each\n")
-    print(f"{'target':<10} {'req/s':>10} {'x direct':>9} {'p99 ms':>8}")
-    for kind in order:
-        ratio = statistics.median(r / d for r, d in zip(rates[kind], rates["direct"], strict=True))
-        print(f"{kind:<10} {statistics.median(rates[kind]):>10.0f} {ratio:>9.2f} {max(p99s[kind]):>8.2f}")
+            stop(procs)
 
 
 if __name__ == "__main__":
