@@ -288,10 +288,13 @@ class GatewayProxy:
                     }
                 )
                 started = True
+                held = b""  # one chunk held back: the last one goes with more_body=False, one message fewer
                 async for chunk in response.stream():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if held:
+                        await send({"type": "http.response.body", "body": held, "more_body": True})
+                    held = chunk
                 watch.finished = True  # a disconnect from here on is the end of a complete response
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": held, "more_body": False})
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not watch.gone or task is None:
