@@ -23,7 +23,13 @@ from asgi_apim.apikeys_config import ApiKeyIssuerConfig, TrustedIssuerConfig, pa
 from asgi_apim.definitions import load_definition
 from asgi_apim.edge_config import CorsConfig, parse_callables, parse_contexts, parse_cors, parse_transports
 from asgi_apim.errors import ConfigError
-from asgi_apim.gateway_config import BackendConfig, BackendSecurityConfig, GatewayApiConfig, parse_gateway
+from asgi_apim.gateway_config import (
+    BackendConfig,
+    BackendSecurityConfig,
+    GatewayApiConfig,
+    parse_gateway,
+    parse_resource_backends,
+)
 from asgi_apim.secrets.keys import (
     EncryptionConfig,
     decryptor_for,
@@ -166,6 +172,8 @@ class ResourceConfig:
     public: bool = False
     interceptors: tuple[str, ...] | None = None  # None: the API's
     response_interceptors: tuple[str, ...] | None = None
+    backend: BackendConfig | None = None  # gateway mode: this resource's own; None: the API's
+    sandbox_backend: BackendConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -387,6 +395,12 @@ def _read_api(t: Table, forward_credentials: bool, definition: Path | None) -> A
     resources = []
     for r in t.tables("resources"):
         path = r.path_template("path")
+        backend, sandbox_backend = parse_resource_backends(r)
+        if gateway.backend is None and (backend or sandbox_backend):
+            raise ConfigError(
+                r._k("backend" if backend else "sandbox_backend"),
+                "needs a backend on the API too (it serves the requests no resource of its own routes)",
+            )
         resources.append(
             ResourceConfig(
                 path=path,
@@ -401,6 +415,8 @@ def _read_api(t: Table, forward_credentials: bool, definition: Path | None) -> A
                     if r.value("response_interceptors") is not None
                     else None
                 ),
+                backend=backend,
+                sandbox_backend=sandbox_backend,
             )
         )
         for m in resources[-1].methods:

@@ -15,7 +15,14 @@ key                                   default    meaning
 ``[apis.timeouts] connect/read/total``  5/30/0   seconds; ``total`` 0: no whole-exchange deadline
 ``[apis.suspension] initial/factor/max``  30/2/300  WSO2's endpoint suspension, seconds
 ``[apis.backend_jwt]``                (none)     signing_key, header, issuer, validity: X-JWT-Assertion
+``resources[].backend``               the API's  the resource's own backend (as ``backend``)
+``resources[].sandbox_backend``       the API's  the resource's own sandbox backend
 ====================================  =========  =====================================================
+
+A resource's ``backend`` and ``sandbox_backend`` replace the API's for the requests the resource
+matches, each on its own (a resource with only a ``backend`` still sends sandbox credentials to the
+API's ``sandbox_backend``). The API's timeouts, suspension, ``[apis.backend_security]`` and backend JWT
+apply to them too: one backend credential per API, so a resource has no ``backend_security`` of its own.
 """
 
 from __future__ import annotations
@@ -96,19 +103,27 @@ class GatewayApiConfig:
     backend_jwt: BackendJWTConfig | None = None
 
 
-def _url(t: Table, key: str, value: object) -> str:
+def url_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a backend URL (None: nothing)."""
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ConfigError(key, "must be an http:// or https:// URL")
+        return "must be an http:// or https:// URL"
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - a port out of range, or not a number, raises here
     except ValueError:
-        raise ConfigError(key, "has a port that is not a number from 0 to 65535") from None
+        return "has a port that is not a number from 0 to 65535"
     if not parts.hostname:
-        raise ConfigError(key, "names no host")
+        return "names no host"
     if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(key, "must be scheme://host[:port][/path], without user, query or fragment")
-    return value
+        return "must be scheme://host[:port][/path], without user, query or fragment"
+    return None
+
+
+def _url(t: Table, key: str, value: object) -> str:
+    problem = url_problem(value)
+    if problem is not None:
+        raise ConfigError(key, problem)
+    return str(value)
 
 
 def _backend(t: Table, name: str) -> BackendConfig | None:
@@ -160,6 +175,16 @@ def _backend_security(t: Table) -> BackendSecurityConfig:
         b2 = Table({"name": b.name}, t.key, t.base)
         b2.header_name("name", "x")
     return b
+
+
+def parse_resource_backends(r: Table) -> tuple[BackendConfig | None, BackendConfig | None]:
+    """The ``backend`` and ``sandbox_backend`` of the resource table ``r`` (None: the API's)."""
+    if r.has("backend_security"):
+        raise ConfigError(
+            r._k("backend_security"),
+            "a resource cannot have its own: the API's [apis.backend_security] is sent to every backend of the API",
+        )
+    return _backend(r, "backend"), _backend(r, "sandbox_backend")
 
 
 def parse_gateway(t: Table) -> GatewayApiConfig:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from asgi_apim.definitions.document import Document, printable
+from asgi_apim.gateway_config import url_problem
 
 Resolve = Callable[[Any, str], Any]  # (raw value, key) -> the value: $env{}, $secret{}, ciphertexts
 
@@ -108,6 +109,10 @@ def endpoint(doc: Document, value: Any, where: str, resolve: Resolve) -> tuple[A
     urls = value.get("urls")
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
         raise doc.error(f"{where}/urls", "must list at least one URL")
+    for i, url in enumerate(urls):
+        problem = url_problem(url)
+        if problem is not None:
+            raise doc.error(f"{where}/urls/{i}", problem)
     kind = value.get("type", "load_balance" if len(urls) > 1 else "http")
     if kind not in ("http", "load_balance", "failover"):
         raise doc.error(f"{where}/type", f"{kind!r} must be load_balance or failover (or http: one URL)")

@@ -3,7 +3,8 @@
 `load_definition` answers a plain dict shaped as the TOML table would be (``name``, ``context``,
 ``version``, ``security``, ``resources``, ``backend``, ``cors`` ...); `asgi_apim.config` lays the
 TOML keys written beside ``definition`` over it and reads the result as it reads any API, into the
-same frozen `ApiConfig`. Every refusal names the file and the JSON pointer.
+same frozen `ApiConfig`. An operation's own endpoints become its resource's ``backend`` and
+``sandbox_backend``. Every refusal names the file and the JSON pointer.
 """
 
 from __future__ import annotations
@@ -93,12 +94,24 @@ def _endpoints(doc: Document, table: dict[str, Any], resolve: Resolve) -> None:
         raise doc.error("/x-wso2-sandbox-endpoints", "needs x-wso2-production-endpoints too")
 
 
-def _operation_endpoints(doc: Document, op: Mapping[str, Any], where: str) -> None:
-    """Endpoints of their own per operation cannot be routed (one backend per API): refused unless
-    they are the API's."""
-    for ext in ("x-wso2-production-endpoints", "x-wso2-sandbox-endpoints"):
-        if ext in op and op[ext] != doc.data.get(ext):
-            raise doc.error(f"{where}/{ext}", "differs from the API's: one backend per API is supported")
+def _operation_endpoints(
+    doc: Document, op: Mapping[str, Any], where: str, table: Mapping[str, Any], resolve: Resolve
+) -> dict[str, Any]:
+    """An operation's own production and sandbox endpoints, as its resource's ``backend`` and
+    ``sandbox_backend`` (each absent: the API's). Their ``securityConfig`` must be the API's or none:
+    the gateway presents one backend credential per API, to each of its backends."""
+    keys: dict[str, Any] = {}
+    for ext, key in (("x-wso2-production-endpoints", "backend"), ("x-wso2-sandbox-endpoints", "sandbox_backend")):
+        if ext not in op or op[ext] == doc.data.get(ext):
+            continue
+        backend, security = endpoint(doc, op[ext], f"{where}/{ext}", resolve)
+        if security is not None and security != table.get("backend_security"):
+            raise doc.error(
+                f"{where}/{ext}",
+                "has a securityConfig other than the API endpoints': one backend credential per API is supported",
+            )
+        keys[key] = backend
+    return keys
 
 
 def _operations(doc: Document) -> list[tuple[str, str, Mapping[str, Any], str]]:
@@ -155,8 +168,8 @@ def load_definition(path: Path, resolve: Resolve) -> dict[str, Any]:
     resources = []
     for route_path, method, op, where in _operations(doc):
         check_known(doc, op, where, OPERATION_EXTENSIONS)
-        _operation_endpoints(doc, op, where)
         resource: dict[str, Any] = {"path": route_path, "methods": [method.upper()]}
+        resource.update(_operation_endpoints(doc, op, where, table, resolve))
         op_tier = _tier(doc, op, where)
         if op_tier is not None:
             resource["tier"] = op_tier

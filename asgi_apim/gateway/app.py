@@ -7,8 +7,10 @@ authentication, throttling and routing are the same. In front of it,
 `GatewayHealth` answers two paths itself, with no credential and no throttling:
 
 * ``GET /health``: ``{"status": "UP"}``, 200, whenever the process serves (no backend is called);
-* ``GET /health/ready``: each API's endpoints and their suspension state; 200 when every API has
-  an available production endpoint, else 503. Backend addresses are not shown (the log has them).
+* ``GET /health/ready``: each API's endpoints and their suspension state, and under ``resources``
+  those of each resource with endpoints of its own (keyed ``"GET /pets/{id}"``); 200 when every API
+  and every such resource has an available production endpoint, else 503. Backend addresses are not
+  shown (the log has them).
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._stack import protect
-from asgi_apim.config import Config, load_config
+from asgi_apim.config import ApiConfig, Config, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway.proxy import GatewayProxy, SSLContexts
 from asgi_apim.gateway.ssl_profiles import SSLProfiles
 from asgi_apim.gateway.websocket import install
-from asgi_apim.gateway_config import GatewayApiConfig
 
 HEALTH = "/health"
 READY = "/health/ready"
@@ -61,6 +62,17 @@ class GatewayHealth:
             }
             if target.sandbox is not None:
                 entry["sandbox"] = target.sandbox.state()
+            if target.resources:
+                entry["resources"] = resources = {}
+                for r in target.resources:
+                    own: dict[str, Any] = {}
+                    if r.production is not None:
+                        own |= {"type": r.production.type, "ready": r.production.ready()}
+                        own["production"] = r.production.state()
+                        entry["ready"] = entry["ready"] and own["ready"]
+                    if r.sandbox is not None:
+                        own["sandbox"] = r.sandbox.state()
+                    resources[r.label] = own
             ready = ready and entry["ready"]
             apis[target.name] = entry
         return (200 if ready else 503), {"status": "UP" if ready else "DEGRADED", "apis": apis}
@@ -78,7 +90,7 @@ def gateway(
             if context == HEALTH or context.startswith(HEALTH + "/"):
                 raise ConfigError(f"apis[{api.name}].context", f"{context} is the gateway's own {HEALTH}")
     profiles = None
-    if ssl_contexts is None and any(u.startswith("https:") for a in cfg.apis for u in _urls(a.gateway)):
+    if ssl_contexts is None and any(u.startswith("https:") for a in cfg.apis for u in _urls(a)):
         profiles = SSLProfiles(cfg)
         ssl_contexts = profiles.context_for
     proxy = install(GatewayProxy(cfg, ssl_contexts=ssl_contexts))
@@ -87,5 +99,7 @@ def gateway(
     return GatewayHealth(protect(proxy, cfg), proxy)
 
 
-def _urls(gw: GatewayApiConfig) -> list[str]:
-    return [u for b in (gw.backend, gw.sandbox_backend) if b is not None for u in b.urls]
+def _urls(api: ApiConfig) -> list[str]:
+    backends = [api.gateway.backend, api.gateway.sandbox_backend]
+    backends += [b for r in api.resources for b in (r.backend, r.sandbox_backend)]
+    return [u for b in backends if b is not None for u in b.urls]

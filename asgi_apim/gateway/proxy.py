@@ -268,7 +268,7 @@ class GatewayProxy:
 
     async def _http(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
         timeouts = target.api.gateway.timeouts
-        candidates = target.group(scope.get("user")).candidates()
+        candidates = target.group(scope).candidates()
         base, host = self.base_headers(scope, target)
         query = self.query(scope, target)
         has_body, length = _framing(scope["headers"])

@@ -4,19 +4,40 @@ backend credential, and the request headers and query parameters never forwarded
 The client's credential (``Authorization`` for oauth2 and basic, the API key's header and query
 parameter) is dropped unless the API has ``forward_credentials = true`` and no
 ``[apis.backend_security]``: a backend that gets the gateway's credential never gets the client's.
-The certificate header is always dropped (``forward_client_certificate`` sends the validated one)."""
+The certificate header is always dropped (``forward_client_certificate`` sends the validated one).
+
+A resource with a ``backend`` or ``sandbox_backend`` of its own sends the requests it matches there.
+Which resource a request matches is the `Router`'s answer (its cached `Router.match`, the same
+routing `asgi_apim.protect` did); only an API with such resources asks it. One `EndpointGroup` per
+distinct backend of an API: resources naming the same endpoints (the API's included) share one,
+with its suspension state and round robin."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from asgi_apim.config import ApiConfig, Config
+from starlette.types import Scope
+
+from asgi_apim.config import ApiConfig, Config, ResourceConfig
 from asgi_apim.errors import Forbidden
 from asgi_apim.gateway.backend_jwt import BackendJWT
 from asgi_apim.gateway.backend_security import BackendAuth, backend_auth
 from asgi_apim.gateway.endpoints import EndpointGroup
 from asgi_apim.gateway.headers import CLIENT_CERTIFICATE, FORWARDED, HOP_BY_HOP, JWT_ASSERTION
+from asgi_apim.gateway_config import BackendConfig, SuspensionConfig
+from asgi_apim.routing import Route, Router
+
+Groups = tuple[EndpointGroup, EndpointGroup | None]  # production, sandbox
+
+
+@dataclass(frozen=True)
+class ResourceGroups:
+    """The endpoint groups of one resource with a backend of its own (for `/health/ready`)."""
+
+    label: str  # "GET /pets/{id}"
+    production: EndpointGroup | None  # None: the API's
+    sandbox: EndpointGroup | None
 
 
 @dataclass
@@ -30,21 +51,66 @@ class Target:
     dropped: frozenset[bytes]  # request headers never forwarded
     dropped_query: set[str] = field(default_factory=set)
     jwt: BackendJWT | None = None
+    # with resources that have backends of their own: the router's match, and id(resource) -> its groups
+    route: Callable[[str, str], Route] | None = None
+    by_resource: dict[int, Groups] = field(default_factory=dict)
+    resources: tuple[ResourceGroups, ...] = ()
 
     @property
     def name(self) -> str:
         return self.api.name
 
-    def group(self, user: Any) -> EndpointGroup:
-        if getattr(user, "key_type", "PRODUCTION") == "SANDBOX":
-            if self.sandbox is None:
+    def group(self, scope: Scope) -> EndpointGroup:
+        """The endpoint group of the request: its resource's, else the API's; sandbox by the caller's key type."""
+        production, sandbox = self.production, self.sandbox
+        route = self.route
+        if route is not None:
+            groups = self.by_resource.get(id(route(scope.get("method", "GET"), scope["path"]).resource))
+            if groups is not None:
+                production, sandbox = groups
+        if getattr(scope.get("user"), "key_type", "PRODUCTION") == "SANDBOX":
+            if sandbox is None:
                 raise Forbidden("the API has no sandbox endpoint: a sandbox credential cannot call it")
-            return self.sandbox
-        return self.production
+            return sandbox
+        return production
+
+
+def _label(resource: ResourceConfig) -> str:
+    return f"{','.join(resource.methods) or '*'} {resource.path}"
+
+
+class _Groups:
+    """One `EndpointGroup` per distinct backend of an API."""
+
+    def __init__(self, suspension: SuspensionConfig) -> None:
+        self.suspension = suspension
+        self.groups: dict[BackendConfig, EndpointGroup] = {}
+
+    def __call__(self, backend: BackendConfig) -> EndpointGroup:
+        group = self.groups.get(backend)
+        if group is None:
+            group = self.groups[backend] = EndpointGroup(backend, self.suspension)
+        return group
+
+
+def _resource_groups(
+    api: ApiConfig, groups: _Groups, production: EndpointGroup, sandbox: EndpointGroup | None
+) -> tuple[dict[int, Groups], tuple[ResourceGroups, ...]]:
+    by_resource: dict[int, Groups] = {}
+    shown: dict[str, ResourceGroups] = {}
+    for r in api.resources:
+        if r.backend is None and r.sandbox_backend is None:
+            continue
+        own = groups(r.backend) if r.backend is not None else None
+        own_sandbox = groups(r.sandbox_backend) if r.sandbox_backend is not None else None
+        by_resource[id(r)] = (production if own is None else own, sandbox if own_sandbox is None else own_sandbox)
+        shown.setdefault(_label(r), ResourceGroups(_label(r), own, own_sandbox))
+    return by_resource, tuple(shown.values())
 
 
 def targets(config: Config) -> list[Target]:
     targets = []
+    router: Router | None = None
     cert_header = config.mutual_ssl.certificate_header.lower().encode("latin-1")
     for api in config.apis:
         gw = api.gateway
@@ -73,12 +139,18 @@ def targets(config: Config) -> list[Target]:
                 dropped.add(auth.header_name)
             if auth.query_name:
                 query.add(auth.query_name)
-        production = EndpointGroup(gw.backend, gw.suspension)
-        sandbox = EndpointGroup(gw.sandbox_backend, gw.suspension) if gw.sandbox_backend else None
+        groups = _Groups(gw.suspension)
+        production = groups(gw.backend)
+        sandbox = groups(gw.sandbox_backend) if gw.sandbox_backend else None
+        by_resource, resources = _resource_groups(api, groups, production, sandbox)
         backend_jwt = None
         if gw.backend_jwt is not None:
             key = f"apis[{api.name}].backend_jwt.signing_key"
             backend_jwt = BackendJWT(gw.backend_jwt, api.name, api.context, key=key, version=api.version)
             dropped.add(backend_jwt.header)
-        targets.append(Target(api, production, sandbox, auth, frozenset(dropped), query, backend_jwt))
+        target = Target(api, production, sandbox, auth, frozenset(dropped), query, backend_jwt)
+        if by_resource:
+            router = router or Router.from_config(config)
+            target.route, target.by_resource, target.resources = router.match, by_resource, resources
+        targets.append(target)
     return sorted(targets, key=lambda t: len(t.api.context), reverse=True)

@@ -57,7 +57,7 @@ async def _open(proxy: GatewayProxy, target: Target, scope: Scope) -> ClientConn
         _, query = await target.auth.apply(base, query)
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in base]
     last: RequestError = BackendError("the gateway could not connect to the backend")
-    candidates = target.group(scope.get("user")).candidates()
+    candidates = target.group(scope).candidates()
     for endpoint in candidates:
         address = endpoint.address
         path = proxy.target_path(scope, target, endpoint) + (b"?" + query if query else b"")

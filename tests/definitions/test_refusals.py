@@ -142,9 +142,33 @@ CASES = [
         "#/x-wso2-transports: must list http and/or https",
     ),
     (
-        "operation endpoints",
-        lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-production-endpoints": {"urls": ["http://127.0.0.1:1"]}}),
-        "#/paths/~1pets/get/x-wso2-production-endpoints: differs from the API's",
+        "operation endpoints with another backend credential",
+        lambda d: d["paths"]["/pets"]["get"].update(
+            {
+                "x-wso2-production-endpoints": {
+                    "urls": ["http://127.0.0.1:1"],
+                    "securityConfig": {"type": "basic", "username": "other", "password": "x"},
+                }
+            }
+        ),
+        "#/paths/~1pets/get/x-wso2-production-endpoints: has a securityConfig other than the API endpoints'",
+    ),
+    (
+        "operation endpoints reference",
+        lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-sandbox-endpoints": "#/x-wso2-endpoints/nope"}),
+        "#/paths/~1pets/get/x-wso2-sandbox-endpoints: the reference '#/x-wso2-endpoints/nope' does not resolve",
+    ),
+    (
+        "operation endpoints type",
+        lambda d: d["paths"]["/pets"]["get"].update(
+            {"x-wso2-production-endpoints": {"urls": ["http://127.0.0.1:1"], "type": "round_robin"}}
+        ),
+        "#/paths/~1pets/get/x-wso2-production-endpoints/type: 'round_robin' must be load_balance or failover",
+    ),
+    (
+        "operation endpoints without urls",
+        lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-production-endpoints": {"type": "failover"}}),
+        "#/paths/~1pets/get/x-wso2-production-endpoints/urls: must list at least one URL",
     ),
     (
         "disable-security type",
