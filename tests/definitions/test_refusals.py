@@ -166,6 +166,16 @@ CASES = [
         "#/paths/~1pets/get/x-wso2-production-endpoints/type: 'round_robin' must be load_balance or failover",
     ),
     (
+        "operation endpoint URL",
+        lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-production-endpoints": {"urls": ["ftp://127.0.0.1"]}}),
+        "#/paths/~1pets/get/x-wso2-production-endpoints/urls/0: must be an http:// or https:// URL",
+    ),
+    (
+        "API endpoint port",
+        lambda d: d["x-wso2-sandbox-endpoints"].update({"urls": ["http://127.0.0.1:99999"]}),
+        "#/x-wso2-sandbox-endpoints/urls/0: has a port that is not a number",
+    ),
+    (
         "operation endpoints without urls",
         lambda d: d["paths"]["/pets"]["get"].update({"x-wso2-production-endpoints": {"type": "failover"}}),
         "#/paths/~1pets/get/x-wso2-production-endpoints/urls: must list at least one URL",
@@ -261,10 +271,10 @@ def test_a_toml_value_the_definition_makes_invalid_is_named_by_its_key(tmp_path:
 
 
 def test_a_value_the_definition_gives_that_the_configuration_refuses_names_the_file(tmp_path: Path) -> None:
-    doc = edited(lambda d: d["x-wso2-sandbox-endpoints"].update({"urls": ["ftp://127.0.0.1/x"]}))
+    doc = edited(lambda d: d["x-wso2-cors"].update({"access-control-max-age": "soon"}))
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError) as caught:
         load_config(write_setup(tmp_path, '[[apis]]\ndefinition = "p.yaml"\n'))
     message = str(caught.value)
-    assert message.startswith("apis[0].sandbox_backend.urls[0]: must be an http:// or https:// URL")
+    assert message.startswith("apis[0].cors.max_age: "), message
     assert message.endswith(f"(given by {tmp_path / 'p.yaml'})")
