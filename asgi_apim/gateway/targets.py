@@ -7,8 +7,9 @@ parameter) is dropped unless the API has ``forward_credentials = true`` and no
 The certificate header is always dropped (``forward_client_certificate`` sends the validated one).
 
 A resource with a ``backend`` or ``sandbox_backend`` of its own sends the requests it matches there.
-Which resource a request matches is the `Router`'s answer (its cached `Router.match`, the same
-routing `asgi_apim.protect` did); only an API with such resources asks it. One `EndpointGroup` per
+Which resource a request matches is the `Router`'s answer (its cached `Router.match`, the routing
+`asgi_apim.protect` does, ``public_paths`` aside: a public path below a resource still goes to that
+resource's backend); only an API with such resources asks it. One `EndpointGroup` per
 distinct backend of an API: resources naming the same endpoints (the API's included) share one,
 with its suspension state and round robin."""
 
@@ -150,7 +151,7 @@ def targets(config: Config) -> list[Target]:
             dropped.add(backend_jwt.header)
         target = Target(api, production, sandbox, auth, frozenset(dropped), query, backend_jwt)
         if by_resource:
-            router = router or Router.from_config(config)
+            router = router or Router(config.apis)  # public_paths aside: a public path's resource is still its own
             target.route, target.by_resource, target.resources = router.match, by_resource, resources
         targets.append(target)
     return sorted(targets, key=lambda t: len(t.api.context), reverse=True)

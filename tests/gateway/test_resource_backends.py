@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from asgi_apim import protect
+from asgi_apim.config import load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway.app import gateway
 from asgi_apim.gateway.proxy import GatewayProxy
@@ -154,3 +156,34 @@ async def test_readiness_lists_the_resource_groups(tmp_path: Path) -> None:
     assert len(items["sandbox"]) == 1
     assert "production" not in doc["resources"]["* /sand-only"]
     assert "127.0.0.1" not in r.text
+
+
+async def test_a_public_path_and_a_websocket_go_to_their_resource_s_backend(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    from asgi_apim.gateway.websocket import install
+
+    async def backend(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        await send({"type": "websocket.send", "text": scope["raw_path"].decode()})
+        await send({"type": "websocket.close", "code": 1000})
+
+    main, other = Echo("main"), Echo("other")
+    async with uvicorn_server(main) as m, uvicorn_server(other) as o, uvicorn_server(backend) as ws_backend:
+        body = resources(
+            f'backend = "http://127.0.0.1:{m.port}/main"\n',
+            f'path = "/open"\nbackend = "http://127.0.0.1:{o.port}/other"\n',
+            f'path = "/live"\nbackend = "http://127.0.0.1:{ws_backend.port}/stream"\n',
+        )
+        path = tmp_path / "deployment.toml"
+        path.write_text(f'public_paths = ["/a/open"]\n[encryption]\nkey = "{"cd" * 32}"\n' + body)
+        proxy = install(GatewayProxy(load_config(path)))
+        r = await call(proxy, "GET", "/a/open")
+        assert (r.json()["name"], r.json()["path"]) == ("other", "/other/open")
+        async with uvicorn_server(proxy) as gw:
+            async with connect(f"ws://127.0.0.1:{gw.port}/a/live") as ws:
+                await ws.send("path?")
+                assert await asyncio.wait_for(ws.recv(), 5) == "/stream/live"
+        await proxy.aclose()
