@@ -347,6 +347,26 @@ def dot_segments(path: str) -> bool:
     return any(segment.partition(";")[0] in (".", "..") for segment in _SEPARATORS.split(path))
 
 
+def backend_url_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a backend URL (None: nothing)."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port out of range, or not a number, raises here
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "names no host"
+    try:
+        parts.hostname.encode("idna")  # what the gateway sends as Host
+    except UnicodeError:
+        return "has a host name that is not valid (an empty or too long label, or a character IDNA refuses)"
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        return "must be scheme://host[:port][/path], without user, query or fragment"
+    return None
+
+
 def plain_path(value: str) -> bool:
     """Whether ``value`` is a URL path a request can match as written: absolute, without a query,
     fragment, template, whitespace or a ``.``/``..`` segment (refused in requests)."""

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from asgi_apim._schema import Table
+from asgi_apim._schema import Table, backend_url_problem
 from asgi_apim.errors import ConfigError
 
 GROUP_TYPES = ("failover", "load_balance")
@@ -103,24 +102,8 @@ class GatewayApiConfig:
     backend_jwt: BackendJWTConfig | None = None
 
 
-def url_problem(value: object) -> str | None:
-    """What is wrong with ``value`` as a backend URL (None: nothing)."""
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        return "must be an http:// or https:// URL"
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - a port out of range, or not a number, raises here
-    except ValueError:
-        return "has a port that is not a number from 0 to 65535"
-    if not parts.hostname:
-        return "names no host"
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        return "must be scheme://host[:port][/path], without user, query or fragment"
-    return None
-
-
 def _url(t: Table, key: str, value: object) -> str:
-    problem = url_problem(value)
+    problem = backend_url_problem(value)
     if problem is not None:
         raise ConfigError(key, problem)
     return str(value)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from asgi_apim._schema import backend_url_problem
 from asgi_apim.definitions.document import Document, printable
-from asgi_apim.gateway_config import url_problem
 
 Resolve = Callable[[Any, str], Any]  # (raw value, key) -> the value: $env{}, $secret{}, ciphertexts
 
@@ -110,7 +110,7 @@ def endpoint(doc: Document, value: Any, where: str, resolve: Resolve) -> tuple[A
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
         raise doc.error(f"{where}/urls", "must list at least one URL")
     for i, url in enumerate(urls):
-        problem = url_problem(url)
+        problem = backend_url_problem(url)
         if problem is not None:
             raise doc.error(f"{where}/urls/{i}", problem)
     kind = value.get("type", "load_balance" if len(urls) > 1 else "http")

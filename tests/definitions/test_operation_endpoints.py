@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asgi_apim.config import load_config
 from asgi_apim.definitions import load_definition
 from asgi_apim.errors import ConfigError
-from asgi_apim.gateway_config import BackendConfig
+from asgi_apim.gateway.endpoints import EndpointGroup
+from asgi_apim.gateway_config import BackendConfig, SuspensionConfig
 from tests.definitions.conftest import write_setup
 from tests.definitions.test_refusals import edited
 
@@ -88,3 +91,38 @@ def test_operation_endpoints_need_the_api_s(tmp_path: Path) -> None:
     toml = '[[apis]]\ndefinition = "api.yaml"\nbackend = "http://127.0.0.1:7100"\n'
     api = load_config(write_setup(tmp_path, toml)).apis[0]
     assert api.backend is not None and api.resources[0].backend == BackendConfig(urls=("http://127.0.0.1:7000",))
+
+
+urls = st.one_of(
+    st.text(max_size=24),
+    st.builds(
+        lambda scheme, host, port, path: f"{scheme}://{host}{port}{path}",
+        st.sampled_from(["http", "https", "ftp", "HTTP"]),
+        st.text(max_size=8),
+        st.one_of(st.just(""), st.integers(-5, 70000).map(lambda p: f":{p}")),
+        st.text(max_size=8),
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(urls, min_size=1, max_size=3), st.sampled_from([None, "http", "failover", "load_balance"]))
+def test_an_operation_s_endpoints_are_a_group_the_gateway_builds_or_refused_with_a_pointer(
+    tmp_path: Path, given_urls: list[str], kind: str | None
+) -> None:
+    value: dict[str, Any] = {"urls": given_urls} | ({"type": kind} if kind else {})
+    doc = edited(lambda d: d["paths"]["/pets"]["post"].update({"x-wso2-production-endpoints": value}))
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(doc))
+    config = tmp_path / "deployment.toml"
+    if not config.exists():  # once per test: the examples share it
+        write_setup(tmp_path, '[[apis]]\ndefinition = "api.yaml"\n')
+    try:
+        api = load_config(config).apis[0]
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{tmp_path / 'api.yaml'}#/paths/~1pets/post/x-wso2-production-endpoints")
+        assert "\n" not in str(exc)
+        return
+    post = next(r for r in api.resources if r.methods == ("POST",))
+    assert post.backend is not None and list(post.backend.urls) == given_urls
+    group = EndpointGroup(post.backend, SuspensionConfig())
+    assert all(e.address.host and e.address.scheme in ("http", "https") for e in group.endpoints)

@@ -115,3 +115,10 @@ def test_backend_security_kinds(tmp_path: Path) -> None:
     sec = load(tmp_path, body).api("pets").backend_security  # type: ignore[attr-defined]
     assert (sec.type, sec.client_id, sec.scopes, sec.token_timeout) == ("oauth2", "gw", ("read", "write"), 10)
     assert "s3cret" not in repr(sec)
+
+
+@pytest.mark.parametrize("host", ["a..b", "\x80", "a" * 64 + ".example"])
+def test_a_backend_host_the_gateway_could_not_send_is_refused(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, API.replace('context = "/pets"\n', f'context = "/pets"\nbackend = "http://{host}:80"\n'))
+    assert info.value.key == "apis[0].backend" and "host name" in str(info.value)
