@@ -30,7 +30,9 @@ class UpstreamRequest:
 
 
 class UpstreamResponse:
-    """A response whose head has arrived. Read the body with `stream`; always `aclose`."""
+    """A response whose head has arrived. Read the body with `stream`; always `aclose`.
+    ``whole`` is the body when all of it came with the head (the connection is then already back
+    in the pool), else None."""
 
     def __init__(self, release: Release, conn: Connection, sender: asyncio.Task[None] | None, timeout: float) -> None:
         self.status = conn.status
@@ -40,8 +42,9 @@ class UpstreamResponse:
         self._sender = sender
         self._timeout = timeout
         self._leftover = b""
+        self.whole: bytes | None = None
         if conn.complete and (sender is None or sender.done()):
-            self._leftover = conn.take()  # the whole body came with the head
+            self._leftover = self.whole = conn.take()  # the whole body came with the head
             self._release()
 
     def _release(self) -> None:
@@ -160,7 +163,7 @@ class Exchange:
 
     async def _wait_head(self, head: asyncio.Future[None]) -> None:
         if not head.done():
-            timer = asyncio.get_running_loop().call_later(self.timeout, _expire, head, self.timeout)
+            timer = self.conn.loop.call_later(self.timeout, _expire, head, self.timeout)
             try:
                 await head
             finally:

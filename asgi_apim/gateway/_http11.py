@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.reused = False
         self.pooled = False  # counted by the pool (set once connected)
         self._on_lost = on_lost
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
@@ -276,8 +276,8 @@ class Connection(asyncio.Protocol):
         self._error = None
         self._chunks.clear()
         self._buffered = 0
-        self._head = self._loop.create_future()
-        self.continued = self._loop.create_future() if expect_continue else None
+        self._head = self.loop.create_future()
+        self.continued = self.loop.create_future() if expect_continue else None
         assert self.transport is not None
         self.transport.write(head)
         return self._head
@@ -307,7 +307,7 @@ class Connection(asyncio.Protocol):
     async def drain(self, timeout: float) -> None:
         if not self._write_paused:
             return
-        self._drain_waiter = self._loop.create_future()
+        self._drain_waiter = self.loop.create_future()
         try:
             async with asyncio.timeout(timeout):
                 await self._drain_waiter
@@ -330,8 +330,8 @@ class Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            self._data_waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, self._stalled, self._data_waiter, timeout)
+            self._data_waiter = self.loop.create_future()
+            timer = self.loop.call_later(timeout, self._stalled, self._data_waiter, timeout)
             try:
                 await self._data_waiter
             finally:
