@@ -5,16 +5,16 @@ and its body (``http.response.body``) with two ``transport.write`` calls. On
 uvloop each is a ``write(2)`` to the socket at once, and for a small response
 on a fast network those system calls are a good part of what the server spends
 on the request. `OneWriteHead` gives each request's response cycle a
-`HeldHead` in front of the transport: the first write of the cycle (its head,
-or a ``100 Continue``) is held back and goes out together with the next write
-(one ``writelines``, a single ``writev`` on uvloop); when no write follows in
-the same pass of the event loop (a streamed response waiting for its first
-chunk, a response with no body bytes yet), the held bytes go out on their own
-at the end of that pass (``loop.call_soon``). Only that first write is ever
-held, so the body's flow control is unchanged; closing the cycle's transport
-sends what is held first, and any bytes the protocol writes itself (a ``400``
-for a malformed pipelined request, a WebSocket handshake) are preceded by it,
-because the held bytes are sent before the protocol parses more input.
+`HeldHead` in front of the transport: the response head (the cycle's first
+write past an interim ``100 Continue``, which goes at once) is held back and
+goes out together with the next write (one ``writelines``, a single ``writev``
+on uvloop); when no write follows in the same pass of the event loop (a
+streamed response waiting for its first chunk), the head goes out on its own
+at the end of that pass (``loop.call_soon``). Only the head is ever held, so
+the body's flow control is unchanged; closing the cycle's transport sends the
+held head first, and any bytes the protocol writes itself (a ``400`` for a
+malformed pipelined request, a WebSocket handshake) follow it, because the
+held head is sent before the protocol parses more input.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 
 class HeldHead:
-    """The transport as one response cycle sees it: its first write is held until the next one."""
+    """The transport as one response cycle sees it: the response head is held until the next write."""
 
     __slots__ = ("_first", "_flush", "_held", "_loop", "transport")
 
@@ -40,7 +40,7 @@ class HeldHead:
         return self._held is not None
 
     def write(self, data: bytes) -> None:
-        if self._first:
+        if self._first and data[9:10] != b"1":  # "HTTP/1.1 1xx": an interim response goes at once
             self._first = False
             self._held = bytes(data)
             self._flush = self._loop.call_soon(self.flush)
