@@ -9,7 +9,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from asgi_apim.gateway._http11 import Connection, InvalidRequest, ReadTimeout, RequestBodyError
+from asgi_apim.gateway._http11 import HEAD_LATE, Connection, InvalidRequest, RequestBodyError
 
 FRAMING = (b"content-length", b"transfer-encoding")
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -163,11 +163,11 @@ class Exchange:
 
     async def _wait_head(self, head: asyncio.Future[None]) -> None:
         if not head.done():
-            timer = self.conn.loop.call_later(self.timeout, _expire, head, self.timeout)
+            self.conn.watch(head, self.timeout, HEAD_LATE)
             try:
                 await head
             finally:
-                timer.cancel()
+                self.conn.unwatch()
         head.result()
 
     async def _final_before_continue(self, head: asyncio.Future[None]) -> bool:
@@ -201,8 +201,3 @@ class Exchange:
             conn.write(b"0\r\n\r\n")
         elif sent != req.content_length:
             raise RequestBodyError(f"the request body ended after {sent} of {req.content_length} bytes")
-
-
-def _expire(fut: asyncio.Future[None], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(ReadTimeout(f"no response head from the backend within {timeout:g} s"))

@@ -26,6 +26,8 @@ from asgi_apim.errors import APIMError
 
 HIGH_WATER = 256 * 1024  # body bytes queued before the connection stops reading
 MAX_HEAD = 64 * 1024  # bytes of status line and headers a response may send
+HEAD_LATE = "no response head from the backend within {:g} s"
+BODY_STALLED = "the backend sent nothing of the response body for {:g} s"
 
 
 class UpstreamError(APIMError):
@@ -102,6 +104,13 @@ class Connection(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        # the read deadline: one timer per connection, re-armed only when it fires early (see `watch`)
+        self._watched: asyncio.Future[None] | None = None
+        self._watch_deadline = 0.0
+        self._watch_why = ""
+        self._watch_timeout = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
@@ -132,6 +141,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if isinstance(exc, ssl.SSLError) and self._active and not self.status:
             # TLS 1.3: a server refusing our certificate says so after the handshake, on the first read
             self._fail(ConnectFailed(f"TLS with the backend failed: {exc}"))
@@ -331,11 +343,11 @@ class Connection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             self._data_waiter = self.loop.create_future()
-            timer = self.loop.call_later(timeout, self._stalled, self._data_waiter, timeout)
+            self.watch(self._data_waiter, timeout, BODY_STALLED)
             try:
                 await self._data_waiter
             finally:
-                timer.cancel()
+                self._watched = None
                 self._data_waiter = None
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
@@ -348,7 +360,33 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    @staticmethod
-    def _stalled(waiter: asyncio.Future[None], timeout: float) -> None:
-        if not waiter.done():
-            waiter.set_exception(ReadTimeout(f"the backend sent nothing of the response body for {timeout:g} s"))
+    # ---- the read deadline ---------------------------------------------------------------------------
+
+    def watch(self, waiter: asyncio.Future[None], timeout: float, why: str) -> None:
+        """Fail ``waiter`` with `ReadTimeout` (``why``, formatted with the timeout) unless it is done
+        within ``timeout`` seconds, or `unwatch` is called first. One wait at a time. The timer is
+        the connection's: a wait that ends early leaves it armed, and when it fires for a later
+        wait it is set again for that wait's deadline, so a keep-alive connection serving request
+        after request arms about one timer per timeout period rather than one per wait."""
+        deadline = self.loop.time() + timeout
+        self._watched, self._watch_deadline, self._watch_why, self._watch_timeout = waiter, deadline, why, timeout
+        if self._watchdog is None or self._watchdog_at > deadline:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = self.loop.call_at(deadline, self._bark)
+            self._watchdog_at = deadline
+
+    def unwatch(self) -> None:
+        self._watched = None
+
+    def _bark(self) -> None:
+        self._watchdog = None
+        waiter = self._watched
+        if waiter is None or waiter.done() or self.closed:
+            return  # nothing is waiting: no timer until the next wait
+        if self.loop.time() < self._watch_deadline:
+            self._watchdog = self.loop.call_at(self._watch_deadline, self._bark)
+            self._watchdog_at = self._watch_deadline
+            return
+        self._watched = None
+        waiter.set_exception(ReadTimeout(self._watch_why.format(self._watch_timeout)))
