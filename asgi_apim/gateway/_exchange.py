@@ -13,6 +13,7 @@ from asgi_apim.gateway._http11 import HEAD_LATE, Connection, InvalidRequest, Req
 
 FRAMING = (b"content-length", b"transfer-encoding")
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_METHODS: dict[str, bytes] = {}  # a method checked once: its bytes and the space after it
 SENDER_GRACE = 0.05  # after a complete response, how long a request body still being written may take to end
 Release = Callable[[Connection, bool], None]  # (connection, reuse it)
 
@@ -100,15 +101,20 @@ class UpstreamResponse:
 def request_head(req: UpstreamRequest) -> bytes:
     """The request head. A CR, LF or NUL inside the method, target or a header (a smuggled header
     or request) is `InvalidRequest`, found by counting line ends over the whole head."""
-    if not _METHOD.fullmatch(req.method) or b" " in req.target or not req.target:
+    method = _METHODS.get(req.method)
+    if method is None:
+        if not _METHOD.fullmatch(req.method):
+            raise InvalidRequest(f"invalid request line: {req.method!r} {req.target!r}")
+        method = req.method.encode("ascii") + b" "
+        if len(_METHODS) < 64:  # the usual few; any other is checked every time
+            _METHODS[req.method] = method
+    if b" " in req.target or not req.target:
         raise InvalidRequest(f"invalid request line: {req.method!r} {req.target!r}")
-    lines = [req.method.encode("ascii"), b" ", req.target, b" HTTP/1.1\r\n"]
-    count = 2
+    lines = [method, req.target, b" HTTP/1.1\r\n"]
     for name, value in req.headers:
-        if name.lower() in FRAMING:
-            continue
-        lines += (name, b": ", value, b"\r\n")
-        count += 1
+        if name.lower() not in FRAMING:
+            lines += (name, b": ", value, b"\r\n")
+    count = (len(lines) >> 2) + 2  # the request line, one a header, the empty line
     if req.content_length is not None:
         if req.content_length < 0:
             raise InvalidRequest("content_length must not be negative")

@@ -26,6 +26,7 @@ from asgi_apim.errors import APIMError
 
 HIGH_WATER = 256 * 1024  # body bytes queued before the connection stops reading
 MAX_HEAD = 64 * 1024  # bytes of status line and headers a response may send
+DELIMITING = frozenset({b"content-length", b"transfer-encoding"})  # response headers that end a body
 HEAD_LATE = "no response head from the backend within {:g} s"
 BODY_STALLED = "the backend sent nothing of the response body for {:g} s"
 
@@ -172,7 +173,9 @@ class Connection(asyncio.Protocol):
         self._count(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD:
+            self._count(0)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -187,7 +190,11 @@ class Connection(asyncio.Protocol):
             self._fresh_parser = True  # the parser would wait for the Content-Length it announced
             self._finish()
         else:
-            delimited = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
+            delimited = False
+            for name, _ in self.headers:
+                if name.lower() in DELIMITING:
+                    delimited = True
+                    break
             self._until_close = not delimited and status not in (204, 304)
         if self._head is not None and not self._head.done():
             self._head.set_result(None)

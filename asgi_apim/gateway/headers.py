@@ -131,6 +131,9 @@ class TrustedPeers:
         return known
 
 
+_PROTO = {"http": b"http", "https": b"https", "ws": b"http", "wss": b"https"}  # X-Forwarded-Proto of a scope scheme
+
+
 def forwarded(
     headers: Headers, *, peer: str | None, trusted: bool, scheme: str, host: bytes | None
 ) -> list[tuple[bytes, bytes]]:
@@ -147,7 +150,7 @@ def forwarded(
         out.append((b"x-forwarded-for", chain + b", " + peer.encode("latin-1") if chain else peer.encode("latin-1")))
     elif chain:
         out.append((b"x-forwarded-for", chain))
-    proto = found.get(b"x-forwarded-proto") or {"ws": b"http", "wss": b"https"}.get(scheme, scheme.encode("latin-1"))
+    proto = found.get(b"x-forwarded-proto") or _PROTO.get(scheme) or scheme.encode("latin-1")
     out.append((b"x-forwarded-proto", proto))
     fhost = found.get(b"x-forwarded-host") or host
     if fhost:
