@@ -284,7 +284,7 @@ class GatewayProxy:
             elif lost is not None:
                 lost.remove_done_callback(guard)
             if response is not None:
-                await response.aclose()
+                response.close()
 
     @staticmethod
     def _failed(target: Target, exc: UpstreamError | TimeoutError, started: bool) -> None:
