@@ -14,7 +14,11 @@ Every proxy keeps a pool of keep-alive connections to the backend and streams
 bodies both ways. The load is ``wrk -t1 -cN`` for ``--duration`` seconds per
 target, targets in turn, for ``--rounds`` rounds; the table shows the median
 requests/second, its ratio to ``direct`` (the median of each round's ratio) and
-the worst p99 latency wrk reported. Needs ``wrk`` and ``nginx`` on the PATH.
+the worst p99 latency wrk reported, and the CPU time the target's processes
+(nginx: master and worker) spent per request served, from ``/proc/PID/stat``
+(utime + stime) read before and after each run: the steadier figure on a busy
+machine, where requests/s move with whatever else runs. Needs ``wrk`` and
+``nginx`` on the PATH (and Linux's /proc for the CPU column).
 """
 
 from __future__ import annotations
@@ -209,8 +213,28 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def wrk(port: int, duration: int, connections: int, header: str | None = None) -> tuple[float, float]:
-    """One ``wrk -t1`` run against ``port`` (with ``header`` on every request): requests/s and p99 ms."""
+def cpu_seconds(session: int) -> float:
+    """The user + system CPU seconds of every live process of ``session`` (a process started with
+    ``start_new_session=True`` leads its own: nginx's workers count with their master); 0 without /proc."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, session, ...
+        if int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def wrk(port: int, duration: int, connections: int, header: str | None = None) -> tuple[float, float, int]:
+    """One ``wrk -t1`` run against ``port`` (with ``header`` on every request): requests/s, p99 ms and
+    the number of requests served."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if header:
         argv += ["-H", header]
@@ -221,30 +245,43 @@ def wrk(port: int, duration: int, connections: int, header: str | None = None) -
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     p99_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    served = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"  warning: errors on port {port}: {out.strip().splitlines()[-3:]}", file=sys.stderr)
-    return rate, p99_ms
+    return rate, p99_ms, served
 
 
 def measure(
-    ports: dict[str, int], order: list[str], args: argparse.Namespace, headers: dict[str, str] | None = None
+    ports: dict[str, int],
+    order: list[str],
+    args: argparse.Namespace,
+    headers: dict[str, str] | None = None,
+    sessions: dict[str, int] | None = None,
 ) -> None:
-    """Every target in turn, round after round (after a warm-up run each), then the table."""
-    headers = headers or {}
+    """Every target in turn, round after round (after a warm-up run each), then the table.
+    ``sessions``: each target's session id (its process's pid), for the CPU column."""
+    headers, sessions = headers or {}, sessions or {}
     for kind in order:  # warm up: connections, pools, caches
         wrk(ports[kind], 1, args.connections, headers.get(kind))
     rates: dict[str, list[float]] = {k: [] for k in order}
     p99s: dict[str, list[float]] = {k: [] for k in order}
+    cpus: dict[str, list[float]] = {k: [] for k in order}
     for _ in range(args.rounds):
         for kind in order:
-            rate, p99 = wrk(ports[kind], args.duration, args.connections, headers.get(kind))
+            session = sessions.get(kind)
+            before = cpu_seconds(session) if session else 0.0
+            rate, p99, served = wrk(ports[kind], args.duration, args.connections, headers.get(kind))
+            if session and served:
+                cpus[kind].append((cpu_seconds(session) - before) / served * 1e6)
             rates[kind].append(rate)
             p99s[kind].append(p99)
-    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s, one worker each\n")
-    print(f"{'target':<10} {'req/s':>10} {'x direct':>9} {'p99 ms':>8}")
+    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s, one worker each", end="")
+    print(f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(f"{'target':<10} {'req/s':>10} {'x direct':>9} {'p99 ms':>8} {'CPU us/req':>11}")
     for kind in order:
         ratio = statistics.median(r / d for r, d in zip(rates[kind], rates["direct"], strict=True))
-        print(f"{kind:<10} {statistics.median(rates[kind]):>10.0f} {ratio:>9.2f} {max(p99s[kind]):>8.2f}")
+        cpu = f"{statistics.median(cpus[kind]):>11.1f}" if cpus[kind] else f"{'-':>11}"
+        print(f"{kind:<10} {statistics.median(rates[kind]):>10.0f} {ratio:>9.2f} {max(p99s[kind]):>8.2f} {cpu}")
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -290,7 +327,7 @@ def main() -> None:
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], start_new_session=True))
             wait_listening(ports["nginx"], procs[-1], "nginx")
             order = ["direct", "lean", "aiohttp", "httpx", "nginx"]
-            measure(ports, order, args)
+            measure(ports, order, args, sessions={kind: procs[i].pid for i, kind in enumerate(order)})
         finally:
             stop(procs)
 

@@ -1,6 +1,6 @@
 """The whole gateway against the same backend called directly: small GETs, one worker each.
 
-    python bench/bench_gateway_stack.py [--duration 3] [--rounds 2] [--connections 32]
+    python bench/bench_gateway_stack.py [--duration 3] [--rounds 2] [--connections 32] [--access-log]
 
 Targets (loopback, uvicorn with uvloop and httptools; see bench/bench_gateway.py):
 
@@ -9,9 +9,13 @@ Targets (loopback, uvicorn with uvloop and httptools; see bench/bench_gateway.py
 - ``gateway``: ``asgi-apim gateway``: the certificate header from a trusted proxy (url-encoded PEM,
   cached after the first request), a registered certificate at tier Gold (in memory), the backend
   called through `GatewayProxy`;
+- ``gateway+log`` (with ``--access-log``): the same gateway with its default logging (``--log-level
+  info`` and uvicorn's access log, one line a request, written to /dev/null);
 - ``nginx``: ``proxy_pass`` with upstream keepalive.
 
-Prints the median req/s, the median ratio to ``direct`` and the worst p99.
+Prints the median req/s, the median ratio to ``direct``, the worst p99 and the median CPU time
+each target's process spent per request (``/proc/PID/stat``; nginx: master and worker), which a
+busy machine disturbs much less than the rates.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="also run the gateway with its default logging (info, access log on; the lines to /dev/null)",
+    )
     args = parser.parse_args()
     from asgi_apim.certs.pki import issue_client, make_ca
 
@@ -79,19 +88,27 @@ def main() -> None:
                 ports[kind] = port
             config = Path(work) / "gateway.toml"
             config.write_text(CONFIG.format(key=os.urandom(32).hex(), backend=backend))
-            ports["gateway"] = free_port()
-            argv = [sys.executable, "-m", "asgi_apim.cli", "gateway", "--config", str(config)]
-            argv += ["--port", str(ports["gateway"]), "--log-level", "warning", "--no-access-log"]
-            procs.append(subprocess.Popen(argv, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)}))
-            wait_listening(ports["gateway"], procs[-1], "gateway")
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            sessions = {kind: procs[i].pid for i, kind in enumerate(("direct", "lean"))}
+            gateways = {"gateway": ["--log-level", "warning", "--no-access-log"]}
+            if args.access_log:
+                gateways["gateway+log"] = []  # the defaults: --log-level info, the access log on
+            for kind, flags in gateways.items():
+                ports[kind] = free_port()
+                argv = [sys.executable, "-m", "asgi_apim.cli", "gateway", "--config", str(config)]
+                argv += ["--port", str(ports[kind]), *flags]
+                out = subprocess.DEVNULL if flags == [] else None
+                procs.append(subprocess.Popen(argv, start_new_session=True, env=env, stdout=out, stderr=out))
+                wait_listening(ports[kind], procs[-1], kind)
+                sessions[kind] = procs[-1].pid
             ports["nginx"] = free_port()
             conf = Path(work) / "nginx.conf"
             conf.write_text(NGINX.format(work=work, backend=backend, port=ports["nginx"]))
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], start_new_session=True))
             wait_listening(ports["nginx"], procs[-1], "nginx")
-            order = ["direct", "lean", "gateway", "nginx"]
-            headers = {"gateway": header}
-            measure(ports, order, args, headers)
+            sessions["nginx"] = procs[-1].pid
+            order = ["direct", "lean", *gateways, "nginx"]
+            measure(ports, order, args, {kind: header for kind in gateways}, sessions)
         finally:
             stop(procs)
 

@@ -9,10 +9,11 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from asgi_apim.gateway._http11 import Connection, InvalidRequest, ReadTimeout, RequestBodyError
+from asgi_apim.gateway._http11 import HEAD_LATE, Connection, InvalidRequest, RequestBodyError
 
 FRAMING = (b"content-length", b"transfer-encoding")
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_METHODS: dict[str, bytes] = {}  # a method checked once: its bytes and the space after it
 SENDER_GRACE = 0.05  # after a complete response, how long a request body still being written may take to end
 Release = Callable[[Connection, bool], None]  # (connection, reuse it)
 
@@ -30,7 +31,9 @@ class UpstreamRequest:
 
 
 class UpstreamResponse:
-    """A response whose head has arrived. Read the body with `stream`; always `aclose`."""
+    """A response whose head has arrived. Read the body with `stream`; always `aclose`.
+    ``whole`` is the body when all of it came with the head (the connection is then already back
+    in the pool), else None."""
 
     def __init__(self, release: Release, conn: Connection, sender: asyncio.Task[None] | None, timeout: float) -> None:
         self.status = conn.status
@@ -40,8 +43,9 @@ class UpstreamResponse:
         self._sender = sender
         self._timeout = timeout
         self._leftover = b""
+        self.whole: bytes | None = None
         if conn.complete and (sender is None or sender.done()):
-            self._leftover = conn.take()  # the whole body came with the head
+            self._leftover = self.whole = conn.take()  # the whole body came with the head
             self._release()
 
     def _release(self) -> None:
@@ -82,6 +86,10 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         """Give the connection back if the body was read to its end, else close it."""
+        self.close()
+
+    def close(self) -> None:
+        """`aclose`, for a caller that need not await it."""
         conn = self._conn
         if conn is None:
             return
@@ -97,15 +105,20 @@ class UpstreamResponse:
 def request_head(req: UpstreamRequest) -> bytes:
     """The request head. A CR, LF or NUL inside the method, target or a header (a smuggled header
     or request) is `InvalidRequest`, found by counting line ends over the whole head."""
-    if not _METHOD.fullmatch(req.method) or b" " in req.target or not req.target:
+    method = _METHODS.get(req.method)
+    if method is None:
+        if not _METHOD.fullmatch(req.method):
+            raise InvalidRequest(f"invalid request line: {req.method!r} {req.target!r}")
+        method = req.method.encode("ascii") + b" "
+        if len(_METHODS) < 64:  # the usual few; any other is checked every time
+            _METHODS[req.method] = method
+    if b" " in req.target or not req.target:
         raise InvalidRequest(f"invalid request line: {req.method!r} {req.target!r}")
-    lines = [req.method.encode("ascii"), b" ", req.target, b" HTTP/1.1\r\n"]
-    count = 2
+    lines = [method, req.target, b" HTTP/1.1\r\n"]
     for name, value in req.headers:
-        if name.lower() in FRAMING:
-            continue
-        lines += (name, b": ", value, b"\r\n")
-        count += 1
+        if name.lower() not in FRAMING:
+            lines += (name, b": ", value, b"\r\n")
+    count = (len(lines) >> 2) + 2  # the request line, one a header, the empty line
     if req.content_length is not None:
         if req.content_length < 0:
             raise InvalidRequest("content_length must not be negative")
@@ -147,7 +160,13 @@ class Exchange:
                 await asyncio.wait({head, sender}, return_when=asyncio.FIRST_COMPLETED)
                 if not head.done():
                     sender.result()  # the body failed to go: its error is the answer
-            await self._wait_head(head)
+            if not head.done():  # the wait for the response head, inline: one coroutine fewer per request
+                conn.watch(head, self.timeout, HEAD_LATE)
+                try:
+                    await head
+                finally:
+                    conn.unwatch()
+            head.result()
             return UpstreamResponse(self.release, conn, sender, self.timeout)
         except BaseException:
             if sender is not None and not sender.done():
@@ -157,15 +176,6 @@ class Exchange:
             conn.abort()
             self.release(conn, False)
             raise
-
-    async def _wait_head(self, head: asyncio.Future[None]) -> None:
-        if not head.done():
-            timer = asyncio.get_running_loop().call_later(self.timeout, _expire, head, self.timeout)
-            try:
-                await head
-            finally:
-                timer.cancel()
-        head.result()
 
     async def _final_before_continue(self, head: asyncio.Future[None]) -> bool:
         """Wait a moment for the 100; True when a final response came instead."""
@@ -198,8 +208,3 @@ class Exchange:
             conn.write(b"0\r\n\r\n")
         elif sent != req.content_length:
             raise RequestBodyError(f"the request body ended after {sent} of {req.content_length} bytes")
-
-
-def _expire(fut: asyncio.Future[None], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(ReadTimeout(f"no response head from the backend within {timeout:g} s"))

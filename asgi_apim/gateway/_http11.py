@@ -26,6 +26,9 @@ from asgi_apim.errors import APIMError
 
 HIGH_WATER = 256 * 1024  # body bytes queued before the connection stops reading
 MAX_HEAD = 64 * 1024  # bytes of status line and headers a response may send
+DELIMITING = frozenset({b"content-length", b"transfer-encoding"})  # response headers that end a body
+HEAD_LATE = "no response head from the backend within {:g} s"
+BODY_STALLED = "the backend sent nothing of the response body for {:g} s"
 
 
 class UpstreamError(APIMError):
@@ -77,7 +80,7 @@ class Connection(asyncio.Protocol):
         self.reused = False
         self.pooled = False  # counted by the pool (set once connected)
         self._on_lost = on_lost
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
@@ -102,6 +105,13 @@ class Connection(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        # the read deadline: one timer per connection, re-armed only when it fires early (see `watch`)
+        self._watched: asyncio.Future[None] | None = None
+        self._watch_deadline = 0.0
+        self._watch_why = ""
+        self._watch_timeout = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
@@ -132,6 +142,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if isinstance(exc, ssl.SSLError) and self._active and not self.status:
             # TLS 1.3: a server refusing our certificate says so after the handshake, on the first read
             self._fail(ConnectFailed(f"TLS with the backend failed: {exc}"))
@@ -160,7 +173,9 @@ class Connection(asyncio.Protocol):
         self._count(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD:
+            self._count(0)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -175,7 +190,11 @@ class Connection(asyncio.Protocol):
             self._fresh_parser = True  # the parser would wait for the Content-Length it announced
             self._finish()
         else:
-            delimited = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
+            delimited = False
+            for name, _ in self.headers:
+                if name.lower() in DELIMITING:
+                    delimited = True
+                    break
             self._until_close = not delimited and status not in (204, 304)
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
@@ -276,8 +295,8 @@ class Connection(asyncio.Protocol):
         self._error = None
         self._chunks.clear()
         self._buffered = 0
-        self._head = self._loop.create_future()
-        self.continued = self._loop.create_future() if expect_continue else None
+        self._head = self.loop.create_future()
+        self.continued = self.loop.create_future() if expect_continue else None
         assert self.transport is not None
         self.transport.write(head)
         return self._head
@@ -307,7 +326,7 @@ class Connection(asyncio.Protocol):
     async def drain(self, timeout: float) -> None:
         if not self._write_paused:
             return
-        self._drain_waiter = self._loop.create_future()
+        self._drain_waiter = self.loop.create_future()
         try:
             async with asyncio.timeout(timeout):
                 await self._drain_waiter
@@ -330,12 +349,12 @@ class Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            self._data_waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, self._stalled, self._data_waiter, timeout)
+            self._data_waiter = self.loop.create_future()
+            self.watch(self._data_waiter, timeout, BODY_STALLED)
             try:
                 await self._data_waiter
             finally:
-                timer.cancel()
+                self._watched = None
                 self._data_waiter = None
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
@@ -348,7 +367,33 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    @staticmethod
-    def _stalled(waiter: asyncio.Future[None], timeout: float) -> None:
-        if not waiter.done():
-            waiter.set_exception(ReadTimeout(f"the backend sent nothing of the response body for {timeout:g} s"))
+    # ---- the read deadline ---------------------------------------------------------------------------
+
+    def watch(self, waiter: asyncio.Future[None], timeout: float, why: str) -> None:
+        """Fail ``waiter`` with `ReadTimeout` (``why``, formatted with the timeout) unless it is done
+        within ``timeout`` seconds, or `unwatch` is called first. One wait at a time. The timer is
+        the connection's: a wait that ends early leaves it armed, and when it fires for a later
+        wait it is set again for that wait's deadline, so a keep-alive connection serving request
+        after request arms about one timer per timeout period rather than one per wait."""
+        deadline = self.loop.time() + timeout
+        self._watched, self._watch_deadline, self._watch_why, self._watch_timeout = waiter, deadline, why, timeout
+        if self._watchdog is None or self._watchdog_at > deadline:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = self.loop.call_at(deadline, self._bark)
+            self._watchdog_at = deadline
+
+    def unwatch(self) -> None:
+        self._watched = None
+
+    def _bark(self) -> None:
+        self._watchdog = None
+        waiter = self._watched
+        if waiter is None or waiter.done() or self.closed:
+            return  # nothing is waiting: no timer until the next wait
+        if self.loop.time() < self._watch_deadline:
+            self._watchdog = self.loop.call_at(self._watch_deadline, self._bark)
+            self._watchdog_at = self._watch_deadline
+            return
+        self._watched = None
+        waiter.set_exception(ReadTimeout(self._watch_why.format(self._watch_timeout)))

@@ -45,6 +45,9 @@ JWT_ASSERTION = b"x-jwt-assertion"
 RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server"}
 
 Headers = list[tuple[bytes, bytes]]
+# dropped request headers whose values still count: the Host, the Connection's list, a trusted proxy's
+# X-Forwarded-*, the framing (with Content-Length, which goes on as the upstream client writes it)
+NOTED = frozenset({b"host", b"connection", b"transfer-encoding", b"content-length", *FORWARDED})
 
 
 def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -56,11 +59,52 @@ def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
     return frozenset(named)
 
 
+def split_request(headers: Iterable[tuple[bytes, bytes]], dropped: frozenset[bytes]) -> tuple[Headers, Headers]:
+    """One pass over a client's request headers: those that go on (names lower-cased; not the ones
+    ``dropped``, not Content-Length), and those of `NOTED` (lower-cased) that the forwarding reads."""
+    kept: Headers = []
+    noted: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in dropped or lname == b"content-length":
+            if lname in NOTED:
+                noted.append((lname, value))
+        else:
+            kept.append((lname, value))
+    return kept, noted
+
+
+def framing(noted: Headers) -> tuple[bool, int | None]:
+    """Whether a request with these `NOTED` headers has a body, and its Content-Length (None: chunked)."""
+    length: int | None = None
+    for name, value in noted:
+        if name == b"transfer-encoding":
+            return True, None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                continue
+    if length is None or length < 0:
+        return False, None
+    return True, length
+
+
 def response_headers(headers: Headers) -> Headers:
     """A backend's response headers as the client gets them."""
-    named = connection_named(headers)
-    dropped = RESPONSE_DROPPED | named if named else RESPONSE_DROPPED
-    return [(n, v) for n, v in headers if n.lower() not in dropped]
+    out: Headers = []
+    named: Headers | None = None
+    for header in headers:
+        lname = header[0].lower()
+        if lname in RESPONSE_DROPPED:
+            if lname == b"connection":
+                named = [*(named or ()), header]
+            continue
+        out.append(header)
+    if named:
+        listed = connection_named(named)
+        out = [h for h in out if h[0].lower() not in listed]
+    return out
 
 
 class TrustedPeers:
@@ -87,6 +131,9 @@ class TrustedPeers:
         return known
 
 
+_PROTO = {"http": b"http", "https": b"https", "ws": b"http", "wss": b"https"}  # X-Forwarded-Proto of a scope scheme
+
+
 def forwarded(
     headers: Headers, *, peer: str | None, trusted: bool, scheme: str, host: bytes | None
 ) -> list[tuple[bytes, bytes]]:
@@ -103,7 +150,7 @@ def forwarded(
         out.append((b"x-forwarded-for", chain + b", " + peer.encode("latin-1") if chain else peer.encode("latin-1")))
     elif chain:
         out.append((b"x-forwarded-for", chain))
-    proto = found.get(b"x-forwarded-proto") or {"ws": b"http", "wss": b"https"}.get(scheme, scheme.encode("latin-1"))
+    proto = found.get(b"x-forwarded-proto") or _PROTO.get(scheme) or scheme.encode("latin-1")
     out.append((b"x-forwarded-proto", proto))
     fhost = found.get(b"x-forwarded-host") or host
     if fhost:

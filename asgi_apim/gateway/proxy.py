@@ -23,7 +23,6 @@ WebSocket scopes go to `asgi_apim.gateway.websocket`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,7 +31,7 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Receive, Scope, Send
 
-from asgi_apim._keys import PEER
+from asgi_apim._keys import CONNECTION_LOST, PEER
 from asgi_apim.config import Config
 from asgi_apim.errors import (
     BackendConnectionClosed,
@@ -45,6 +44,7 @@ from asgi_apim.errors import (
     RequestError,
     reject,
 )
+from asgi_apim.gateway._client import ClientGone, Guard, RequestBody
 from asgi_apim.gateway.backend_security import without_param
 from asgi_apim.gateway.endpoints import Address, Endpoint
 from asgi_apim.gateway.headers import (
@@ -53,9 +53,11 @@ from asgi_apim.gateway.headers import (
     TrustedPeers,
     connection_named,
     forwarded,
+    framing,
     raw_path_of,
     remainder,
     response_headers,
+    split_request,
 )
 from asgi_apim.gateway.targets import Target, targets
 from asgi_apim.gateway.upstream import (
@@ -77,12 +79,7 @@ from asgi_apim.gateway.upstream import (
 
 logger = logging.getLogger("asgi_apim.gateway")
 
-REPLAY_LIMIT = 64 * 1024  # a request body up to this size is kept to be sent again after an OAuth2 401
 SSLContexts = Callable[[str, int], "SSLContextSource | None"]
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request was being forwarded."""
 
 
 def transport_error(exc: UpstreamError | TimeoutError) -> BackendError:
@@ -96,46 +93,6 @@ def transport_error(exc: UpstreamError | TimeoutError) -> BackendError:
     if isinstance(exc, ProtocolError):
         return BackendProtocolError("the backend's answer is not valid HTTP")
     return BackendError("the gateway could not connect to the backend")
-
-
-class _Body:
-    """The client's request body as the upstream client pulls it."""
-
-    def __init__(self, receive: Receive, keep: bool) -> None:
-        self.receive = receive
-        self.done = asyncio.Event()
-        self.started = False
-        self.kept: list[bytes] | None = [] if keep else None
-        self._size = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                if self.kept is not None:
-                    self._size += len(chunk)
-                    if self._size > REPLAY_LIMIT:
-                        self.kept = None
-                    else:
-                        self.kept.append(chunk)
-                yield chunk
-            if not message.get("more_body", False):
-                break
-        self.done.set()
-
-    def replay(self) -> AsyncIterator[bytes] | None:
-        if self.kept is None or not self.done.is_set():
-            return None
-
-        async def again() -> AsyncIterator[bytes]:
-            for chunk in self.kept or ():
-                yield chunk
-
-        return again()
 
 
 class GatewayProxy:
@@ -183,19 +140,22 @@ class GatewayProxy:
 
     def base_headers(self, scope: Scope, target: Target) -> tuple[Headers, bytes | None]:
         """The client's headers that go on (the ``Host`` apart), and its ``Host``."""
-        headers: Headers = scope["headers"]
-        named = connection_named(headers)
-        dropped = target.dropped | named if named else target.dropped
+        headers, host, _, _ = self.request_headers(scope, target)
+        return headers, host
+
+    def request_headers(self, scope: Scope, target: Target) -> tuple[Headers, bytes | None, bool, int | None]:
+        """The client's headers that go on (the ``Host`` apart), its ``Host``, whether the request has
+        a body, and its Content-Length (None: chunked or none). One pass over the client's headers."""
+        out, noted = split_request(scope["headers"], target.dropped)
         host = None
-        out: Headers = []
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"host":
+        for name, value in noted:
+            if name == b"host":
                 host = value
-            if lname not in dropped:
-                out.append((lname, value))
+        named = connection_named(noted)
+        if named:
+            out = [h for h in out if h[0] not in named]
         peer = scope.get(PEER) or scope.get("client") or (None,)
-        out += forwarded(headers, peer=peer[0], trusted=peer[0] in self._trusted, scheme=scope["scheme"], host=host)
+        out += forwarded(noted, peer=peer[0], trusted=peer[0] in self._trusted, scheme=scope["scheme"], host=host)
         if target.jwt is not None:
             assertion = target.jwt.token(scope.get("user"))
             if assertion is not None:
@@ -204,7 +164,8 @@ class GatewayProxy:
             cert = getattr(scope.get("user"), "certificate", None)
             if cert is not None:
                 out.append((CLIENT_CERTIFICATE, quote(cert.public_bytes(Encoding.PEM).decode(), safe="").encode()))
-        return out, host
+        has_body, length = framing(noted)
+        return out, host, has_body, length
 
     def target_path(self, scope: Scope, target: Target, endpoint: Endpoint) -> bytes:
         raw = raw_path_of(scope)
@@ -269,45 +230,47 @@ class GatewayProxy:
     async def _http(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
         timeouts = target.api.gateway.timeouts
         candidates = target.group(scope).candidates()
-        base, host = self.base_headers(scope, target)
+        base, host, has_body, length = self.request_headers(scope, target)
         query = self.query(scope, target)
-        has_body, length = _framing(scope["headers"])
-        body = _Body(receive, keep=target.auth is not None and target.auth.retry_on_401) if has_body else None
-        watch = _Watch(asyncio.current_task())
-        watcher = asyncio.ensure_future(watch.run(receive, body))
+        body = RequestBody(receive, keep=target.auth is not None and target.auth.retry_on_401) if has_body else None
+        guard = Guard(asyncio.current_task(), timeouts.total)
+        lost: asyncio.Future[None] | None = scope.get(CONNECTION_LOST)
+        watcher: asyncio.Future[None] | None = None
+        if lost is None:  # a server without our connection_lost future: a task waits in receive()
+            watcher = asyncio.ensure_future(guard.watch(receive, body))
+        elif lost.done():
+            guard.close()
+            logger.info("api %s: the client went away before the backend was called", target.name)
+            return
+        else:
+            lost.add_done_callback(guard)
         response: UpstreamResponse | None = None
         started = False
         try:
-            async with asyncio.timeout(timeouts.total or None):
-                response = await self._exchange(target, scope, candidates, base, host, query, body, length)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": response_headers(response.headers),
-                    }
-                )
-                started = True
-                held = b""  # one chunk held back: the last one goes with more_body=False, one message fewer
+            response = await self._exchange(target, scope, candidates, base, host, query, body, length)
+            headers = response_headers(response.headers)
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            started = True
+            whole = response.whole
+            if whole is None:
+                whole = b""  # one chunk held back: the last one goes with more_body=False, one message fewer
                 async for chunk in response.stream():
-                    if held:
-                        await send({"type": "http.response.body", "body": held, "more_body": True})
-                    held = chunk
-                watch.finished = True  # a disconnect from here on is the end of a complete response
-                await send({"type": "http.response.body", "body": held, "more_body": False})
+                    if whole:
+                        await send({"type": "http.response.body", "body": whole, "more_body": True})
+                    whole = chunk
+            guard.finished = True  # a disconnect from here on is the end of a complete response
+            await send({"type": "http.response.body", "body": whole, "more_body": False})
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not watch.gone or task is None:
+            if not guard.caught():
                 raise
-            task.uncancel()
-            logger.info("api %s: the client went away; the backend request is closed", target.name)
+            if guard.expired:
+                self._failed(target, TimeoutError(f"no whole answer within {timeouts.total:g} s (total)"), started)
+            else:
+                logger.info("api %s: the client went away; the backend request is closed", target.name)
         except ClientGone:
             logger.info("api %s: the client went away; the backend request is closed", target.name)
         except (UpstreamError, TimeoutError) as exc:
-            when = "mid-response" if started else "before responding"
-            logger.warning("api %s: the backend failed %s: %s", target.name, when, _cause(exc))
-            if not started:
-                raise transport_error(exc) from None
+            self._failed(target, exc, started)
         except RequestError:
             raise
         except Exception as exc:  # a fault of ours or of a library: logged, answered as a failed backend call
@@ -315,9 +278,21 @@ class GatewayProxy:
             if not started:
                 raise BackendError("the gateway could not complete the backend call") from None
         finally:
-            watcher.cancel()
+            guard.close()
+            if watcher is not None:
+                watcher.cancel()
+            elif lost is not None:
+                lost.remove_done_callback(guard)
             if response is not None:
-                await response.aclose()
+                response.close()
+
+    @staticmethod
+    def _failed(target: Target, exc: UpstreamError | TimeoutError, started: bool) -> None:
+        """Log a transport failure; before the response started, raise its answer."""
+        when = "mid-response" if started else "before responding"
+        logger.warning("api %s: the backend failed %s: %s", target.name, when, _cause(exc))
+        if not started:
+            raise transport_error(exc) from None
 
     async def _exchange(
         self,
@@ -327,7 +302,7 @@ class GatewayProxy:
         base: Headers,
         host: bytes | None,
         query: bytes,
-        body: _Body | None,
+        body: RequestBody | None,
         length: int | None,
     ) -> UpstreamResponse:
         timeouts = target.api.gateway.timeouts
@@ -372,39 +347,6 @@ class GatewayProxy:
                     retried = True
                     continue
             return response
-
-
-class _Watch:
-    """Cancels the request's task when its client disconnects before the response is whole."""
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
-        self.gone = False
-        self.finished = False
-
-    async def run(self, receive: Receive, body: _Body | None) -> None:
-        if body is not None:  # the body's own reads see a disconnect until it is read whole
-            await body.done.wait()
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.finished and self.task is not None:
-            self.gone = True
-            self.task.cancel()
-
-
-def _framing(headers: Headers) -> tuple[bool, int | None]:
-    """Whether the request has a body, and its Content-Length (None: chunked)."""
-    length: int | None = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            return True, None
-        if lname == b"content-length":
-            with contextlib.suppress(ValueError):
-                length = int(value)
-    if length is None or length < 0:
-        return False, None
-    return True, length
 
 
 def _cause(exc: BaseException) -> str:

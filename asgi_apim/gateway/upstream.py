@@ -160,7 +160,8 @@ class UpstreamPool:
                 waiter.set_result(None)  # room for a new connection
                 return
 
-    async def _acquire(self, ctx: ssl.SSLContext | None, timeout: float) -> Connection:
+    def _idle_one(self) -> Connection | None:
+        """The most recently used idle connection still open, if any (no await: the common case)."""
         if self._closed:
             raise ConnectFailed("the upstream pool is closed")
         self._expire_idle()
@@ -170,6 +171,12 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             self._drop(conn)
+        return None
+
+    async def _acquire(self, ctx: ssl.SSLContext | None, timeout: float) -> Connection:
+        conn = self._idle_one()
+        if conn is not None:
+            return conn
         if self._count >= self.max_connections:
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -276,7 +283,7 @@ class UpstreamPool:
         replayable = req.method.upper() in IDEMPOTENT
         ctx = self._current_context()
         while True:
-            conn = await self._acquire(ctx, connect_timeout)
+            conn = self._idle_one() or await self._acquire(ctx, connect_timeout)
             exchange = Exchange(self._give_back, conn, req, head, read_timeout, self.continue_timeout)
             try:
                 return await exchange.run()

@@ -103,15 +103,28 @@ class HeadDeadlineMixin:
 
 
 class HttpToolsHeadDeadline(HeadDeadlineMixin):
-    """httptools: the head starts at ``on_message_begin`` and ends at ``on_headers_complete``."""
+    """httptools: the head starts at ``on_message_begin`` and ends at ``on_headers_complete``.
+    A head that begins and ends within one ``data_received`` (nearly every one) needs no timer:
+    the timer is armed only when a call ends with a head begun and not complete, and counts from
+    the moment the head began."""
+
+    _head_began: float | None = None  # loop time at on_message_begin of a head not yet complete
 
     def on_message_begin(self) -> None:
-        self._arm_head_deadline()
+        if self._head_timer is None:
+            self._head_began = self.loop.time()
         super().on_message_begin()  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
 
     def on_headers_complete(self) -> None:
+        self._head_began = None
         self._disarm_head_deadline()
         super().on_headers_complete()  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
+        began = self._head_began
+        if began is not None and self._head_timer is None and self._header_timeout is not None:
+            self._head_timer = self.loop.call_at(began + self._header_timeout, self._head_timed_out)
 
 
 class H11HeadDeadline(HeadDeadlineMixin):

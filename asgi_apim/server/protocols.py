@@ -35,7 +35,14 @@ websockets or wsproto), for plain ``uvicorn --http ... --ws ...``.
 The HTTP classes also cut off a client whose request head is late (see
 `asgi_apim.server.deadline`) and, under ``asgi-apim serve``, run the TLS
 handshake themselves so that a refused one is logged (see
-`asgi_apim.server.handshake`).
+`asgi_apim.server.handshake`). The httptools class sends a response's head
+with its first body piece in one write (see `asgi_apim.server.writes`).
+
+Every scope also gets ``scope["asgi_apim.connection_lost"]``: an
+``asyncio.Future`` of the connection, done (result None) once the client's
+connection is closed. An app that must stop work for a client that went away
+(the gateway closes its backend request) adds a done-callback to it instead of
+keeping a task in ``receive()`` for every request.
 """
 
 from __future__ import annotations
@@ -49,10 +56,11 @@ from typing import Any
 from cryptography import x509
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from asgi_apim._keys import PEER
+from asgi_apim._keys import CONNECTION_LOST, PEER
 from asgi_apim.server.deadline import H11HeadDeadline, HttpToolsHeadDeadline, header_timeout_for
 from asgi_apim.server.handshake import handshake_context, start_handshake
 from asgi_apim.server.ratelog import install_accept_log
+from asgi_apim.server.writes import OneWriteHead
 
 TLSInfo = dict[str, Any]
 
@@ -125,16 +133,21 @@ class ConnectionApp:
     """The app of one connection: records the peer and the TLS extension, then calls on.
     Each scope gets its own shallow copy of the TLS dict, so no request can alter the next one's."""
 
-    __slots__ = ("app", "peer", "tls")
+    __slots__ = ("app", "lost", "peer", "tls")
 
-    def __init__(self, app: ASGIApp, peer: tuple[str, int], tls: TLSInfo | None) -> None:
+    def __init__(
+        self, app: ASGIApp, peer: tuple[str, int], tls: TLSInfo | None, lost: asyncio.Future[None] | None = None
+    ) -> None:
         self.app = app
         self.peer = peer
         self.tls = tls
+        self.lost = lost
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             scope[PEER] = self.peer
+            if self.lost is not None:
+                scope[CONNECTION_LOST] = self.lost
             if self.tls is not None:
                 tls = dict(self.tls, client_cert_chain=list(self.tls["client_cert_chain"]))
                 scope.setdefault("extensions", {}).setdefault("tls", tls)
@@ -146,6 +159,7 @@ class TLSExtensionMixin:
 
     app: ASGIApp
     client: tuple[str, int] | None
+    _lost: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         config = getattr(self, "config", None)
@@ -156,7 +170,14 @@ class TLSExtensionMixin:
         super().connection_made(transport)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
         ssl_object = transport.get_extra_info("ssl_object")
         info = tls_info(ssl_object) if ssl_object is not None else None
-        self.app = ConnectionApp(self.app, self.client or UNIX_PEER, info)
+        self._lost = asyncio.get_running_loop().create_future()
+        self.app = ConnectionApp(self.app, self.client or UNIX_PEER, info, self._lost)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # type: ignore[misc]  # the uvicorn protocol after this mixin in the MRO has it
+        lost = self._lost  # None: lost before the handshake we ran was done
+        if lost is not None and not lost.done():
+            lost.set_result(None)
 
 
 HTTP_BASES: dict[str, str] = {
@@ -177,6 +198,7 @@ _WS_NAMES = {
 
 
 _DEADLINES: dict[str, type] = {"H11TLSProtocol": H11HeadDeadline, "HttpToolsTLSProtocol": HttpToolsHeadDeadline}
+_WRITES: dict[str, type] = {"HttpToolsTLSProtocol": OneWriteHead}
 ALIASES = {"HTTPProtocol": "http", "WSProtocol": "ws"}  # what uvicorn's own ``auto`` would pick
 
 
@@ -205,10 +227,10 @@ def __getattr__(name: str) -> type:
     from uvicorn.importer import import_from_string
 
     base = import_from_string(target)
-    deadline = _DEADLINES.get(name)
+    mixins = tuple(m for m in (TLSExtensionMixin, _WRITES.get(name), _DEADLINES.get(name)) if m is not None)
     _BUILT[name] = cls = type(
         name,
-        (TLSExtensionMixin, deadline, base) if deadline is not None else (TLSExtensionMixin, base),
+        (*mixins, base),
         {"__module__": __name__, "__qualname__": name, "__doc__": f"{target} with the ASGI TLS extension."},
     )
     return cls

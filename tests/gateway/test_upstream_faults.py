@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,77 @@ async def test_a_body_that_stalls_times_out() -> None:
             async for chunk in resp.stream():
                 got.append(chunk)
         assert got == [b"abc"]
+        await pool.aclose()
+
+
+async def test_each_wait_on_a_keep_alive_connection_has_its_own_read_deadline() -> None:
+    """The connection's one timer, armed for a quick first request, fires before the second one's
+    deadline: it is set again for that deadline, neither failing the second request early nor late."""
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            await read_head(reader)
+            requests += 1
+            if requests > 1:
+                await asyncio.sleep(5)  # the second request hangs
+            writer.write(OK)
+            await writer.drain()
+
+    async with raw_server(handler) as srv:
+        pool = srv.pool(read_timeout=0.4)
+        loop = asyncio.get_running_loop()
+        timers = 0
+        call_at = loop.call_at
+
+        def counting(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += getattr(callback, "__name__", "") == "_bark"  # the connections' read timers
+            return call_at(when, callback, *args, **kw)
+
+        loop.call_at = counting  # type: ignore[method-assign]
+        try:
+            assert await (await pool.request(get())).read() == b"ok"
+            armed = timers
+            await asyncio.sleep(0.25)  # the first wait's deadline is 0.15 s away
+            started = time.monotonic()
+            with pytest.raises(ReadTimeout, match="no response head from the backend within 0.4 s"):
+                await pool.request(get())
+            waited = time.monotonic() - started
+        finally:
+            del loop.call_at
+        assert 0.35 <= waited < 1.0, waited
+        assert srv.connections == 1 and armed == 1
+        await pool.aclose()
+
+
+async def test_quick_requests_on_a_keep_alive_connection_arm_one_read_timer() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            await asyncio.sleep(0.001)  # the head is awaited, not already there
+            writer.write(OK)
+            await writer.drain()
+
+    async with raw_server(handler) as srv:
+        pool = srv.pool(read_timeout=30)
+        loop = asyncio.get_running_loop()
+        timers = 0
+        call_at = loop.call_at
+
+        def counting(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += getattr(callback, "__name__", "") == "_bark"  # the connections' read timers
+            return call_at(when, callback, *args, **kw)
+
+        loop.call_at = counting  # type: ignore[method-assign]
+        try:
+            for _ in range(20):
+                assert await (await pool.request(get())).read() == b"ok"
+        finally:
+            del loop.call_at
+        assert srv.connections == 1 and timers == 1
         await pool.aclose()
 
 
