@@ -233,8 +233,9 @@ class GatewayProxy:
         base, host, has_body, length = self.request_headers(scope, target)
         query = self.query(scope, target)
         body = RequestBody(receive, keep=target.auth is not None and target.auth.retry_on_401) if has_body else None
-        guard = Guard(asyncio.current_task(), timeouts.total)
         lost: asyncio.Future[None] | None = scope.get(CONNECTION_LOST)
+        # the loop named: asyncio.current_task() alone asks for the running loop, a getpid(2) on Python 3.11
+        guard = Guard(asyncio.current_task(lost.get_loop() if lost is not None else None), timeouts.total)
         watcher: asyncio.Future[None] | None = None
         if lost is None:  # a server without our connection_lost future: a task waits in receive()
             watcher = asyncio.ensure_future(guard.watch(receive, body))
