@@ -6,13 +6,18 @@ The file is read once (tomllib). Every string value may be written as
 encrypted values are decrypted here, once, with ``[encryption] key``. Relative
 paths are resolved against the directory of the file. An unknown key or a bad
 value stops loading with one `ConfigError` that names the key.
+
+The sections with a module of their own: ``[[apis]]`` (`asgi_apim.apis_config`), ``[registry]``
+(`asgi_apim.registry_config`), the gateway's keys and ``[[ssl_profiles]]`` (`asgi_apim.gateway_config`),
+``[api_keys.issuer]`` (`asgi_apim.apikeys_config`), CORS, contexts and interceptors
+(`asgi_apim.edge_config`). Their types are importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +25,23 @@ from typing import Any
 from asgi_apim._schema import Decrypt, Resolver, Secrets, Table, plain_path, read_toml, resolve_document
 from asgi_apim._tiers import DEFAULT_TIERS, parse_tiers
 from asgi_apim.apikeys_config import ApiKeyIssuerConfig, TrustedIssuerConfig, parse_issuer, parse_trusted_issuers
-from asgi_apim.definitions import load_definition
-from asgi_apim.edge_config import CorsConfig, parse_callables, parse_contexts, parse_cors, parse_transports
+from asgi_apim.apis_config import APPLICATION_SCHEMES as APPLICATION_SCHEMES
+from asgi_apim.apis_config import HTTP_METHODS as HTTP_METHODS
+from asgi_apim.apis_config import MUTUAL_SSL_MODES as MUTUAL_SSL_MODES
+from asgi_apim.apis_config import SCOPED_SCHEMES as SCOPED_SCHEMES
+from asgi_apim.apis_config import ApiConfig as ApiConfig
+from asgi_apim.apis_config import CertificateRegistration as CertificateRegistration
+from asgi_apim.apis_config import ResourceConfig as ResourceConfig
+from asgi_apim.apis_config import SecurityConfig as SecurityConfig
+from asgi_apim.apis_config import parse_api
 from asgi_apim.errors import ConfigError
-from asgi_apim.gateway_config import (
-    BackendConfig,
-    BackendSecurityConfig,
-    GatewayApiConfig,
-    parse_gateway,
-    parse_resource_backends,
-)
+from asgi_apim.gateway_config import GatewayTLSConfig as GatewayTLSConfig
+from asgi_apim.gateway_config import SSLProfileConfig as SSLProfileConfig
+from asgi_apim.gateway_config import parse_gateway_tls, parse_ssl_profiles
+from asgi_apim.registry_config import RegistryAdminConfig as RegistryAdminConfig
+from asgi_apim.registry_config import RegistryConfig as RegistryConfig
+from asgi_apim.registry_config import parse_fingerprint as parse_fingerprint
+from asgi_apim.registry_config import parse_registry
 from asgi_apim.secrets.keys import (
     EncryptionConfig,
     decryptor_for,
@@ -42,10 +54,7 @@ from asgi_apim.secrets.keys import (
 logger = logging.getLogger("asgi_apim.config")
 
 HEADER_FORMATS = ("auto", "url_pem", "pem", "base64_der", "xfcc", "rfc9440")
-MUTUAL_SSL_MODES = ("mandatory", "optional", "disabled")
-APPLICATION_SCHEMES = ("oauth2", "api_key", "basic")
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True)
@@ -117,125 +126,6 @@ class BasicAuthConfig:
 
 
 @dataclass(frozen=True)
-class RegistryAdminConfig:
-    """``[registry.admin]``: the admin API's mount and its own credentials (never the API callers')."""
-
-    enabled: bool = False
-    path: str = "/admin"
-    users_file: Path | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_certificates: tuple[str, ...] = ()  # SHA-256 fingerprints, 64 lowercase hex characters
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    """``[registry]``: None ``url`` (no ``[registry]`` table) means no database registrations."""
-
-    url: str | None = field(default=None, repr=False)
-    expiry_warning_days: int = 30
-    admin: RegistryAdminConfig = field(default_factory=RegistryAdminConfig)
-
-
-@dataclass(frozen=True)
-class SecurityConfig:
-    mutual_ssl: str = "disabled"
-    application: tuple[str, ...] = ("oauth2",)
-    application_mandatory: bool = True
-    # where this API's (or resource's) credentials are read; None: the global [api_keys] / Authorization,
-    # "" (API keys): not read from that place at all
-    api_key_header: str | None = None
-    api_key_query: str | None = None
-    auth_header: str | None = None
-
-    @property
-    def located(self) -> bool:
-        """Whether a credential is read from somewhere else than the global places."""
-        return self.api_key_header is not None or self.api_key_query is not None or self.auth_header is not None
-
-
-@dataclass(frozen=True)
-class CertificateRegistration:
-    alias: str
-    certificate: Path
-    tier: str = "Unlimited"
-    api: str = ""
-
-
-@dataclass(frozen=True)
-class ResourceConfig:
-    path: str
-    methods: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    tier: str | None = None
-    security: SecurityConfig | None = None
-    public: bool = False
-    interceptors: tuple[str, ...] | None = None  # None: the API's
-    response_interceptors: tuple[str, ...] | None = None
-    backend: BackendConfig | None = None  # gateway mode: this resource's own; None: the API's
-    sandbox_backend: BackendConfig | None = None
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    name: str
-    context: str
-    backend: BackendConfig | None = None  # gateway mode: see asgi_apim.gateway_config
-    tier: str = "Unlimited"
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    certificates: tuple[CertificateRegistration, ...] = ()
-    resources: tuple[ResourceConfig, ...] = ()
-    backend_security: BackendSecurityConfig | None = None
-    # None: only registered certificates (exact, or issued by a registered CA) pass, as in WSO2;
-    # a tier name: any certificate the truststore validates also passes, at that tier
-    truststore_tier: str | None = None
-    # True: the credential that authenticated a request also reaches the app or backend
-    forward_credentials: bool = False
-    gateway: GatewayApiConfig = field(default_factory=GatewayApiConfig)  # every gateway key, backend included
-    version: str | None = None
-    unversioned_context: str | None = None  # with a version: the context without it
-    default_version: bool = False  # also serve unversioned_context (WSO2's default version)
-    transports: tuple[str, ...] = ("http", "https")
-    cors: CorsConfig | None = None
-    interceptors: tuple[str, ...] = ()  # "module:function", async request interceptors
-    response_interceptors: tuple[str, ...] = ()
-    definition: Path | None = None  # the OpenAPI document it was read from, if any
-
-    @property
-    def contexts(self) -> tuple[str, ...]:
-        """The path prefixes the API owns: its (versioned) context, and the default version's."""
-        if self.default_version and self.unversioned_context is not None:
-            return (self.context, self.unversioned_context)
-        return (self.context,)
-
-
-@dataclass(frozen=True)
-class SSLProfileConfig:
-    """``[[ssl_profiles]]``: TLS towards the backends at ``servers`` (``host:port``), as WSO2's dynamic SSL
-    profiles. ``ca`` is PEM, DER, PKCS#12 or JKS (``ca_password``); ``certificate`` is PEM with ``key``, or a
-    PKCS#12 file holding both (``key_password`` opens either)."""
-
-    servers: tuple[str, ...]
-    ca: Path | None = None
-    certificate: Path | None = None
-    key: Path | None = None
-    ca_password: str | None = field(default=None, repr=False)
-    key_password: str | None = field(default=None, repr=False)
-    hostname_verification: bool = True
-    reload_interval: float = 10.0
-
-
-@dataclass(frozen=True)
-class GatewayTLSConfig:
-    """``[gateway]`` ``ca_bundle``: what HTTPS backends without an SSL profile are verified against
-    (None: the system's CAs)."""
-
-    ca_bundle: Path | None = None
-    ca_bundle_password: str | None = field(default=None, repr=False)
-    reload_interval: float = 10.0
-
-
-@dataclass(frozen=True)
 class MetricsConfig:
     """``[metrics]``: Prometheus text at ``path``, answered in front of the stack (no credentials)."""
 
@@ -276,185 +166,6 @@ class Config:
             if api.name == name:
                 return api
         raise KeyError(name)
-
-
-def _optional_name(t: Table, name: str) -> str | None:
-    """None for a key left out; `ConfigError` for one given as an empty string (it would read as left out)."""
-    value = t.str(name)
-    if value == "":
-        raise ConfigError(t._k(name), "is empty: name one, or leave the key out")
-    return value
-
-
-def _location(t: Table, name: str, header: bool) -> str | None:
-    """A credential's own header or query parameter name; "" (API keys): not read there."""
-    value = t.str(name)
-    if value and header:
-        value = t.header_name(name, value).lower()
-    return value
-
-
-def _security(t: Table) -> SecurityConfig:
-    mutual = t.str("mutual_ssl", "disabled", choices=MUTUAL_SSL_MODES)
-    sec = SecurityConfig(
-        mutual_ssl=mutual,
-        application=t.strs("application", ("oauth2",) if mutual == "disabled" else (), choices=APPLICATION_SCHEMES),
-        application_mandatory=t.bool("application_mandatory", mutual != "mandatory"),
-        api_key_header=_location(t, "api_key_header", True),
-        api_key_query=_location(t, "api_key_query", False),
-        auth_header=_location(t, "auth_header", True),
-    )
-    if sec.auth_header == "":
-        raise ConfigError(f"{t.key}.auth_header", "is empty: name a header, or leave the key out")
-    if sec.api_key_header == "" and sec.api_key_query == "":
-        raise ConfigError(f"{t.key}.api_key_query", "and api_key_header are both empty: no API key could be read")
-    t.done()
-    if mutual != "mandatory" and not sec.application:
-        raise ConfigError(
-            f"{t.key}.application", "lists no scheme and mutual_ssl is not mandatory: nothing would be checked"
-        )
-    if sec.application_mandatory and not sec.application:
-        raise ConfigError(f"{t.key}.application", "application_mandatory is true but no scheme is listed")
-    return sec
-
-
-SCOPED_SCHEMES = ("oauth2", "api_key")  # basic credentials carry no scopes
-
-
-def _check_scopes_reachable(r: Table, resource: ResourceConfig, api_security: SecurityConfig) -> None:
-    """A scoped resource that only basic credentials could open would refuse every request (403)."""
-    security = resource.security or api_security
-    certificate_alone = security.mutual_ssl != "disabled" and not security.application_mandatory
-    if resource.scopes and not certificate_alone and not set(security.application) & set(SCOPED_SCHEMES):
-        raise ConfigError(
-            f"{r.key}.scopes",
-            "no scheme of this resource carries scopes (basic credentials have none), so every request"
-            " would be refused: add oauth2 or api_key to its application, or remove the scopes",
-        )
-
-
-Resolve = Callable[[Any, str], Any]  # (raw value, key) -> the value: $env{}, $secret{}, ciphertexts
-
-
-def _unresolved(value: Any, key: str) -> Any:
-    return value
-
-
-def _with_definition(t: Table, resolve: Resolve) -> Table:
-    """The API table ``t`` over the OpenAPI document its ``definition`` names: each key of ``t`` replaces
-    the definition's (logged), and the result is read as if it had been written in TOML."""
-    path = t.path("definition", required=True)
-    mapped = load_definition(path, resolve)
-    merged = dict(mapped)
-    for key, value in t.raw.items():
-        if key == "definition":
-            continue
-        if key in mapped:
-            logger.info("%s.%s overrides what %s gives", t.key, key, path.name)
-        merged[key] = value
-    return Table(merged, t.key, t.base)
-
-
-def _api(t: Table, forward_credentials: bool = False, resolve: Resolve | None = None) -> ApiConfig:
-    definition = t.path("definition")
-    if definition is None:
-        return _read_api(t, forward_credentials, None)
-    merged = _with_definition(t, resolve or _unresolved)
-    try:
-        return _read_api(merged, forward_credentials, definition)
-    except ConfigError as exc:  # a value the definition gave (not a TOML key beside it): say where it came from
-        own = exc.key[len(t.key) + 1 :].split(".")[0].split("[")[0] if exc.key.startswith(t.key + ".") else ""
-        if not own or own in t.raw:
-            raise
-        message = str(exc)[len(exc.key) + 2 :]
-        raise ConfigError(exc.key, f"{message} (given by {definition})") from None
-
-
-def _read_api(t: Table, forward_credentials: bool, definition: Path | None) -> ApiConfig:
-    name = t.str("name", required=True)
-    contexts = parse_contexts(t)
-    context = contexts.context
-    gateway = parse_gateway(t)
-    tier = t.str("tier", "Unlimited", required=True)
-    truststore_tier = _optional_name(t, "truststore_tier")
-    security = _security(t.table("security"))
-    certificates = []
-    for c in t.tables("certificates"):
-        certificates.append(
-            CertificateRegistration(
-                alias=c.str("alias", required=True),
-                certificate=c.path("certificate", required=True),
-                tier=c.str("tier", "Unlimited", required=True),
-                api=name,
-            )
-        )
-        c.done()
-    aliases = [c.alias for c in certificates]
-    if len(set(aliases)) != len(aliases):
-        raise ConfigError(f"{t.key}.certificates", "aliases must be unique within an API")
-    resources = []
-    for r in t.tables("resources"):
-        path = r.path_template("path")
-        backend, sandbox_backend = parse_resource_backends(r)
-        if gateway.backend is None and (backend or sandbox_backend):
-            raise ConfigError(
-                r._k("backend" if backend else "sandbox_backend"),
-                "needs a backend on the API too (it serves the requests no resource of its own routes)",
-            )
-        resources.append(
-            ResourceConfig(
-                path=path,
-                methods=tuple(m.upper() for m in r.strs("methods")),
-                scopes=r.strs("scopes"),
-                tier=_optional_name(r, "tier"),
-                security=_security(r.table("security")) if r.has("security") else None,
-                public=r.bool("public", False),
-                interceptors=parse_callables(r, "interceptors") if r.value("interceptors") is not None else None,
-                response_interceptors=(
-                    parse_callables(r, "response_interceptors")
-                    if r.value("response_interceptors") is not None
-                    else None
-                ),
-                backend=backend,
-                sandbox_backend=sandbox_backend,
-            )
-        )
-        for m in resources[-1].methods:
-            if m not in HTTP_METHODS:
-                raise ConfigError(f"{r.key}.methods", f"{m!r} is not an HTTP method")
-        if resources[-1].public and resources[-1].security is not None:
-            raise ConfigError(
-                f"{r.key}.security", "is set on a public resource, which checks nothing: one or the other"
-            )
-        _check_scopes_reachable(r, resources[-1], security)
-        r.done()
-    forward_credentials = t.bool("forward_credentials", forward_credentials)
-    transports = parse_transports(t)
-    cors = parse_cors(t)
-    interceptors = parse_callables(t, "interceptors")
-    response_interceptors = parse_callables(t, "response_interceptors")
-    t.done()
-    return ApiConfig(
-        name=name,
-        context=context,
-        backend=gateway.backend,
-        tier=tier,
-        security=security,
-        certificates=tuple(certificates),
-        resources=tuple(resources),
-        backend_security=gateway.backend_security,
-        truststore_tier=truststore_tier,
-        forward_credentials=forward_credentials,
-        gateway=gateway,
-        version=contexts.version,
-        unversioned_context=contexts.unversioned,
-        default_version=contexts.default_version,
-        transports=transports,
-        cors=cors,
-        interceptors=interceptors,
-        response_interceptors=response_interceptors,
-        definition=definition,
-    )
 
 
 def _mutual_ssl(t: Table) -> MutualSSLConfig:
@@ -542,100 +253,6 @@ def _key_manager(t: Table, subscriber_claim: tuple[str, ...]) -> KeyManagerConfi
     return km
 
 
-PKCS12_SUFFIXES = (".p12", ".pfx")
-
-
-def _server_address(key: str, value: str) -> str:
-    """``host:port`` (``[v6]:port``) with a port in range; answered lower-cased, brackets removed."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/[]@ "):
-        raise ConfigError(key, f"{value!r} is not host:port (an IPv6 address in brackets: [::1]:8443)")
-    return f"{host.lower()}:{int(port)}"
-
-
-def _ssl_profile(t: Table) -> SSLProfileConfig:
-    servers = tuple(_server_address(f"{t.key}.servers[{i}]", v) for i, v in enumerate(t.strs("servers")))
-    if not servers:
-        raise ConfigError(f"{t.key}.servers", "must list at least one host:port")
-    p = SSLProfileConfig(
-        servers=servers,
-        ca=t.path("ca"),
-        certificate=t.path("certificate"),
-        key=t.path("key"),
-        ca_password=t.str("ca_password"),
-        key_password=t.str("key_password"),
-        hostname_verification=t.bool("hostname_verification", True),
-        reload_interval=t.number("reload_interval", 10.0),
-    )
-    t.done()
-    bundled = p.certificate is not None and p.certificate.suffix.lower() in PKCS12_SUFFIXES
-    if p.key is not None and (p.certificate is None or bundled):
-        raise ConfigError(f"{t.key}.key", "needs a PEM certificate (a PKCS#12 certificate holds its own key)")
-    if p.certificate is not None and p.key is None and not bundled:
-        raise ConfigError(f"{t.key}.key", "is required with a PEM certificate")
-    if p.key_password is not None and p.certificate is None:
-        raise ConfigError(f"{t.key}.key_password", "is set but there is no certificate")
-    if p.ca_password is not None and p.ca is None:
-        raise ConfigError(f"{t.key}.ca_password", "is set but there is no ca")
-    return p
-
-
-DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgres://")
-DEFAULT_REGISTRY_FILE = "registry.db"  # [registry] without url: sqlite:///registry.db beside the file
-
-
-def parse_fingerprint(key: str, value: str) -> str:
-    """A SHA-256 fingerprint as 64 lowercase hex characters; colons and spaces between bytes are allowed."""
-    digits = value.replace(":", "").replace(" ", "").lower()
-    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
-        raise ConfigError(key, f"{value!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
-    return digits
-
-
-def _registry_admin(t: Table) -> RegistryAdminConfig:
-    path = t.path_prefix("path") if t.has("path") else "/admin"
-    pins = t.strs("client_certificates")
-    admin = RegistryAdminConfig(
-        enabled=t.bool("enabled", False),
-        path=path,
-        users_file=t.path("users_file"),
-        username=t.str("username"),
-        password=t.str("password"),
-        client_certificates=tuple(
-            parse_fingerprint(f"{t.key}.client_certificates[{i}]", v) for i, v in enumerate(pins)
-        ),
-    )
-    t.done()
-    if path == "/":
-        raise ConfigError(f"{t.key}.path", "must not be / (the admin API would take every path)")
-    if (admin.username is None) != (admin.password is None):
-        raise ConfigError(f"{t.key}.password" if admin.password is None else f"{t.key}.username", "is needed too")
-    if admin.enabled and not (admin.users_file or admin.username or admin.client_certificates):
-        raise ConfigError(
-            t.key, "is enabled without credentials: set users_file, username and password, or client_certificates"
-        )
-    return admin
-
-
-def _registry(root: Table) -> RegistryConfig:
-    """``[registry]``; present (even empty), the registry is on, at ``sqlite:///registry.db`` by default."""
-    if not root.has("registry"):
-        return RegistryConfig()
-    t = root.table("registry")
-    url = t.database_url("url") if t.has("url") else f"sqlite:///{t.base / DEFAULT_REGISTRY_FILE}"
-    if not url or not url.startswith(DATABASE_SCHEMES) or url in DATABASE_SCHEMES:
-        raise ConfigError(f"{t.key}.url", "must be sqlite:///FILE or postgresql://user:password@host/database")
-    cfg = RegistryConfig(
-        url=url,
-        expiry_warning_days=int(t.number("expiry_warning_days", 30, maximum=3650)),
-        admin=_registry_admin(t.table("admin")),
-    )
-    t.done()
-    return cfg
-
-
 def _check_admin_path(cfg: Config) -> None:
     admin = cfg.registry.admin
     if not admin.enabled:
@@ -669,28 +286,6 @@ def _check_metrics_path(cfg: Config) -> None:
         other = other.rstrip("/") or "/"
         if other == "/" or other == prefix or other.startswith(prefix + "/") or prefix.startswith(other + "/"):
             raise ConfigError("metrics.path", f"{prefix!r} overlaps {key} {other!r}: give the metrics their own path")
-
-
-def _ssl_profiles(root: Table) -> tuple[SSLProfileConfig, ...]:
-    profiles = tuple(_ssl_profile(t) for t in root.tables("ssl_profiles"))
-    owner: dict[str, int] = {}
-    for i, p in enumerate(profiles):
-        for server in p.servers:
-            if server in owner:
-                raise ConfigError(f"ssl_profiles[{i}].servers", f"{server} is already in ssl_profiles[{owner[server]}]")
-            owner[server] = i
-    return profiles
-
-
-def _gateway_tls(t: Table) -> GatewayTLSConfig:
-    g = GatewayTLSConfig(
-        ca_bundle=t.path("ca_bundle"),
-        ca_bundle_password=t.str("ca_bundle_password"),
-        reload_interval=t.number("ca_bundle_reload_interval", 10.0),
-    )
-    if g.ca_bundle_password is not None and g.ca_bundle is None:
-        raise ConfigError(f"{t.key}.ca_bundle_password", "is set but there is no ca_bundle")
-    return g
 
 
 def _check_tiers(cfg: Config) -> None:
@@ -766,7 +361,7 @@ def parse_config(
                 " space or dot-segment: it could never be matched)",
             )
     forward_credentials = root.bool("forward_credentials", False)
-    apis = tuple(_api(t, forward_credentials, resolve) for t in root.tables("apis"))
+    apis = tuple(parse_api(t, forward_credentials, resolve) for t in root.tables("apis"))
     names = [a.name for a in apis]
     if len(set(names)) != len(names):
         raise ConfigError("apis", "API names must be unique")
@@ -819,9 +414,9 @@ def parse_config(
         tier=basic_t.str("tier", "Unlimited", required=True),
     )
     basic_t.done()
-    registry = _registry(root)
+    registry = parse_registry(root)
     gateway_t = root.table("gateway")
-    gateway_tls = _gateway_tls(gateway_t)
+    gateway_tls = parse_gateway_tls(gateway_t)
     gateway_t.done()
     cfg = Config(
         path=path,
@@ -837,7 +432,7 @@ def parse_config(
         basic_auth=basic,
         registry=registry,
         apis=apis,
-        ssl_profiles=_ssl_profiles(root),
+        ssl_profiles=parse_ssl_profiles(root),
         gateway_tls=gateway_tls,
         metrics=_metrics(root.table("metrics")),
     )

@@ -219,3 +219,91 @@ def parse_gateway(t: Table) -> GatewayApiConfig:
             if t.has(key):
                 raise ConfigError(t._k(key), "applies to an API with a backend only")
     return gw
+
+
+@dataclass(frozen=True)
+class SSLProfileConfig:
+    """``[[ssl_profiles]]``: TLS towards the backends at ``servers`` (``host:port``), as WSO2's dynamic SSL
+    profiles. ``ca`` is PEM, DER, PKCS#12 or JKS (``ca_password``); ``certificate`` is PEM with ``key``, or a
+    PKCS#12 file holding both (``key_password`` opens either)."""
+
+    servers: tuple[str, ...]
+    ca: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+    ca_password: str | None = field(default=None, repr=False)
+    key_password: str | None = field(default=None, repr=False)
+    hostname_verification: bool = True
+    reload_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayTLSConfig:
+    """``[gateway]`` ``ca_bundle``: what HTTPS backends without an SSL profile are verified against
+    (None: the system's CAs)."""
+
+    ca_bundle: Path | None = None
+    ca_bundle_password: str | None = field(default=None, repr=False)
+    reload_interval: float = 10.0
+
+
+PKCS12_SUFFIXES = (".p12", ".pfx")
+
+
+def _server_address(key: str, value: str) -> str:
+    """``host:port`` (``[v6]:port``) with a port in range; answered lower-cased, brackets removed."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/[]@ "):
+        raise ConfigError(key, f"{value!r} is not host:port (an IPv6 address in brackets: [::1]:8443)")
+    return f"{host.lower()}:{int(port)}"
+
+
+def _ssl_profile(t: Table) -> SSLProfileConfig:
+    servers = tuple(_server_address(f"{t.key}.servers[{i}]", v) for i, v in enumerate(t.strs("servers")))
+    if not servers:
+        raise ConfigError(f"{t.key}.servers", "must list at least one host:port")
+    p = SSLProfileConfig(
+        servers=servers,
+        ca=t.path("ca"),
+        certificate=t.path("certificate"),
+        key=t.path("key"),
+        ca_password=t.str("ca_password"),
+        key_password=t.str("key_password"),
+        hostname_verification=t.bool("hostname_verification", True),
+        reload_interval=t.number("reload_interval", 10.0),
+    )
+    t.done()
+    bundled = p.certificate is not None and p.certificate.suffix.lower() in PKCS12_SUFFIXES
+    if p.key is not None and (p.certificate is None or bundled):
+        raise ConfigError(f"{t.key}.key", "needs a PEM certificate (a PKCS#12 certificate holds its own key)")
+    if p.certificate is not None and p.key is None and not bundled:
+        raise ConfigError(f"{t.key}.key", "is required with a PEM certificate")
+    if p.key_password is not None and p.certificate is None:
+        raise ConfigError(f"{t.key}.key_password", "is set but there is no certificate")
+    if p.ca_password is not None and p.ca is None:
+        raise ConfigError(f"{t.key}.ca_password", "is set but there is no ca")
+    return p
+
+
+def parse_ssl_profiles(root: Table) -> tuple[SSLProfileConfig, ...]:
+    profiles = tuple(_ssl_profile(t) for t in root.tables("ssl_profiles"))
+    owner: dict[str, int] = {}
+    for i, p in enumerate(profiles):
+        for server in p.servers:
+            if server in owner:
+                raise ConfigError(f"ssl_profiles[{i}].servers", f"{server} is already in ssl_profiles[{owner[server]}]")
+            owner[server] = i
+    return profiles
+
+
+def parse_gateway_tls(t: Table) -> GatewayTLSConfig:
+    g = GatewayTLSConfig(
+        ca_bundle=t.path("ca_bundle"),
+        ca_bundle_password=t.str("ca_bundle_password"),
+        reload_interval=t.number("ca_bundle_reload_interval", 10.0),
+    )
+    if g.ca_bundle_password is not None and g.ca_bundle is None:
+        raise ConfigError(f"{t.key}.ca_bundle_password", "is set but there is no ca_bundle")
+    return g
