@@ -2,7 +2,7 @@
 
 Everything mutual SSL trusts comes from files: ``[mutual_ssl] truststore``
 (PEM or DER files, directories of them, PKCS#12 ``.p12``/``.pfx`` and Java
-``.jks`` keystores opened with ``truststore_password``), ``[mutual_ssl] crl``
+``.jks`` keystores opened with ``truststore_password``, read by `asgi_apim.certs.keystores`), ``[mutual_ssl] crl``
 (PEM or DER) and each ``[[apis.certificates]]`` registration; registrations
 from the certificate registry (a `RegistrySource`) join those of the file,
 which wins on a conflict (same API and alias, or same API and certificate:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,20 +27,14 @@ from typing import Protocol
 
 import anyio
 import anyio.to_thread
-import jks
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from asgi_apim.certs.keystores import certificates_in, crls_in, list_directory, pem_or_der, read_file
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
 from asgi_apim.errors import TruststoreError
 
 logger = logging.getLogger("asgi_apim.certs.truststore")
-
-CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
-PKCS12_SUFFIXES = (".p12", ".pfx")
-JKS_SUFFIXES = (".jks", ".jceks")
-_JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -111,26 +104,6 @@ def _named(key: str) -> Iterator[None]:
         raise TruststoreError(f"{key}: {exc}") from None
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TruststoreError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise TruststoreError(f"{path}: is a directory, a file was expected") from None
-    except OSError as exc:
-        raise TruststoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-
-
-def _directory(path: Path) -> list[Path]:
-    try:
-        children = sorted(path.iterdir())
-        suffixes = CERTIFICATE_SUFFIXES + PKCS12_SUFFIXES + JKS_SUFFIXES
-        return [c for c in children if c.suffix.lower() in suffixes and not c.name.startswith(".") and c.is_file()]
-    except OSError as exc:
-        raise TruststoreError(f"{path}: cannot list the directory ({exc.strerror or exc})") from None
-
-
 def _read_sources(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> tuple[list[_Source], bytes]:
     """Every source file's contents, directories listed anew, and their digest."""
     sources: list[_Source] = []
@@ -141,83 +114,21 @@ def _read_sources(mutual_ssl: MutualSSLConfig, apis: Sequence[ApiConfig]) -> tup
                 is_dir = entry.is_dir()
             except OSError as exc:  # pathlib lets a permission or a name too long through
                 raise TruststoreError(f"{entry}: cannot be read ({exc.strerror or exc})") from None
-            files = _directory(entry) if is_dir else [entry]
-            sources.extend(_Source("truststore", f, _read(f), None, key) for f in files)
+            files = list_directory(entry) if is_dir else [entry]
+            sources.extend(_Source("truststore", f, read_file(f), None, key) for f in files)
     for i, p in enumerate(mutual_ssl.crl):
         with _named(key := f"mutual_ssl.crl[{i}]"):
-            sources.append(_Source("crl", p, _read(p), None, key))
+            sources.append(_Source("crl", p, read_file(p), None, key))
     for api in apis:
         for r in api.certificates:
             with _named(key := f"apis[{api.name}].certificates[{r.alias}].certificate"):
-                sources.append(_Source("registration", r.certificate, _read(r.certificate), r, key))
+                sources.append(_Source("registration", r.certificate, read_file(r.certificate), r, key))
     h = hashlib.sha256()
     for s in sources:
         for part in (s.kind.encode(), str(s.path).encode(), s.data):
             h.update(len(part).to_bytes(8, "big"))
             h.update(part)
     return sources, h.digest()
-
-
-def _pem_or_der(path: Path, data: bytes) -> list[x509.Certificate]:
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise TruststoreError(f"{path}: not a PEM or DER certificate file (or holds no certificate)") from None
-
-
-def _pkcs12(path: Path, data: bytes, password: str | None) -> list[x509.Certificate]:
-    try:
-        store = pkcs12.load_pkcs12(data, password.encode() if password is not None else None)
-    except (ValueError, TypeError):
-        hint = "wrong or missing truststore_password" if password is None else "wrong truststore_password"
-        raise TruststoreError(f"{path}: cannot open the PKCS#12 file ({hint}, or the file is corrupt)") from None
-    certs = [store.cert.certificate] if store.cert is not None else []
-    return certs + [c.certificate for c in store.additional_certs]
-
-
-def _jks(path: Path, data: bytes, password: str | None) -> list[x509.Certificate]:
-    try:
-        store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
-        ders = [e.cert for e in store.certs.values() if e.type == "X.509"]
-        ders += [der for e in store.private_keys.values() for kind, der in e.cert_chain if kind == "X.509"]
-        return [x509.load_der_x509_certificate(d) for d in ders]
-    except jks.util.KeystoreSignatureException:
-        raise TruststoreError(f"{path}: the keystore's integrity check failed (wrong truststore_password?)") from None
-    except Exception:  # pyjks reports a damaged file through many exception types
-        raise TruststoreError(f"{path}: not a readable JKS keystore") from None
-
-
-def _truststore_certificates(source: _Source, password: str | None) -> list[x509.Certificate]:
-    suffix = source.path.suffix.lower()
-    if suffix in PKCS12_SUFFIXES:
-        certs = _pkcs12(source.path, source.data, password)
-    elif suffix in JKS_SUFFIXES or source.data[:4] in _JKS_MAGIC:
-        certs = _jks(source.path, source.data, password)
-    else:
-        certs = _pem_or_der(source.path, source.data)
-    if not certs:
-        raise TruststoreError(f"{source.path}: holds no certificate")
-    return certs
-
-
-def certificates_in(path: Path, data: bytes, password: str | None = None) -> list[x509.Certificate]:
-    """The certificates of one truststore file's contents: PEM, DER, PKCS#12 or JKS (by suffix, or
-    the JKS magic number). Raises `TruststoreError` naming ``path``."""
-    return _truststore_certificates(_Source("truststore", path, data), password)
-
-
-def _crls(path: Path, data: bytes) -> list[x509.CertificateRevocationList]:
-    try:
-        if b"-----BEGIN" in data:
-            blocks = _PEM_CRL.findall(data)
-            if not blocks:
-                raise ValueError
-            return [x509.load_pem_x509_crl(b) for b in blocks]
-        return [x509.load_der_x509_crl(data)]
-    except ValueError:
-        raise TruststoreError(f"{path}: not a PEM or DER certificate revocation list") from None
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -230,7 +141,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def _registration(source: _Source) -> RegisteredCertificate:
     reg = source.registration
     assert reg is not None
-    return registered(reg.api, reg.alias, reg.tier, _pem_or_der(source.path, source.data)[0], source="config")
+    return registered(reg.api, reg.alias, reg.tier, pem_or_der(source.path, source.data)[0], source="config")
 
 
 def _join(
@@ -273,9 +184,9 @@ def _build(
     for source in sources:
         with _named(source.key):
             if source.kind == "truststore":
-                anchors.extend(_truststore_certificates(source, password))
+                anchors.extend(certificates_in(source.path, source.data, password))
             elif source.kind == "crl":
-                crls.extend(_crls(source.path, source.data))
+                crls.extend(crls_in(source.path, source.data))
             else:
                 registrations.append(_registration(source))
     if stored:

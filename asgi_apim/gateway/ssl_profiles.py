@@ -2,7 +2,7 @@
 
 Each ``[[ssl_profiles]]`` entry becomes an `SSLProfile`: an ``ssl.SSLContext``
 (TLS 1.2 at least) that verifies the backend against ``ca`` (PEM, DER, PKCS#12
-or JKS, read by `asgi_apim.certs.truststore.certificates_in`), checks its host
+or JKS, read by `asgi_apim.certs.keystores.certificates_in`), checks its host
 name unless ``hostname_verification = false`` (logged as a warning at start-up),
 and presents ``certificate`` + ``key`` (PEM, the key possibly encrypted) or a
 PKCS#12 ``certificate`` holding both, opened with ``key_password``.
@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from asgi_apim.certs.truststore import PKCS12_SUFFIXES, certificates_in
+from asgi_apim.certs.keystores import PKCS12_SUFFIXES, certificates_in
 from asgi_apim.config import Config, SSLProfileConfig
 from asgi_apim.errors import TruststoreError
 
