@@ -17,6 +17,28 @@ from tests.gateway.servers import chunks, get, raw_server, read_head, reset
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
+class ReadTimers:
+    """Counts the read-deadline timers the connections arm (``_bark``) on the running loop while inside."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> ReadTimers:
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counting(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+            self.count += getattr(callback, "__name__", "") == "_bark"
+            return call_at(when, callback, *args, **kw)
+
+        loop.call_at = counting  # type: ignore[method-assign]
+        self._loop = loop
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._loop.call_at
+
+
 async def test_garbage_status_line() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
@@ -109,26 +131,14 @@ async def test_each_wait_on_a_keep_alive_connection_has_its_own_read_deadline() 
 
     async with raw_server(handler) as srv:
         pool = srv.pool(read_timeout=0.4)
-        loop = asyncio.get_running_loop()
-        timers = 0
-        call_at = loop.call_at
-
-        def counting(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
-            nonlocal timers
-            timers += getattr(callback, "__name__", "") == "_bark"  # the connections' read timers
-            return call_at(when, callback, *args, **kw)
-
-        loop.call_at = counting  # type: ignore[method-assign]
-        try:
+        with ReadTimers() as timers:
             assert await (await pool.request(get())).read() == b"ok"
-            armed = timers
+            armed = timers.count
             await asyncio.sleep(0.25)  # the first wait's deadline is 0.15 s away
             started = time.monotonic()
             with pytest.raises(ReadTimeout, match="no response head from the backend within 0.4 s"):
                 await pool.request(get())
             waited = time.monotonic() - started
-        finally:
-            del loop.call_at
         assert 0.35 <= waited < 1.0, waited
         assert srv.connections == 1 and armed == 1
         await pool.aclose()
@@ -144,22 +154,10 @@ async def test_quick_requests_on_a_keep_alive_connection_arm_one_read_timer() ->
 
     async with raw_server(handler) as srv:
         pool = srv.pool(read_timeout=30)
-        loop = asyncio.get_running_loop()
-        timers = 0
-        call_at = loop.call_at
-
-        def counting(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
-            nonlocal timers
-            timers += getattr(callback, "__name__", "") == "_bark"  # the connections' read timers
-            return call_at(when, callback, *args, **kw)
-
-        loop.call_at = counting  # type: ignore[method-assign]
-        try:
+        with ReadTimers() as timers:
             for _ in range(20):
                 assert await (await pool.request(get())).read() == b"ok"
-        finally:
-            del loop.call_at
-        assert srv.connections == 1 and timers == 1
+        assert srv.connections == 1 and timers.count == 1
         await pool.aclose()
 
 
