@@ -34,6 +34,8 @@ _PATH_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::(?:str|path|int|float|uui
 Decrypt = Callable[[str, str], str]  # (ciphertext, key path) -> plaintext
 CIPHERTEXT_PREFIX = "aesgcm:v1:"  # a value claiming to be an `asgi_apim.secrets` envelope: it decrypts, or is refused
 
+PKCS12_SUFFIXES = (".p12", ".pfx")  # a certificate file read as PKCS#12 (truststores, SSL profiles)
+
 
 class Secrets(Mapping[str, str]):
     """The decrypted ``[secrets]`` table. Its repr never shows a value."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asgi_apim._schema import Table, backend_url_problem
+from asgi_apim._schema import PKCS12_SUFFIXES, Table, backend_url_problem
 from asgi_apim.errors import ConfigError
 
 GROUP_TYPES = ("failover", "load_balance")
@@ -245,9 +245,6 @@ class GatewayTLSConfig:
     ca_bundle: Path | None = None
     ca_bundle_password: str | None = field(default=None, repr=False)
     reload_interval: float = 10.0
-
-
-PKCS12_SUFFIXES = (".p12", ".pfx")
 
 
 def _server_address(key: str, value: str) -> str:

@@ -11,10 +11,10 @@ import jks
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from asgi_apim._schema import PKCS12_SUFFIXES as PKCS12_SUFFIXES
 from asgi_apim.errors import TruststoreError
 
 CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
-PKCS12_SUFFIXES = (".p12", ".pfx")
 JKS_SUFFIXES = (".jks", ".jceks")
 _JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
