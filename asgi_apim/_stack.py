@@ -87,11 +87,14 @@ def protect(
     *,
     explain: bool = False,
     trust_listeners: Sequence[TrustListener] = (),
+    credentials: ApplicationSecurity | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` with mutual TLS, application security and throttling as ``config`` says.
 
     ``trust_listeners`` are told of every new truststore generation (a TLS server that trusts
-    what the configuration trusts: `asgi-apim serve`)."""
+    what the configuration trusts: `asgi-apim serve`). ``credentials``: the application security
+    to decide with, when the caller shares it (the gateway asks it where credentials are read);
+    built from ``config`` otherwise."""
     check_unprotected(app)
     cfg = config if isinstance(config, Config) else load_config(config)
     _share_secrets(app, cfg)
@@ -108,7 +111,8 @@ def protect(
             trust.subscribe(listener)
         resolver = CertificateResolver(trust, cfg.mutual_ssl)
         _log_trusted_proxies(cfg)
-    credentials = ApplicationSecurity.from_config(cfg)
+    if credentials is None:
+        credentials = ApplicationSecurity.from_config(cfg)
     accepted: Accepted | None = {} if cfg.metrics.enabled else None
     background.add(credentials.start)
     router = Router.from_config(cfg)

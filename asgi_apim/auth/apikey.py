@@ -20,7 +20,7 @@ import copy
 import json
 from collections.abc import Collection, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl
 
 from starlette.types import Scope
 
@@ -37,6 +37,7 @@ from asgi_apim.auth.base import (
     known_tiers,
     now,
     without_header,
+    without_params,
 )
 from asgi_apim.auth.jwt import check_times, parse_compact, verify_signature
 from asgi_apim.auth.keysources import KeyIssuer
@@ -211,10 +212,8 @@ class ApiKeyAuthenticator(RecallSupport, LocationSupport):
         if self.header is not None:
             without_header(scope, self.header)
         qs = scope.get("query_string", b"")
-        if self._needle and self._needle in qs:
-            name = self.query_param
-            kept = [part for part in qs.split(b"&") if unquote_plus(part.partition(b"=")[0].decode("latin-1")) != name]
-            scope["query_string"] = b"&".join(kept)
+        if self._needle and self._needle in qs and self.query_param is not None:
+            scope["query_string"] = without_params(qs, (self.query_param,))
 
     async def authenticate(self, credential: str, api: ApiConfig, scope: Scope) -> Principal:
         t = now()

@@ -120,6 +120,20 @@ class ApplicationSecurity:
             located = self._located[key] = auth.located(security)
         return located
 
+    def locations(self, api: ApiConfig) -> tuple[frozenset[bytes], frozenset[str]]:
+        """Every place a credential of ``api`` (its resources' included) is read from, as the
+        authenticators of its schemes declare them: the header names (lower-case) and the query
+        parameters. What a proxy never forwards when the credential must stop at the gateway."""
+        headers: set[bytes] = set()
+        params: set[str] = set()
+        for security in (api.security, *(r.security for r in api.resources if r.security is not None)):
+            for auth in self.choice(api, security).schemes:
+                if auth.header is not None:
+                    headers.add(auth.header)
+                if auth.query_param is not None:
+                    params.add(auth.query_param)
+        return frozenset(headers), frozenset(params)
+
     def recall_for(self, choice: Choice, *, strip: bool = False) -> Recall:
         """`recall` for the requests of one route, as one call (looked up on every request, so a
         subclass's or a wrapper's rule holds); with ``strip``, the credential of a recalled

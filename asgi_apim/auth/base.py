@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from urllib.parse import unquote_plus
 
 from starlette.types import Scope
 
@@ -36,6 +37,7 @@ class Authenticator(Protocol):
     scheme: str
     challenge: str
     header: bytes | None  # the header its credential is read from (lower-case), if any: sent once at most
+    query_param: str | None  # the query parameter its credential may be read from, if any
 
     def credential(self, scope: Scope) -> str | None: ...
 
@@ -205,6 +207,14 @@ class Verified:
 def without_header(scope: Scope, name: bytes) -> None:
     """Remove every ``name`` header (lower-case bytes) from the request; the others unchanged."""
     scope["headers"] = [h for h in scope["headers"] if h[0] != name]
+
+
+def without_params(query: bytes, names: Collection[str]) -> bytes:
+    """``query`` without the parameters named ``names`` (compared URL-decoded), the others byte for byte."""
+    if not query or not names:
+        return query
+    kept = [p for p in query.split(b"&") if unquote_plus(p.partition(b"=")[0].decode("latin-1")) not in names]
+    return b"&".join(kept)
 
 
 def header_value(scope: Scope, name: bytes) -> bytes | None:

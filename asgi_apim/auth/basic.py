@@ -78,6 +78,7 @@ class BasicAuthenticator:
 
     scheme = "basic"
     header: bytes | None = b"authorization"
+    query_param: str | None = None
 
     def __init__(
         self,

@@ -242,6 +242,7 @@ class OAuth2Authenticator(RecallSupport, LocationSupport):
     """``Authorization: Bearer`` tokens: JWTs by issuer, opaque ones by introspection."""
 
     scheme = "oauth2"
+    query_param: str | None = None  # a token is never read from the query string
 
     def __init__(
         self,

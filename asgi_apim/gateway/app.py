@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgi_apim._stack import protect
+from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.config import ApiConfig, Config, load_config
 from asgi_apim.errors import ConfigError
 from asgi_apim.gateway.proxy import GatewayProxy, SSLContexts
@@ -93,10 +94,11 @@ def gateway(
     if ssl_contexts is None and any(u.startswith("https:") for a in cfg.apis for u in _urls(a)):
         profiles = SSLProfiles(cfg)
         ssl_contexts = profiles.context_for
-    proxy = install(GatewayProxy(cfg, ssl_contexts=ssl_contexts))
+    credentials = ApplicationSecurity.from_config(cfg)  # one: the stack authenticates, the proxy asks where
+    proxy = install(GatewayProxy(cfg, ssl_contexts=ssl_contexts, credentials=credentials))
     if profiles is not None:
         proxy.jobs.append(profiles.run)
-    return GatewayHealth(protect(proxy, cfg), proxy)
+    return GatewayHealth(protect(proxy, cfg, credentials=credentials), proxy)
 
 
 def _urls(api: ApiConfig) -> list[str]:

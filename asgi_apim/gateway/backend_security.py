@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote
 
 import httpx
 
@@ -191,11 +191,3 @@ def backend_auth(cfg: BackendSecurityConfig) -> BackendAuth:
     if cfg.location == "header":
         return BackendAuth(header=(name.lower().encode("latin-1"), value.encode("latin-1")))
     return BackendAuth(query=(quote(name, safe="").encode(), quote(value, safe="").encode()))
-
-
-def without_param(query: bytes, names: set[str]) -> bytes:
-    """``query`` without the parameters named ``names`` (compared decoded), the others byte for byte."""
-    if not query or not names:
-        return query
-    kept = [p for p in query.split(b"&") if unquote_plus(p.split(b"=", 1)[0].decode("latin-1")) not in names]
-    return b"&".join(kept)

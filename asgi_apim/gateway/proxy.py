@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Receive, Scope, Send
 
 from asgi_apim._keys import CONNECTION_LOST, PEER
+from asgi_apim.auth.application import ApplicationSecurity
+from asgi_apim.auth.base import without_params
 from asgi_apim.config import Config
 from asgi_apim.errors import (
     BackendConnectionClosed,
@@ -45,7 +47,6 @@ from asgi_apim.errors import (
     reject,
 )
 from asgi_apim.gateway._client import ClientGone, Guard, RequestBody
-from asgi_apim.gateway.backend_security import without_param
 from asgi_apim.gateway.endpoints import Address, Endpoint
 from asgi_apim.gateway.headers import (
     CLIENT_CERTIFICATE,
@@ -98,9 +99,17 @@ def transport_error(exc: UpstreamError | TimeoutError) -> BackendError:
 class GatewayProxy:
     """Forwards every request on an API with a ``backend``; 404 (900906) for any other path."""
 
-    def __init__(self, config: Config, *, ssl_contexts: SSLContexts | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ssl_contexts: SSLContexts | None = None,
+        credentials: ApplicationSecurity | None = None,
+    ) -> None:
+        """``credentials``: the stack's `ApplicationSecurity` (`gateway` shares one), which says where
+        client credentials are read; one is built from ``config`` when none is given."""
         self.config = config
-        self.targets = targets(config)
+        self.targets = targets(config, credentials or ApplicationSecurity.from_config(config))
         # (context, target), longest first: a default version's unversioned context routes to its API too
         self._prefixes = sorted(
             ((c, t) for t in self.targets for c in t.api.contexts), key=lambda p: len(p[0]), reverse=True
@@ -179,7 +188,7 @@ class GatewayProxy:
         return endpoint.path + rest if endpoint.path or rest else b"/"
 
     def query(self, scope: Scope, target: Target) -> bytes:
-        return without_param(scope.get("query_string", b""), target.dropped_query)
+        return without_params(scope.get("query_string", b""), target.dropped_query)
 
     # ---- ASGI ------------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The APIs the gateway serves, each built once into a `Target`: its endpoint groups, its
 backend credential, and the request headers and query parameters never forwarded to it.
 
-The client's credential (``Authorization`` for oauth2 and basic, the API key's header and query
-parameter) is dropped unless the API has ``forward_credentials = true`` and no
-``[apis.backend_security]``: a backend that gets the gateway's credential never gets the client's.
+The client's credential is dropped from wherever the API's authenticators read it
+(`ApplicationSecurity.locations`: ``Authorization`` for oauth2 and basic, or an API's own
+``auth_header``; the API key's header and query parameter) unless the API has
+``forward_credentials = true`` and no ``[apis.backend_security]``: a backend that gets the
+gateway's credential never gets the client's.
 The certificate header is always dropped (``forward_client_certificate`` sends the validated one).
 
 A resource with a ``backend`` or ``sandbox_backend`` of its own sends the requests it matches there.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import Scope
 
+from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.config import ApiConfig, Config, ResourceConfig
 from asgi_apim.errors import Forbidden
 from asgi_apim.gateway.backend_jwt import BackendJWT
@@ -109,7 +112,9 @@ def _resource_groups(
     return by_resource, tuple(shown.values())
 
 
-def targets(config: Config) -> list[Target]:
+def targets(config: Config, credentials: ApplicationSecurity) -> list[Target]:
+    """The `Target` of every API with a backend; ``credentials`` says where each API's client
+    credentials are read (`ApplicationSecurity.locations`), which the backend never gets."""
     targets = []
     router: Router | None = None
     cert_header = config.mutual_ssl.certificate_header.lower().encode("latin-1")
@@ -122,19 +127,9 @@ def targets(config: Config) -> list[Target]:
         auth = backend_auth(gw.backend_security) if gw.backend_security else None
         # forward_credentials: the client's own credential goes on, unless the gateway presents its own
         if not api.forward_credentials or auth is not None:
-            for sec in (api.security, *(r.security for r in api.resources if r.security)):
-                schemes = set(sec.application)
-                if "basic" in schemes or ("oauth2" in schemes and sec.auth_header is None):
-                    dropped.add(b"authorization")
-                if "oauth2" in schemes and sec.auth_header:
-                    dropped.add(sec.auth_header.encode("latin-1"))
-                if "api_key" in schemes:
-                    header = config.api_keys.header if sec.api_key_header is None else sec.api_key_header
-                    param = config.api_keys.query_param if sec.api_key_query is None else sec.api_key_query
-                    if header:
-                        dropped.add(header.lower().encode("latin-1"))
-                    if param:
-                        query.add(param)
+            headers, params = credentials.locations(api)  # where the API's authenticators read credentials
+            dropped |= headers
+            query |= params
         if auth is not None:
             if auth.header_name:
                 dropped.add(auth.header_name)

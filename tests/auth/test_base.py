@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import bcrypt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_apim.auth.apikey import ApiKeyAuthenticator
 from asgi_apim.auth.application import build_authenticators
@@ -17,6 +20,7 @@ from asgi_apim.auth.base import (
     ExpiringCache,
     authorization,
     schemes_in_use,
+    without_params,
 )
 from asgi_apim.auth.basic import BasicAuthenticator
 from asgi_apim.auth.jwt import OAuth2Authenticator
@@ -151,3 +155,20 @@ def test_expiring_cache_eviction_drops_aliases() -> None:
 def test_authorization_header(value: bytes | None, scheme: str, expected: str | None) -> None:
     headers = [(b"accept", b"*/*")] + ([] if value is None else [(b"authorization", value)])
     assert authorization({"headers": headers}, scheme) == expected
+
+
+def test_without_params_compares_names_decoded_and_keeps_the_rest() -> None:
+    assert without_params(b"apikey=s&x=%20&api%6Bey=t&y", {"apikey"}) == b"x=%20&y"
+    assert without_params(b"a+b=1&a%20b=2&c=3", ("a b",)) == b"c=3"
+    assert without_params(b"x=1", set()) == b"x=1"
+    assert without_params(b"", {"apikey"}) == b""
+
+
+_PART = st.binary(max_size=12).filter(lambda b: b"&" not in b)
+
+
+@given(parts=st.lists(_PART, max_size=8), names=st.sets(st.text(max_size=4), max_size=3))
+def test_without_params_keeps_every_other_part_byte_for_byte(parts: list[bytes], names: set[str]) -> None:
+    kept = without_params(b"&".join(parts), names)
+    expected = [p for p in parts if unquote_plus(p.partition(b"=")[0].decode("latin-1")) not in names]
+    assert kept == (b"&".join(expected) if parts and names else b"&".join(parts))

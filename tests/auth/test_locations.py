@@ -13,7 +13,7 @@ from asgi_apim.auth.apikey import ApiKeyAuthenticator
 from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.base import LocationSupport
 from asgi_apim.auth.jwt import JWTIssuer, OAuth2Authenticator
-from asgi_apim.config import ApiConfig, KeyManagerConfig, SecurityConfig
+from asgi_apim.config import ApiConfig, KeyManagerConfig, ResourceConfig, SecurityConfig
 from tests.asgi import make_scope
 
 KEY = ed25519.Ed25519PrivateKey.generate()
@@ -87,3 +87,23 @@ def test_one_located_authenticator_per_place_and_the_route_strips_from_there(tmp
 
     strip(scope, Principal(method="api_key", subject="s"))
     assert scope["headers"] == []
+
+
+def test_the_locations_of_an_api_are_its_authenticators_places() -> None:
+    km = KeyManagerConfig(name="idp", issuer="https://idp", shared_secret=SECRET, algorithms=("HS256",))
+    security = ApplicationSecurity(
+        {"api_key": ApiKeyAuthenticator(KEY), "oauth2": OAuth2Authenticator([JWTIssuer.from_config(km)])}
+    )
+    api = ApiConfig(
+        name="pets",
+        context="/pets",
+        security=SecurityConfig(application=("oauth2", "api_key")),
+        resources=(
+            ResourceConfig(path="/pets/a", security=SecurityConfig(application=("oauth2",), auth_header="X-Auth")),
+            ResourceConfig(
+                path="/pets/b", security=SecurityConfig(application=("api_key",), api_key_header="", api_key_query="k")
+            ),
+        ),
+    )
+    assert security.locations(api) == (frozenset({b"authorization", b"apikey", b"x-auth"}), frozenset({"apikey", "k"}))
+    assert security.locations(PETS) == (frozenset({b"authorization"}), frozenset())  # the default: oauth2

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from asgi_apim.errors import BackendError
-from asgi_apim.gateway.backend_security import OAuth2ClientCredentials, backend_auth, without_param
+from asgi_apim.gateway.backend_security import OAuth2ClientCredentials, backend_auth
 from asgi_apim.gateway_config import BackendSecurityConfig
 
 
@@ -35,12 +35,6 @@ async def test_basic_bearer_and_api_key() -> None:
     assert await auth.apply([], b"") == (None, b"key=a%20b%26c")
     assert await auth.apply([], b"x=1") == (None, b"x=1&key=a%20b%26c")
     assert auth.query_name == "key"
-
-
-def test_without_param_compares_names_decoded_and_keeps_the_rest() -> None:
-    assert without_param(b"apikey=s&x=%20&api%6Bey=t&y", {"apikey"}) == b"x=%20&y"
-    assert without_param(b"x=1", set()) == b"x=1"
-    assert without_param(b"", {"apikey"}) == b""
 
 
 class TokenServer:

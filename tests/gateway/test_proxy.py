@@ -11,7 +11,8 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from starlette.types import Receive, Scope, Send
 
 from asgi_apim.certs.pki import issue_client, make_ca
@@ -60,9 +61,21 @@ class Echo:
         await send({"type": "http.response.body", "body": data})
 
 
+# what every scheme needs to be built (the proxy asks the authenticators where credentials are read):
+# a key manager whose keys are never fetched here, an API-key signing key and an empty users file
+SCHEMES = (
+    '[api_keys]\nheader = "apikey"\nquery_param = "apikey"\nsigning_key = "apikey.pem"\n'
+    '[basic_auth]\nusers_file = "users.htpasswd"\n'
+    '[[key_managers]]\nname = "idp"\nissuer = "https://idp.test"\njwks_url = "https://127.0.0.1:9/jwks.json"\n'
+)
+
+
 def config(tmp_path: Path, body: str) -> Config:
     p = tmp_path / "deployment.toml"
-    p.write_text(f'[encryption]\nkey = "{KEY}"\n[api_keys]\nheader = "apikey"\nquery_param = "apikey"\n' + body)
+    (tmp_path / "users.htpasswd").touch()
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "apikey.pem").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    p.write_text(f'[encryption]\nkey = "{KEY}"\n' + SCHEMES + body)
     return load_config(p)
 
 
@@ -171,7 +184,7 @@ async def test_total_timeout_and_failover_past_a_refused_endpoint(tmp_path: Path
 
 async def test_health_and_readiness_without_calling_backends(tmp_path: Path) -> None:
     (tmp_path / "users.htpasswd").write_text("")
-    body = '[basic_auth]\nusers_file = "users.htpasswd"\n' + api("a", '"http://127.0.0.1:1"')
+    body = api("a", '"http://127.0.0.1:1"')
     app = gateway(config(tmp_path, body + '[apis.security]\napplication = ["basic"]\n'))
     r = await call(app, "GET", "/health")
     assert r.status_code == 200 and r.json() == {"status": "UP"}

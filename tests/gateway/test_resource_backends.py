@@ -85,7 +85,7 @@ async def test_protect_ignores_resource_backends(tmp_path: Path) -> None:
         await send({"type": "http.response.body", "body": b"the app"})
 
     (tmp_path / "users.htpasswd").write_text("")
-    body = '[basic_auth]\nusers_file = "users.htpasswd"\n' + resources(
+    body = resources(
         'backend = "http://127.0.0.1:1"\n', 'path = "/open"\npublic = true\nbackend = "http://127.0.0.1:1"\n'
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=protect(app, config(tmp_path, body)))) as c:
@@ -146,7 +146,7 @@ async def test_resources_naming_the_same_endpoints_share_one_group(tmp_path: Pat
 
 async def test_readiness_lists_the_resource_groups(tmp_path: Path) -> None:
     (tmp_path / "users.htpasswd").write_text("")
-    app = gateway(config(tmp_path, '[basic_auth]\nusers_file = "users.htpasswd"\n' + routed(9, 8, 7)))
+    app = gateway(config(tmp_path, routed(9, 8, 7)))
     r = await call(app, "GET", "/health/ready")
     assert r.status_code == 200, r.text
     doc = r.json()["apis"]["a"]
@@ -178,7 +178,11 @@ async def test_a_public_path_and_a_websocket_go_to_their_resource_s_backend(tmp_
             f'path = "/live"\nbackend = "http://127.0.0.1:{ws_backend.port}/stream"\n',
         )
         path = tmp_path / "deployment.toml"
-        path.write_text(f'public_paths = ["/a/open"]\n[encryption]\nkey = "{"cd" * 32}"\n' + body)
+        (tmp_path / "users.htpasswd").write_text("")
+        path.write_text(
+            f'public_paths = ["/a/open"]\n[encryption]\nkey = "{"cd" * 32}"\n'
+            '[basic_auth]\nusers_file = "users.htpasswd"\n' + body
+        )
         proxy = install(GatewayProxy(load_config(path)))
         r = await call(proxy, "GET", "/a/open")
         assert (r.json()["name"], r.json()["path"]) == ("other", "/other/open")
