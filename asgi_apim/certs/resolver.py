@@ -23,7 +23,8 @@ from asgi_apim._keys import PEER
 from asgi_apim.certs.formats import parse_certificate_header, pem_chain_to_der
 from asgi_apim.certs.trust import TrustedProxies, peer_host
 from asgi_apim.certs.truststore import TrustMaterial, TrustReloader
-from asgi_apim.certs.validation import CertificateValidator, CertificateVerdict
+from asgi_apim.certs.validation import CertificateValidator
+from asgi_apim.certs.verdict import CertificateVerdict
 from asgi_apim.config import MutualSSLConfig
 from asgi_apim.errors import CertificateHeaderError, CertificateRejected, MissingCredentials, RequestError
 from asgi_apim.identity import CertificatePrincipal, Principal

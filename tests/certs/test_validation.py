@@ -15,12 +15,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from asgi_apim.certs import validation
 from asgi_apim.certs.pki import Issued, issue_client, issue_server, make_ca, make_crl, new_key
 from asgi_apim.certs.truststore import RegisteredCertificate, TrustMaterial, load_trust
-from asgi_apim.certs.validation import (
-    ISSUER_REVOKED,
-    CertificateValidator,
-    load_pem_chain,
-)
+from asgi_apim.certs.validation import CertificateValidator, load_pem_chain
+from asgi_apim.certs.verdict import EXPIRED, ISSUER_REVOKED, REVOKED, Acceptance, CertificateVerdict
 from asgi_apim.config import ApiConfig, CertificateRegistration, MutualSSLConfig
+from asgi_apim.identity import public_key_sha256
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 NOW = dt.datetime.now(dt.UTC)
@@ -117,7 +115,7 @@ def test_chain_through_an_intermediate_presented_by_the_client(root: Issued, int
     v = CertificateValidator(material([root]))
     verdict = v.validate(ders(leaf, inter))
     assert verdict.reason is None
-    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert verdict.accepted_for("open") == Acceptance("open", None, "Unlimited", "truststore")
     assert verdict.subject == "CN=alice,O=asgi-apim dev"
     assert verdict.sha256 == hashlib.sha256(leaf.der()).hexdigest()
     assert verdict.leaf == leaf.cert
@@ -146,7 +144,7 @@ def test_exact_self_signed(chain_validation: bool, root: Issued) -> None:
     )
     verdict = v.validate(ders(selfie))
     assert verdict.reason is None
-    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "me", "Gold", "exact")
+    assert verdict.accepted_for("pets") == Acceptance("pets", "me", "Gold", "exact")
     assert verdict.accepted_for("open") is None
     assert verdict.reason_for("pets") == "accepted"
     other = issue_client(None, "selfie")  # same name, another key: not the registered certificate
@@ -161,12 +159,12 @@ def test_ca_registration_and_exact_wins(root: Issued, inter: Issued, leaf: Issue
     ]
     v = CertificateValidator(material([], registrations=regs, apis=("pets", "shop")))
     verdict = v.validate(ders(leaf))
-    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "partner-ca", "Silver", "ca")
-    assert verdict.accepted_for("shop") == validation.Acceptance("shop", "alice-exact", "Bronze", "exact")
+    assert verdict.accepted_for("pets") == Acceptance("pets", "partner-ca", "Silver", "ca")
+    assert verdict.accepted_for("shop") == Acceptance("shop", "alice-exact", "Bronze", "exact")
     sibling = issue_client(inter, "bob")
     v2 = v.validate(ders(sibling))
     assert v2.accepted_for("pets").how == "ca"  # type: ignore[union-attr]
-    assert v2.accepted_for("shop") == validation.Acceptance("shop", "shop-ca", "Gold", "ca")
+    assert v2.accepted_for("shop") == Acceptance("shop", "shop-ca", "Gold", "ca")
 
 
 @pytest.mark.parametrize("chain_validation", [True, False])
@@ -176,13 +174,9 @@ def test_a_registered_ca_certificate_is_exact_for_itself_as_well(
     # a self-signed certificate from `openssl req -x509` is a CA: registered exactly, it must pass as itself
     regs = [reg("pets", "partner-ca", inter, "Silver")]
     v = CertificateValidator(material([], registrations=regs, apis=("pets",)), chain_validation=chain_validation)
-    assert v.validate(ders(inter)).accepted_for("pets") == validation.Acceptance(
-        "pets", "partner-ca", "Silver", "exact"
-    )
+    assert v.validate(ders(inter)).accepted_for("pets") == Acceptance("pets", "partner-ca", "Silver", "exact")
     if chain_validation:  # and the leaves it issued, through it
-        assert v.validate(ders(leaf)).accepted_for("pets") == validation.Acceptance(
-            "pets", "partner-ca", "Silver", "ca"
-        )
+        assert v.validate(ders(leaf)).accepted_for("pets") == Acceptance("pets", "partner-ca", "Silver", "ca")
     assert v.validate(ders(root)).acceptances == {}  # a CA that is not registered is no client
 
 
@@ -216,11 +210,9 @@ def test_truststore_tier_after_exact_and_ca_registrations(root: Issued, inter: I
     regs = [reg("pets", "inter", inter, "Silver"), reg("pets", "pinned", by_root, "Gold")]
     tiers = {"pets": "Bronze"}
     v = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers=tiers))
-    assert v.validate(ders(by_root)).accepted_for("pets") == validation.Acceptance("pets", "pinned", "Gold", "exact")
-    assert v.validate(ders(leaf, inter)).accepted_for("pets") == validation.Acceptance("pets", "inter", "Silver", "ca")
-    assert v.validate(ders(by_other)).accepted_for("pets") == validation.Acceptance(
-        "pets", None, "Bronze", "truststore"
-    )
+    assert v.validate(ders(by_root)).accepted_for("pets") == Acceptance("pets", "pinned", "Gold", "exact")
+    assert v.validate(ders(leaf, inter)).accepted_for("pets") == Acceptance("pets", "inter", "Silver", "ca")
+    assert v.validate(ders(by_other)).accepted_for("pets") == Acceptance("pets", None, "Bronze", "truststore")
     closed = CertificateValidator(material([root, other], registrations=regs, apis=("pets",), tiers={}))
     assert closed.validate(ders(leaf, inter)).accepted_for("pets").how == "ca"  # type: ignore[union-attr]
     refused = closed.validate(ders(by_other))
@@ -305,7 +297,7 @@ def test_a_registered_intermediate_revoked_by_its_root_s_crl_admits_no_leaf(
     assert v.validate(ders(leaf)).acceptances == {}  # nor without the intermediate: it anchors nothing now
     # not revoked: admitted through the registered intermediate
     fine = CertificateValidator(material([root], registrations=regs, apis=("f",)))
-    assert fine.validate(ders(leaf, inter)).accepted_for("f") == validation.Acceptance("f", "partner-ca", "Gold", "ca")
+    assert fine.validate(ders(leaf, inter)).accepted_for("f") == Acceptance("f", "partner-ca", "Gold", "ca")
 
 
 def test_a_refusal_for_a_ca_not_yet_valid_is_not_kept_past_the_moment_it_becomes_valid() -> None:
@@ -401,8 +393,8 @@ def test_loaded_from_files(tmp_path: Path, root: Issued, inter: Issued, leaf: Is
     m = load_trust(MutualSSLConfig(truststore=(tmp_path / "bundle.pem",)), apis)
     assert m.apis == ("pets", "open", "closed") and m.truststore_tiers == {"open": "Bronze"}
     verdict = CertificateValidator(m).validate(ders(leaf))
-    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "alice", "Gold", "exact")
-    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Bronze", "truststore")
+    assert verdict.accepted_for("pets") == Acceptance("pets", "alice", "Gold", "exact")
+    assert verdict.accepted_for("open") == Acceptance("open", None, "Bronze", "truststore")
     assert verdict.accepted_for("closed") is None
     assert verdict.reason_for("closed") == "certificate is not registered for API 'closed'"
     assert load_pem_chain((tmp_path / "bundle.pem").read_bytes()) == [root.cert, inter.cert]
@@ -541,9 +533,7 @@ def test_the_verifier_time_is_never_ahead_of_the_clock(monkeypatch: pytest.Monke
 def test_a_leaf_in_the_truststore_is_trusted_itself_but_still_checked(root: Issued) -> None:
     selfie, server = issue_client(None, "selfie"), issue_server(root)
     v = CertificateValidator(material([selfie, server]))
-    assert v.validate(ders(selfie)).accepted_for("open") == validation.Acceptance(
-        "open", None, "Unlimited", "truststore"
-    )
+    assert v.validate(ders(selfie)).accepted_for("open") == Acceptance("open", None, "Unlimited", "truststore")
     assert v.validate(ders(server)).reason == "lacks the clientAuth extended key usage"
     assert (
         CertificateValidator(material([root])).validate(ders(root)).reason
@@ -579,7 +569,7 @@ def test_a_dropped_verdict_and_its_principals_are_freed_without_the_garbage_coll
 # the two-certificate chain (a leaf and the anchor that issued it) and the chain-end memo
 
 
-def _decided(verdict: validation.CertificateVerdict) -> tuple:
+def _decided(verdict: CertificateVerdict) -> tuple:
     return dict(verdict.acceptances), verdict.reason, dict(verdict.api_reasons), verdict.der, verdict.not_after
 
 
@@ -604,16 +594,16 @@ def test_two_certificate_chain_is_verified_and_checked(monkeypatch: pytest.Monke
     monkeypatch.setattr(v, "_facts", no_facts)
     verdict = v.validate(ders(good))
     assert verdict.reason is None
-    assert verdict.accepted_for("pets") == validation.Acceptance("pets", "clients", "Gold", "ca")
-    assert verdict.accepted_for("open") == validation.Acceptance("open", None, "Unlimited", "truststore")
+    assert verdict.accepted_for("pets") == Acceptance("pets", "clients", "Gold", "ca")
+    assert verdict.accepted_for("open") == Acceptance("open", None, "Unlimited", "truststore")
     assert verdict.valid_until <= min(good.cert.not_valid_after_utc.timestamp(), time.time() + validation.CACHE_MAX_TTL)
     # the memo of the chain's end is warm: every refusal below must still be found
     assert v.validate(ders(sibling)).accepted_for("pets") is not None
-    assert v.validate(ders(revoked)).reason == validation.REVOKED
+    assert v.validate(ders(revoked)).reason == REVOKED
     expired = issue_client(
         root, "expired", not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1)
     )
-    assert v.validate(ders(expired)).reason == validation.EXPIRED
+    assert v.validate(ders(expired)).reason == EXPIRED
     server_only = issue_client(root, "server-only", eku=[ExtendedKeyUsageOID.SERVER_AUTH])
     assert v.validate(ders(server_only)).reason == "lacks the clientAuth extended key usage"
     stranger = issue_client(make_ca("stranger"), "mallory")
@@ -641,12 +631,12 @@ def test_chain_end_memo_gives_each_leaf_its_own_identity(root: Issued, inter: Is
     assert (first.der, first.subject, first.spki_sha256) == (
         alice.der(),
         "CN=alice,O=asgi-apim dev",
-        validation.public_key_sha256(alice.cert),
+        public_key_sha256(alice.cert),
     )
     assert (second.der, second.subject, second.spki_sha256) == (
         bob.der(),
         "CN=bob,O=asgi-apim dev",
-        validation.public_key_sha256(bob.cert),
+        public_key_sha256(bob.cert),
     )
     assert first.principals is not second.principals
     # a longer chain has an end of its own
