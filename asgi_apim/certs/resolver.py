@@ -135,12 +135,18 @@ def _chain(scope: Scope) -> Any:
     return tls.get("client_cert_chain") if tls else None
 
 
+def certificate_header_name(mutual_ssl: MutualSSLConfig) -> bytes:
+    """The trusted proxy's certificate header (``[mutual_ssl] certificate_header``) as ASGI scopes
+    name it: lower-cased bytes. What the resolver reads, and what the gateway never forwards."""
+    return mutual_ssl.certificate_header.lower().encode("latin-1")
+
+
 class CertificateResolver:
     """Built once per stack; `resolve(scope)` is the per-request call (sync, no I/O)."""
 
     def __init__(self, trust: TrustReloader, mutual_ssl: MutualSSLConfig) -> None:
         self.trust = trust
-        self.header = mutual_ssl.certificate_header.lower().encode("latin-1")
+        self.header = certificate_header_name(mutual_ssl)
         self.header_format = mutual_ssl.header_format
         self.trusted = TrustedProxies(mutual_ssl.trusted_proxies)
         self._trusted_hosts = self.trusted.known

@@ -10,8 +10,9 @@
   client-certificate header never does; nor does a client's own
   ``X-WSO2-CLIENT-CERTIFICATE`` or ``X-JWT-Assertion``.
 * ``X-Forwarded-For`` gets the socket peer appended when that peer is a trusted
-  proxy (``[mutual_ssl] trusted_proxies``, the same trust as for the certificate
-  header), and is replaced by it otherwise; ``X-Forwarded-Proto`` and
+  proxy (``[mutual_ssl] trusted_proxies``, decided by
+  `asgi_apim.certs.trust.TrustedProxies` as for the certificate header), and is
+  replaced by it otherwise; ``X-Forwarded-Proto`` and
   ``X-Forwarded-Host`` are a trusted proxy's when it sent them, else this
   request's scheme and Host.
 * The path below the API's context is forwarded as received (``raw_path``), never
@@ -20,7 +21,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
@@ -105,30 +105,6 @@ def response_headers(headers: Headers) -> Headers:
         listed = connection_named(named)
         out = [h for h in out if h[0].lower() not in listed]
     return out
-
-
-class TrustedPeers:
-    """The peers whose X-Forwarded-* headers are believed: ``[mutual_ssl] trusted_proxies``."""
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
-        self._known: dict[str, bool] = {}
-
-    def __contains__(self, host: object) -> bool:
-        if not isinstance(host, str):
-            return False
-        known = self._known.get(host)
-        if known is None:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                known = False
-            else:  # many ways to write an IPv6 address: compare as objects
-                known = any(address in n for n in self._networks)
-            if len(self._known) > 4096:
-                self._known.clear()
-            self._known[host] = known
-        return known
 
 
 _PROTO = {"http": b"http", "https": b"https", "ws": b"http", "wss": b"https"}  # X-Forwarded-Proto of a scope scheme

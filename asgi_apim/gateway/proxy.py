@@ -31,9 +31,10 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Receive, Scope, Send
 
-from asgi_apim._keys import CONNECTION_LOST, PEER
+from asgi_apim._keys import CONNECTION_LOST
 from asgi_apim.auth.application import ApplicationSecurity
 from asgi_apim.auth.base import without_params
+from asgi_apim.certs.trust import TrustedProxies, peer_host
 from asgi_apim.config import Config
 from asgi_apim.errors import (
     BackendConnectionClosed,
@@ -51,7 +52,6 @@ from asgi_apim.gateway.endpoints import Address, Endpoint
 from asgi_apim.gateway.headers import (
     CLIENT_CERTIFICATE,
     Headers,
-    TrustedPeers,
     connection_named,
     forwarded,
     framing,
@@ -114,7 +114,7 @@ class GatewayProxy:
         self._prefixes = sorted(
             ((c, t) for t in self.targets for c in t.api.contexts), key=lambda p: len(p[0]), reverse=True
         )
-        self._trusted = TrustedPeers(config.mutual_ssl.trusted_proxies)
+        self._trusted = TrustedProxies(config.mutual_ssl.trusted_proxies)  # the certificate header's trust
         self._ssl_contexts = ssl_contexts
         self._pools: dict[Address, UpstreamPool] = {}
         self.websocket: Callable[[Target, Scope, Receive, Send], Any] | None = None
@@ -163,8 +163,8 @@ class GatewayProxy:
         named = connection_named(noted)
         if named:
             out = [h for h in out if h[0] not in named]
-        peer = scope.get(PEER) or scope.get("client") or (None,)
-        out += forwarded(noted, peer=peer[0], trusted=peer[0] in self._trusted, scheme=scope["scheme"], host=host)
+        peer = peer_host(scope)
+        out += forwarded(noted, peer=peer, trusted=peer in self._trusted, scheme=scope["scheme"], host=host)
         if target.jwt is not None:
             assertion = target.jwt.token(scope.get("user"))
             if assertion is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from starlette.types import Scope
 
 from asgi_apim.auth.application import ApplicationSecurity
+from asgi_apim.certs.resolver import certificate_header_name
 from asgi_apim.config import ApiConfig, Config, ResourceConfig
 from asgi_apim.errors import Forbidden
 from asgi_apim.gateway.backend_jwt import BackendJWT
@@ -117,7 +118,7 @@ def targets(config: Config, credentials: ApplicationSecurity) -> list[Target]:
     credentials are read (`ApplicationSecurity.locations`), which the backend never gets."""
     targets = []
     router: Router | None = None
-    cert_header = config.mutual_ssl.certificate_header.lower().encode("latin-1")
+    cert_header = certificate_header_name(config.mutual_ssl)
     for api in config.apis:
         gw = api.gateway
         if gw.backend is None:

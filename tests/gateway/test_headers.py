@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from asgi_apim._keys import PEER
 from asgi_apim.gateway.headers import (
-    TrustedPeers,
     connection_named,
     forwarded,
     raw_path_of,
     remainder,
     response_headers,
 )
+from asgi_apim.gateway.proxy import GatewayProxy
+from tests.gateway.test_proxy import api, config
 
 
 def test_connection_named_and_response_hygiene() -> None:
@@ -24,10 +27,27 @@ def test_connection_named_and_response_hygiene() -> None:
     assert kept == [(b"x-c", b"3")]
 
 
-def test_trusted_peers_compare_addresses_as_objects() -> None:
-    trusted = TrustedPeers(["127.0.0.2/32", "::1/128"])
-    assert "127.0.0.2" in trusted and "0:0:0:0:0:0:0:1" in trusted
-    assert "127.0.0.1" not in trusted and "not-an-ip" not in trusted and None not in trusted
+def test_x_forwarded_is_believed_from_the_peers_the_certificate_header_is(tmp_path: Path) -> None:
+    """The gateway asks the certificate header's trust (`TrustedProxies`): addresses compared as
+    objects, an IPv4-mapped IPv6 peer as its IPv4 address, a zone id ignored."""
+    trust = '[mutual_ssl]\ntrusted_proxies = ["127.0.0.2/32", "fe80::/64", "::1/128"]\n'
+    proxy = GatewayProxy(config(tmp_path, trust + api("pets", '"http://127.0.0.1:9"')))
+    believed = {}
+    for peer in ("127.0.0.2", "::ffff:127.0.0.2", "0:0:0:0:0:0:0:1", "fe80::1%eth0", "127.0.0.1", "unix", "x"):
+        scope = {"type": "http", "scheme": "http", "headers": [(b"x-forwarded-for", b"1.2.3.4")], PEER: (peer, 1)}
+        headers, _, _, _ = proxy.request_headers(scope, proxy.targets[0])
+        chain = dict(headers)[b"x-forwarded-for"]
+        believed[peer] = chain == b"1.2.3.4, " + peer.encode()
+        assert believed[peer] or chain == peer.encode()
+    assert believed == {
+        "127.0.0.2": True,
+        "::ffff:127.0.0.2": True,
+        "0:0:0:0:0:0:0:1": True,
+        "fe80::1%eth0": True,
+        "127.0.0.1": False,
+        "unix": False,
+        "x": False,
+    }
 
 
 def test_forwarded_from_a_trusted_proxy_appends_and_keeps_its_values() -> None:
