@@ -115,6 +115,7 @@ def _flat(setup: dict[str, Any], make: Callable[[], dict[str, Any]], count: int,
         finally:
             tracemalloc.stop()
     finally:
+        loop.run_until_complete(app.background.stop())  # the stack's jobs end with this test's loop
         loop.close()
     assert grown < BOUND, f"{grown} bytes traced after {count} identical refusals"
     tenth = count // 10
