@@ -17,8 +17,9 @@ loop with the bare backend's response. Targets:
 - ``gateway``: what ``asgi-apim gateway`` serves for the same configuration.
 
 Prints the median µs of CPU per request over ``--rounds`` alternating rounds and the spread.
-The figures are steady to about ±0.5 µs run to run, where the socket benchmarks move by tens
-of µs: read the differences between rows, not the rows as a throughput.
+The medians are steady to about ±0.5 µs run to run (one round can read high on a busy machine),
+where the socket benchmarks move by tens of µs: read the differences between rows, not the rows
+as a throughput.
 """
 
 from __future__ import annotations
@@ -47,17 +48,21 @@ RESPONSE = (
 )
 
 
-class BackendTransport:
-    """The upstream connection's transport: every request written is answered on the next pass."""
+class MemoryTransport:
+    """What the server protocol and the upstream client ask of a transport, in memory;
+    `write` is the subclass's."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol) -> None:
-        self.loop, self.protocol, self.closing = loop, protocol, False
+    closing = False
+    extra: dict[str, Any] = {}
 
     def write(self, data: bytes) -> None:
-        self.loop.call_soon(self.protocol.data_received, RESPONSE)
+        raise NotImplementedError
 
     def writelines(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -66,40 +71,6 @@ class BackendTransport:
         self.closing = True
 
     abort = close
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-class ClientTransport:
-    """One client connection's transport: a whole response sends the next request."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, run: Run, n: int) -> None:
-        self.loop, self.run, self.closing = loop, run, False
-        self.protocol: Any = None
-        self.extra = {"peername": ("127.0.0.1", 40000 + n), "sockname": ("127.0.0.1", 8000)}
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.extra.get(name, default)
-
-    def write(self, data: bytes) -> None:
-        if data.endswith(b"hello, world"):
-            self.run.answered(self)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
 
     def pause_reading(self) -> None:
         pass
@@ -112,6 +83,29 @@ class ClientTransport:
 
     def get_write_buffer_size(self) -> int:
         return 0
+
+
+class BackendTransport(MemoryTransport):
+    """The upstream connection's transport: every request written is answered on the next pass."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol) -> None:
+        self.loop, self.protocol = loop, protocol
+
+    def write(self, data: bytes) -> None:
+        self.loop.call_soon(self.protocol.data_received, RESPONSE)
+
+
+class ClientTransport(MemoryTransport):
+    """One client connection's transport: a whole response sends the next request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, run: Run, n: int) -> None:
+        self.loop, self.run = loop, run
+        self.protocol: Any = None
+        self.extra = {"peername": ("127.0.0.1", 40000 + n), "sockname": ("127.0.0.1", 8000)}
+
+    def write(self, data: bytes) -> None:
+        if data.endswith(b"hello, world"):
+            self.run.answered(self)
 
 
 class Run:
